@@ -1,0 +1,50 @@
+"""Decoder output -> per-pixel Gaussians (``docs/reference_semantics.md`` §5).
+
+Per Gaussian channel layout (``C = 11 + 3K``): ``[xyz(3) | SH(3K, coefficient-major, RGB last) | log-scale(3)
+| quaternion(4) | opacity(1)]``. Gaussians are ordered patch-major: view, patch row, patch column, row in
+patch, column in patch (§5.2), which is the order of the decoder's output channels.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..gaussians import Gaussians
+from .config import TttlrmConfig
+
+
+def to_patch_major(x: Tensor, patch: int) -> Tensor:
+    """[B, V, c, H, W] per-pixel maps -> [B, V*H*W, c] in the patch-major Gaussian order."""
+    b, v, c, h, w = x.shape
+    x = x.reshape(b, v, c, h // patch, patch, w // patch, patch)
+    return x.permute(0, 1, 3, 5, 4, 6, 2).reshape(b, v * h * w, c)
+
+
+def decode_gaussians(raw: Tensor, origins: Tensor, directions: Tensor, cfg: TttlrmConfig) -> Gaussians:
+    """Activate the decoder output.
+
+    Args:
+        raw: [B, V*n, p*p*C] decoder output (one row per token).
+        origins, directions: [B, V, 3, H, W] pixel rays of the decoded views (unit directions).
+    Returns:
+        Gaussians with leading dims [B, V*H*W], float32.
+    """
+    b = raw.shape[0]
+    c = cfg.gaussian_channels
+    y = raw.float().reshape(b, -1, c)  # [B, N, C]; channel fastest, then pixel-in-patch (row-major)
+    o = to_patch_major(origins, cfg.patch_size)
+    d = to_patch_major(directions, cfg.patch_size)
+    k = cfg.sh_coeffs
+    xyz, sh, scale, quat, opacity = torch.split(y, [3, 3 * k, 3, 4, 1], dim=-1)
+    # Distance along the unit ray; only the mean of the three position channels is used (Q16).
+    dist = torch.sigmoid(xyz.mean(dim=-1, keepdim=True)) * cfg.max_dist
+    if cfg.geometry_bf16_compat:
+        dist = dist.to(torch.bfloat16).float()
+    return Gaussians(
+        means=o + dist * d,
+        sh=sh.reshape(b, -1, k, 3),
+        log_scales=torch.clamp(scale + cfg.scale_shift, max=cfg.max_log_scale),
+        quats=quat,
+        opacity_logits=opacity + cfg.opacity_shift,
+    )

@@ -1,0 +1,234 @@
+"""Large-chunk test-time training (LaCT): the fast-weight update and its schedule.
+
+The fast-weight network is a SwiGLU MLP ``f_W(z) = (silu(z W0) * (z W2)) W1`` with ``W0, W2: [dh, m]`` and
+``W1: [m, dh]``, one copy per (batch element, head). A *schedule* is a list of :class:`TTTOp`: each op
+either updates the fast weights from the keys/values of a token range, or applies the current weights to
+the queries of a range. The official model uses two schedules (``docs/reference_semantics.md`` §4.6.1):
+
+* full: one update from all input tokens, then every token reads the updated weights;
+* ar: sequential updates over chunks of input tokens, then every token reads the final weights.
+
+Update of one chunk ``S`` (§4.4), all from the same pre-update weights::
+
+    G = K W0, U = K W2, Hid = silu(G) * U, Z = V W1^T                          [S, m]
+    dW1 = (lr1 * Hid)^T V                                                      [m, dh]
+    dW2 = (lr2 * K)^T (Z * silu(G))                                            [dh, m]
+    dW0 = (lr0 * K)^T (Z * U * silu'(G))                                       [dh, m]
+
+``dW`` is the negative gradient of ``-sum_t lr_t <f_W(k_t), v_t>``; each is orthogonalised by Newton-Schulz,
+added to the weights, optionally pulled towards an anchor (elastic update), and every column is rescaled
+to its initial norm.
+
+Precision policy: fast-weight state, learning rates and renormalisation are float32; the update matmuls
+follow the ambient autocast; Newton-Schulz runs in ``ns_dtype`` (bfloat16 in the official code, whose
+result is promoted back to float32 when added).
+
+FLOPs per update of S tokens (per head): 6*S*dh*m (forward to hidden and Z) + 6*S*dh*m (three outer
+products); per applied token 6*dh*m.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# Quintic Newton-Schulz coefficients (Muon), official values.
+NS_COEFFS = (3.4445, -4.7750, 2.0315)
+
+# Tokens per block when accumulating an update without autograd: bounds the [tokens, m] temporaries.
+INFERENCE_TOKEN_BLOCK = 32768
+
+
+class TTTOp(NamedTuple):
+    """One step of a fast-weight schedule over tokens ``[start, end)``."""
+
+    start: int
+    end: int
+    update: bool  # compute an update from this range and commit it
+    apply: bool  # read this range's outputs with the current weights
+
+
+def full_schedule(n_update: int, n_total: int) -> list[TTTOp]:
+    """One update from tokens ``[0, n_update)``, then all ``n_total`` tokens read the result."""
+    return [TTTOp(0, n_update, True, False), TTTOp(0, n_total, False, True)]
+
+
+def ar_schedule(n_update: int, n_total: int, chunk: int) -> list[TTTOp]:
+    """Sequential updates over chunks of ``chunk`` tokens, then all tokens read the final weights."""
+    if chunk <= 0 or n_update % chunk:
+        raise ValueError(
+            f"autoregressive scan: {n_update} input tokens are not a multiple of the update chunk "
+            f"({chunk} tokens); the number of input views must be a multiple of ar_chunk_views"
+        )
+    ops = [TTTOp(s, s + chunk, True, False) for s in range(0, n_update, chunk)]
+    return ops + [TTTOp(0, n_total, False, True)]
+
+
+@dataclass
+class TTTHyper:
+    """Hyper-parameters of the update step (not learned)."""
+
+    muon_steps: int = 5
+    ns_dtype: torch.dtype = torch.bfloat16
+    weight_renorm: bool = True
+    elastic_lambda: float = 0.0
+    fisher_alpha: float = 0.5
+    anchor_beta: float = 0.8
+    elastic_compat: bool = True
+
+
+def silu_backprop(dy: Tensor, x: Tensor) -> Tensor:
+    """``dy * silu'(x)`` with ``silu'(x) = s (1 + x (1 - s))``, ``s = sigmoid(x)``."""
+    s = torch.sigmoid(x)
+    return dy * s * (1 + x * (1 - s))
+
+
+def newton_schulz(g: Tensor, steps: int, dtype: torch.dtype) -> Tensor:
+    """Approximately orthogonalise each matrix of ``g [B, r, c]`` (quintic Newton-Schulz, Muon).
+
+    The input is cast to ``dtype`` and divided by its Frobenius norm; tall matrices are transposed so the
+    Gram matrix is the small one. The result stays in ``dtype``. With ``steps=0`` only the normalisation
+    (and the cast) happens, as in the official code.
+    """
+    a, b, c = NS_COEFFS
+    x = g.to(dtype)
+    transposed = g.size(-2) > g.size(-1)
+    if transposed:
+        x = x.mT
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    for _ in range(steps):
+        gram = x @ x.mT  # [B, r, r]
+        poly = b * gram + c * gram @ gram
+        x = a * x + poly @ x
+    return x.mT if transposed else x
+
+
+def newton_schulz_reference(g: Tensor, steps: int) -> Tensor:
+    """Float64 Newton-Schulz with the same algebra, for tests."""
+    return newton_schulz(g.double(), steps, torch.float64)
+
+
+def update_deltas(
+    w0: Tensor, w1: Tensor, w2: Tensor, k: Tensor, v: Tensor, lr0: Tensor, lr1: Tensor, lr2: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Raw fast-weight updates of one chunk.
+
+    Args:
+        w0, w2: [B, dh, m] gate / up weights; w1: [B, m, dh] down weights.
+        k, v: [B, S, dh] keys and values of the chunk; lr0, lr1, lr2: [B, S, 1] per-token rates.
+    Returns:
+        (dw0 [B, dh, m], dw1 [B, m, dh], dw2 [B, dh, m]): sums over the chunk's tokens.
+    """
+    gate = k @ w0  # [B, S, m]
+    up = k @ w2  # [B, S, m]
+    z = v @ w1.mT  # [B, S, m]
+    act = F.silu(gate)
+    hidden = act * up
+    dw1 = (hidden * lr1).mT @ v  # [B, m, dh]
+    dw2 = (k * lr2).mT @ (z * act)  # [B, dh, m]
+    dw0 = (k * lr0).mT @ silu_backprop(z * up, gate)  # [B, dh, m]
+    return dw0, dw1, dw2
+
+
+def apply_fast_weights(w0: Tensor, w1: Tensor, w2: Tensor, q: Tensor) -> Tensor:
+    """``f_W(q) = (silu(q w0) * (q w2)) w1`` for ``q [B, S, dh]`` -> ``[B, S, dh]``."""
+    return (F.silu(q @ w0) * (q @ w2)) @ w1
+
+
+def _blocked_update(w, k, v, lrs, block: int):
+    """Sum of :func:`update_deltas` over token blocks (inference only: bounds temporary memory)."""
+    total = None
+    for s in range(0, k.shape[1], block):
+        e = s + block
+        d = update_deltas(*w, k[:, s:e], v[:, s:e], *(lr[:, s:e] for lr in lrs))
+        total = d if total is None else tuple(t + x for t, x in zip(total, d))
+    return total
+
+
+def _blocked_apply(w, q, block: int) -> Tensor:
+    if q.shape[1] <= block or torch.is_grad_enabled():
+        return apply_fast_weights(*w, q)
+    return torch.cat([apply_fast_weights(*w, q[:, s : s + block]) for s in range(0, q.shape[1], block)], 1)
+
+
+def ttt_scan(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    lrs: tuple[Tensor, Tensor, Tensor],
+    weights: tuple[Tensor, Tensor, Tensor],
+    ops: list[TTTOp],
+    hyper: TTTHyper,
+    reduce_fn: Optional[Callable[[Tensor], Tensor]] = None,
+    token_block: int = INFERENCE_TOKEN_BLOCK,
+) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
+    """Run a fast-weight schedule.
+
+    Args:
+        q, k, v: [B, L, dh] (heads folded into B). lrs: three [B, L, 1] float32 rates (for W0, W1, W2).
+        weights: initial (w0 [B, dh, m], w1 [B, m, dh], w2 [B, dh, m]), float32.
+        ops: the schedule; the apply ops must tile ``[0, L)`` in order.
+        reduce_fn: applied to each raw update before Newton-Schulz (sequence parallel: all-reduce sum).
+    Returns:
+        outputs [B, L, dh] and the final fast weights.
+    """
+    w = tuple(weights)
+    # Column norms over the input (first matrix) axis of the initial weights, the renormalisation target.
+    norms0 = tuple(x.detach().norm(dim=1, keepdim=True) for x in w)
+    elastic = hyper.elastic_lambda > 0
+    if elastic:
+        fisher = [torch.zeros_like(x, dtype=torch.float32).detach() for x in w]
+        anchors = [x if hyper.elastic_compat else x.detach() for x in w]
+    outs: list[Tensor] = []
+    covered = 0
+    for op in ops:
+        if op.update:
+            sl = slice(op.start, op.end)
+            args = (k[:, sl], v[:, sl], *(lr[:, sl] for lr in lrs))
+            if torch.is_grad_enabled() or op.end - op.start <= token_block:
+                deltas = update_deltas(*w, *args)
+            else:
+                deltas = _blocked_update(w, args[0], args[1], args[2:], token_block)
+            if reduce_fn is not None:
+                deltas = tuple(reduce_fn(dw) for dw in deltas)
+            new_w = []
+            for j, (wj, dw) in enumerate(zip(w, deltas)):
+                upd = newton_schulz(dw, hyper.muon_steps, hyper.ns_dtype)
+                wj = wj + upd  # promotes a reduced-precision update back to the float32 state
+                if elastic:
+                    wj = _elastic_pull(wj, upd, fisher, anchors, j, hyper)
+                if hyper.weight_renorm:
+                    wj = wj / (wj.norm(dim=1, keepdim=True) + 1e-5) * norms0[j]
+                new_w.append(wj)
+            w = tuple(new_w)
+            if elastic:
+                b = hyper.anchor_beta
+                anchors = [b * a + (1 - b) * wj.detach() for a, wj in zip(anchors, w)]
+        if op.apply:
+            if op.start != covered:
+                raise ValueError(f"apply ops must tile the sequence in order; gap at token {covered}")
+            outs.append(_blocked_apply(w, q[:, op.start : op.end], token_block))
+            covered = op.end
+    if covered != q.shape[1]:
+        raise ValueError(f"apply ops cover {covered} of {q.shape[1]} tokens")
+    return (outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)), w
+
+
+def _elastic_pull(wj: Tensor, upd: Tensor, fisher: list, anchors: list, j: int, hyper: TTTHyper) -> Tensor:
+    """Elastic step (§4.7): pull weights with small running squared update towards the anchor."""
+    a = hyper.fisher_alpha
+    with torch.no_grad():
+        # Official: the squared update is formed and scaled in the Newton-Schulz dtype, then promoted.
+        sq = (1 - a) * upd.square() if hyper.elastic_compat else (1 - a) * upd.float().square()
+        fisher[j] = a * fisher[j] + sq
+        f = fisher[j]
+        if hyper.elastic_compat:
+            fmax = f.max()  # shared by every batch element and head, as in the official code
+        else:
+            fmax = f.amax(dim=(-2, -1), keepdim=True)
+        f_norm = f / (fmax + 1e-8)
+    return wj - hyper.elastic_lambda * (1 - f_norm) * (wj - anchors[j])

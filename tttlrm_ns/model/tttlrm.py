@@ -1,0 +1,183 @@
+"""tttLRM: posed images -> per-pixel 3D Gaussians in one forward pass.
+
+Reading order: encode rays + colours per pixel, patchify and embed, a stack of LaCT blocks (per-view
+attention, test-time-training layer over the whole sequence, MLP), decode one Gaussian per pixel of the
+decoded ("virtual") views. Semantics: ``docs/reference_semantics.md`` §2-§5.
+
+Virtual views. The official model appends the decoded views as a second copy of the input views and runs
+both halves through every block. Attention is per view and every TTT read uses the final fast weights, so
+the copy stays bitwise identical to its input twin; by default we decode from the input tokens instead
+(``duplicate_virtual_views=False``): same output at about half the cost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from ..gaussians import Gaussians
+from .blocks import LaCTBlock, layer_norm
+from .config import TttlrmConfig
+from .head import decode_gaussians
+from .lact import TTTOp, ar_schedule, full_schedule
+from .rays import ray_input
+
+
+class Patchify(nn.Module):
+    """[B, V, c, H, W] -> [B, V*(H/p)*(W/p), p*p*c]; a patch vector is (row, column, channel), channel fastest."""
+
+    def __init__(self, patch: int):
+        super().__init__()
+        self.patch = patch
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, v, c, h, w = x.shape
+        p = self.patch
+        x = x.reshape(b, v, c, h // p, p, w // p, p)
+        return x.permute(0, 1, 3, 5, 4, 6, 2).reshape(b, v * (h // p) * (w // p), p * p * c)
+
+
+@dataclass
+class TttlrmOutput:
+    gaussians: Gaussians
+    """Per-pixel Gaussians of the decoded views, leading dims [B, Vq*H*W], patch-major order."""
+    raw: Tensor
+    """Decoder output [B, Vq*n, p*p*C]."""
+    intermediates: dict[str, Tensor] = field(default_factory=dict)
+    """With ``return_intermediates``: ``tokens`` and ``block{i}`` residual streams [B, L, d], and the final
+    fast weights ``block{i}.ttt_w{0,1,2}`` [B*h, ...]."""
+
+
+def _sp_reduce(group):
+    """Autograd-aware sum over the sequence-parallel group."""
+    import torch.distributed.nn.functional as dist_fn
+
+    return lambda t: dist_fn.all_reduce(t, group=group)
+
+
+class TttlrmModel(nn.Module):
+    def __init__(self, cfg: TttlrmConfig):
+        super().__init__()
+        self.cfg = cfg.validate()
+        d, p = cfg.d, cfg.patch_size
+        self.tokenizer = nn.Sequential(Patchify(p), nn.Linear(cfg.in_channels * p * p, d, bias=False))
+        self.input_layernorm = layer_norm(d)
+        self.blocks = nn.ModuleList([LaCTBlock(cfg) for _ in range(cfg.n_layer)])
+        self.decoder = nn.Sequential(layer_norm(d), nn.Linear(d, p * p * cfg.gaussian_channels, bias=False))
+        self.apply(self._init_weights)
+        self._block_fns = [torch.compile(b) if cfg.compile else b for b in self.blocks]
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        # Official initialisation (§3): Linear N(0, 0.02^2), zero biases, unit norm weights.
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.LayerNorm, nn.RMSNorm)) and m.weight is not None:
+            nn.init.ones_(m.weight)
+
+    # ------------------------------------------------------------------------------------------------
+    def check_inputs(self, images: Tensor, c2w: Tensor, fxfycxcy: Tensor) -> None:
+        """Raise ``ValueError`` with the expected layout if the inputs cannot be processed."""
+        p = self.cfg.patch_size
+        if images.dim() != 5 or images.shape[2] != 3:
+            raise ValueError(f"images must be [B, V, 3, H, W] in [0, 1], got shape {tuple(images.shape)}")
+        b, v, _, h, w = images.shape
+        if h % p or w % p:
+            raise ValueError(
+                f"image size {h}x{w} (HxW) is not divisible by the patch size {p}; resize or crop to a multiple"
+            )
+        if tuple(c2w.shape) != (b, v, 4, 4):
+            raise ValueError(f"c2w must be [B, V, 4, 4] = {(b, v, 4, 4)}, got {tuple(c2w.shape)}")
+        if tuple(fxfycxcy.shape) != (b, v, 4):
+            raise ValueError(f"fxfycxcy must be [B, V, 4] = {(b, v, 4)}, got {tuple(fxfycxcy.shape)}")
+
+    def schedule(self, num_views: int, tokens_per_view: int, total_tokens: int, sp_size: int = 1) -> list[TTTOp]:
+        """Fast-weight schedule for ``num_views`` (local) input views at the start of the sequence."""
+        n_update = num_views * tokens_per_view
+        if self.cfg.scan == "full":
+            return full_schedule(n_update, total_tokens)
+        chunk_views = self.cfg.ar_chunk_views
+        if chunk_views % sp_size:
+            raise ValueError(f"ar_chunk_views={chunk_views} is not divisible by the sequence-parallel size {sp_size}")
+        chunk_views //= sp_size
+        if num_views % chunk_views:
+            raise ValueError(
+                f"autoregressive scan: {num_views * sp_size} input views are not a multiple of "
+                f"ar_chunk_views={self.cfg.ar_chunk_views}"
+            )
+        return ar_schedule(n_update, total_tokens, chunk_views * tokens_per_view)
+
+    def forward(
+        self,
+        images: Tensor,
+        c2w: Tensor,
+        fxfycxcy: Tensor,
+        virtual_view_indices: Optional[Tensor] = None,
+        sp_group=None,
+        return_intermediates: bool = False,
+    ) -> TttlrmOutput:
+        """Predict one Gaussian per pixel of every virtual view.
+
+        Args:
+            images: [B, V, 3, H, W] in [0, 1]. c2w: [B, V, 4, 4] OpenCV camera-to-world (normalised frame).
+            fxfycxcy: [B, V, 4] pixel intrinsics.
+            virtual_view_indices: long [Vq], the input views to decode (default: all, in order). Virtual
+                views are copies of input views (§1.6), so decoding them means decoding those views' tokens.
+            sp_group: process group of sequence parallelism: this rank holds one shard of the views and the
+                TTT updates are summed over the group.
+        """
+        cfg = self.cfg
+        self.check_inputs(images, c2w, fxfycxcy)
+        b, v, _, h, w = images.shape
+        p = cfg.patch_size
+        n = (h // p) * (w // p)
+        all_views = virtual_view_indices is None
+        if all_views:
+            virtual_view_indices = torch.arange(v, device=images.device)
+        feats, origins, dirs = ray_input(images, c2w, fxfycxcy, cfg.geometry_bf16_compat)
+        inter: dict[str, Tensor] = {}
+        sp_size = 1
+        reduce_fn = None
+        if sp_group is not None:
+            import torch.distributed as dist
+
+            sp_size = dist.get_world_size(sp_group)
+            reduce_fn = _sp_reduce(sp_group) if sp_size > 1 else None
+
+        with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=cfg.autocast_bf16):
+            x = self.input_layernorm(self.tokenizer(feats))  # [B, V*n, d]
+            tok_index = (virtual_view_indices[:, None] * n + torch.arange(n, device=x.device)).reshape(-1)
+            if cfg.duplicate_virtual_views:
+                x = torch.cat([x, x[:, tok_index]], dim=1)  # [B, (V+Vq)*n, d]
+            if return_intermediates:
+                inter["tokens"] = x
+            ops = self.schedule(v, n, x.shape[1], sp_size)
+            for i, block in enumerate(self._block_fns):
+                if cfg.grad_checkpoint and torch.is_grad_enabled():
+                    x, fast = checkpoint(block, x, n, ops, reduce_fn, use_reentrant=False)
+                else:
+                    x, fast = block(x, n, ops, reduce_fn)
+                if return_intermediates:
+                    inter[f"block{i}"] = x
+                    for j, wj in zip((0, 1, 2), fast):
+                        inter[f"block{i}.ttt_w{j}"] = wj
+            if cfg.duplicate_virtual_views:
+                decoded = x[:, v * n :]
+            else:
+                decoded = x if all_views else x[:, tok_index]
+            raw = self.decoder(decoded)  # [B, Vq*n, p*p*C]
+        sel = virtual_view_indices
+        gaussians = decode_gaussians(raw.float(), origins[:, sel], dirs[:, sel], cfg)
+        return TttlrmOutput(gaussians=gaussians, raw=raw.float(), intermediates=inter)
+
+    def num_parameters(self) -> int:
+        return sum(t.numel() for t in self.parameters())
+
+
+__all__ = ["TttlrmModel", "TttlrmOutput", "Patchify"]
