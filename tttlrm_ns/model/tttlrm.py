@@ -48,8 +48,8 @@ class TttlrmOutput:
     raw: Tensor
     """Decoder output [B, Vq*n, p*p*C]."""
     intermediates: dict[str, Tensor] = field(default_factory=dict)
-    """With ``return_intermediates``: ``tokens`` and ``block{i}`` residual streams [B, L, d], and the final
-    fast weights ``block{i}.ttt_w{0,1,2}`` [B*h, ...]."""
+    """With ``return_intermediates``: ``model_input_views`` [B, V, 12, H, W], ``tokens`` and ``block{i}``
+    residual streams [B, L, d], and the final fast weights ``block{i}.ttt_w{0,1,2}`` [B*h, ...]."""
 
 
 def _sp_reduce(group):
@@ -141,7 +141,7 @@ class TttlrmModel(nn.Module):
         if all_views:
             virtual_view_indices = torch.arange(v, device=images.device)
         feats, origins, dirs = ray_input(images, c2w, fxfycxcy, cfg.geometry_bf16_compat)
-        inter: dict[str, Tensor] = {}
+        inter: dict[str, Tensor] = {"model_input_views": feats} if return_intermediates else {}
         sp_size = 1
         reduce_fn = None
         if sp_group is not None:
