@@ -67,6 +67,7 @@ class FastWeightLayer(nn.Module):
             muon_steps=cfg.muon_steps,
             ns_dtype=getattr(torch, cfg.ns_dtype),
             weight_renorm=cfg.weight_renorm,
+            detach_renorm_target=cfg.detach_renorm_target,
             elastic_lambda=cfg.elastic_lambda,
             fisher_alpha=cfg.fisher_alpha,
             anchor_beta=cfg.anchor_beta,
@@ -77,8 +78,9 @@ class FastWeightLayer(nn.Module):
         """Per-token, per-head rates for (W0, W1, W2), each [B*h, L, 1] float32 (autocast off)."""
         b, length, _ = x.shape
         h = self.heads
+        dt = torch.promote_types(self.lr_fc.weight.dtype, torch.float32)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            logits = F.linear(x.float(), self.lr_fc.weight.float(), self.lr_fc.bias.float())
+            logits = F.linear(x.to(dt), self.lr_fc.weight.to(dt), self.lr_fc.bias.to(dt))
             lr = F.softplus(logits + self.base_lr_inv)  # [B, L, 3h]
         # LaCT layout: channel w*h + j is weight w of head j. With one head the official layout is the same.
         lr = lr.view(b, length, 3, h).permute(2, 0, 3, 1).reshape(3, b * h, length, 1)
@@ -98,7 +100,7 @@ class FastWeightLayer(nn.Module):
         lrs = self.learning_rates(x)
         # Fast-weight state is float32 regardless of autocast; one copy per batch element.
         weights = tuple(
-            w.float().unsqueeze(0).expand(b, -1, -1, -1).reshape(b * h, *w.shape[1:])
+            w.to(torch.promote_types(w.dtype, torch.float32)).unsqueeze(0).expand(b, -1, -1, -1).reshape(b * h, *w.shape[1:])
             for w in (self.w0, self.w1, self.w2)
         )
         o, final = ttt_scan(q, k, v, lrs, weights, ops, self.hyper, reduce_fn)

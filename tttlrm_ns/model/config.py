@@ -49,6 +49,9 @@ class TttlrmConfig:
     runs; float32 is better conditioned (the reference goldens carry a float32 variant for tight tests)."""
     weight_renorm: bool = True
     """Rescale every fast-weight column to its initial L2 norm after each update."""
+    detach_renorm_target: bool = True
+    """Treat the initial column norms (the renormalisation target) as constants in the backward pass, as
+    the official code does. False gives the exact gradient of the forward function."""
     scan: Literal["full", "ar"] = "full"
     """``full``: one update from all input tokens. ``ar``: sequential updates over chunks of
     ``ar_chunk_views`` input views. In both, the final fast weights are applied to every token."""

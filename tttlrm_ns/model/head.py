@@ -32,7 +32,7 @@ def decode_gaussians(raw: Tensor, origins: Tensor, directions: Tensor, cfg: Tttl
     """
     b = raw.shape[0]
     c = cfg.gaussian_channels
-    y = raw.float().reshape(b, -1, c)  # [B, N, C]; channel fastest, then pixel-in-patch (row-major)
+    y = raw.to(torch.promote_types(raw.dtype, torch.float32)).reshape(b, -1, c)  # [B, N, C]; channel fastest, then pixel-in-patch (row-major)
     o = to_patch_major(origins, cfg.patch_size)
     d = to_patch_major(directions, cfg.patch_size)
     k = cfg.sh_coeffs

@@ -75,6 +75,7 @@ class TTTHyper:
     muon_steps: int = 5
     ns_dtype: torch.dtype = torch.bfloat16
     weight_renorm: bool = True
+    detach_renorm_target: bool = True
     elastic_lambda: float = 0.0
     fisher_alpha: float = 0.5
     anchor_beta: float = 0.8
@@ -90,11 +91,13 @@ def silu_backprop(dy: Tensor, x: Tensor) -> Tensor:
 def newton_schulz(g: Tensor, steps: int, dtype: torch.dtype) -> Tensor:
     """Approximately orthogonalise each matrix of ``g [B, r, c]`` (quintic Newton-Schulz, Muon).
 
-    The input is cast to ``dtype`` and divided by its Frobenius norm; tall matrices are transposed so the
+    The input is cast to ``dtype`` (bfloat16, or at least float32 otherwise) and divided by its Frobenius norm; tall matrices are transposed so the
     Gram matrix is the small one. The result stays in ``dtype``. With ``steps=0`` only the normalisation
     (and the cast) happens, as in the official code.
     """
     a, b, c = NS_COEFFS
+    if dtype != torch.bfloat16:
+        dtype = torch.promote_types(g.dtype, dtype)  # "float32" means at least float32
     x = g.to(dtype)
     transposed = g.size(-2) > g.size(-1)
     if transposed:
@@ -178,10 +181,10 @@ def ttt_scan(
     """
     w = tuple(weights)
     # Column norms over the input (first matrix) axis of the initial weights, the renormalisation target.
-    norms0 = tuple(x.detach().norm(dim=1, keepdim=True) for x in w)
+    norms0 = tuple((x.detach() if hyper.detach_renorm_target else x).norm(dim=1, keepdim=True) for x in w)
     elastic = hyper.elastic_lambda > 0
     if elastic:
-        fisher = [torch.zeros_like(x, dtype=torch.float32).detach() for x in w]
+        fisher = [torch.zeros_like(x).detach() for x in w]
         anchors = [x if hyper.elastic_compat else x.detach() for x in w]
     outs: list[Tensor] = []
     covered = 0
@@ -223,7 +226,7 @@ def _elastic_pull(wj: Tensor, upd: Tensor, fisher: list, anchors: list, j: int, 
     a = hyper.fisher_alpha
     with torch.no_grad():
         # Official: the squared update is formed and scaled in the Newton-Schulz dtype, then promoted.
-        sq = (1 - a) * upd.square() if hyper.elastic_compat else (1 - a) * upd.float().square()
+        sq = (1 - a) * (upd if hyper.elastic_compat else upd.to(wj.dtype)).square()
         fisher[j] = a * fisher[j] + sq
         f = fisher[j]
         if hyper.elastic_compat:

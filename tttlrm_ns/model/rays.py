@@ -23,15 +23,15 @@ def pixel_rays(c2w: Tensor, fxfycxcy: Tensor, height: int, width: int, bf16_comp
         bf16_compat: round the rotation, camera-frame directions and rotated directions to bfloat16 before
             normalising, as the official code does under autocast (§2.1, Q5).
     Returns:
-        origins, directions: [B, V, 3, H, W] float32.
+        origins, directions: [B, V, 3, H, W], float32 (float64 for float64 cameras).
     """
-    c2w = c2w.float()
-    fxfycxcy = fxfycxcy.float()
+    dt = torch.promote_types(c2w.dtype, torch.float32)
+    c2w, fxfycxcy = c2w.to(dt), fxfycxcy.to(dt)
     b, v = c2w.shape[:2]
     dev = c2w.device
     ys, xs = torch.meshgrid(
-        torch.arange(height, device=dev, dtype=torch.float32),
-        torch.arange(width, device=dev, dtype=torch.float32),
+        torch.arange(height, device=dev, dtype=dt),
+        torch.arange(width, device=dev, dtype=dt),
         indexing="ij",
     )
     fx, fy, cx, cy = (fxfycxcy[..., i, None, None] for i in range(4))  # [B, V, 1, 1]
@@ -61,5 +61,5 @@ def ray_input(images: Tensor, c2w: Tensor, fxfycxcy: Tensor, bf16_compat: bool =
     h, w = images.shape[-2:]
     o, d = pixel_rays(c2w, fxfycxcy, h, w, bf16_compat)
     m = torch.cross(o, d, dim=2)
-    feats = torch.cat([o, d, m, images.float() * 2 - 1], dim=2)
+    feats = torch.cat([o, d, m, images.to(o.dtype) * 2 - 1], dim=2)
     return feats, o, d

@@ -173,8 +173,9 @@ class TttlrmModel(nn.Module):
                 decoded = x if all_views else x[:, tok_index]
             raw = self.decoder(decoded)  # [B, Vq*n, p*p*C]
         sel = virtual_view_indices
-        gaussians = decode_gaussians(raw.float(), origins[:, sel], dirs[:, sel], cfg)
-        return TttlrmOutput(gaussians=gaussians, raw=raw.float(), intermediates=inter)
+        raw = raw.to(torch.promote_types(raw.dtype, torch.float32))
+        gaussians = decode_gaussians(raw, origins[:, sel], dirs[:, sel], cfg)
+        return TttlrmOutput(gaussians=gaussians, raw=raw, intermediates=inter)
 
     def num_parameters(self) -> int:
         return sum(t.numel() for t in self.parameters())

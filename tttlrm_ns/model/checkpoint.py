@@ -1,0 +1,172 @@
+"""Model weights on disk: the official ``.pt`` checkpoint and our own safetensors + config files.
+
+Official format (``docs/reference_semantics.md`` §7.3): ``torch.save({'model': state_dict, ...})`` with the
+keys of ``official_full_config_state_dict_shapes.json``; frozen auxiliary networks (``depth_anything.*``,
+``perceptual_loss_module.*``) may be present and are ignored. The official loader uses ``strict=False``;
+we check every key and shape first and load nothing unless all fit.
+
+Our format: one ``.safetensors`` file whose metadata holds the model config as JSON (key
+``tttlrm_config``), written atomically (temporary file in the same folder, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping, Optional
+
+import torch
+from torch import Tensor
+
+from .config import TttlrmConfig
+from .tttlrm import TttlrmModel
+
+AUXILIARY_PREFIXES = ("depth_anything.", "perceptual_loss_module.")
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+CONFIG_KEY = "tttlrm_config"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be loaded into the model; the message names the file and the keys."""
+
+
+def _describe(keys: list[str], limit: int = 12) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def check_state_dict(
+    state: Mapping[str, Tensor], expected: Mapping[str, tuple[int, ...]], source: str = "checkpoint"
+) -> None:
+    """Raise :class:`CheckpointError` listing missing, unexpected and mismatched keys (nothing is loaded)."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k])}"
+        for k in set(state) & set(expected)
+        if tuple(state[k].shape) != tuple(expected[k])
+    )
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys: {_describe(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys: {_describe(unexpected)}")
+        if mismatched:
+            parts.append(f"{len(mismatched)} shape mismatches: {_describe(mismatched)}")
+        raise CheckpointError(
+            f"{source} does not fit the model configuration ({'; '.join(parts)}). Nothing was loaded. "
+            "Check that the model preset matches the checkpoint (e.g. presets.official_full() for the released "
+            "tttLRM weights)."
+        )
+
+
+def expected_shapes(model: TttlrmModel) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _strip(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    out = {}
+    for k, v in state.items():
+        if k.startswith(AUXILIARY_PREFIXES):
+            continue
+        for p in WRAPPER_PREFIXES:  # DDP / torch.compile wrappers of a re-saved checkpoint
+            while k.startswith(p):
+                k = k[len(p) :]
+        out[k] = v
+    return out
+
+
+def read_official_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Read the core-model state dict of an official ``.pt`` checkpoint (``{'model': state_dict}``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle / zip errors from torch.load: not a torch checkpoint at all
+        raise CheckpointError(f"{path} is not a readable torch checkpoint ({type(e).__name__}: {e})") from None
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], Mapping):
+        state = obj["model"]
+    elif isinstance(obj, Mapping) and obj and all(isinstance(v, Tensor) for v in obj.values()):
+        state = obj  # a bare state dict
+    else:
+        keys = list(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(f"{path}: expected a dict with a 'model' state dict (official format), found {keys}")
+    return _strip(state)
+
+
+def load_official_checkpoint(model: TttlrmModel, path: str | Path) -> TttlrmModel:
+    """Load an official tttLRM ``.pt`` into ``model`` with strict key and shape checking."""
+    state = read_official_state_dict(path)
+    check_state_dict(state, expected_shapes(model), source=str(path))
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def _atomic_replace(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_model(model: TttlrmModel, path: str | Path, extra_metadata: Optional[dict[str, str]] = None) -> Path:
+    """Write weights + config to one ``.safetensors`` file atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {CONFIG_KEY: model.cfg.to_json(), "format": "tttlrm_ns/1", **(extra_metadata or {})}
+    _atomic_replace(path, lambda tmp: save_file(state, tmp, metadata=meta))
+    return path
+
+
+def read_config(path: str | Path) -> TttlrmConfig:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
+    if CONFIG_KEY not in meta:
+        raise CheckpointError(f"{path} has no '{CONFIG_KEY}' metadata: not a tttlrm_ns model file")
+    return TttlrmConfig.from_dict(json.loads(meta[CONFIG_KEY]))
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu", **config_overrides) -> TttlrmModel:
+    """Build a model from one of our ``.safetensors`` files; ``config_overrides`` change run-time options
+    (e.g. ``autocast_bf16=True``, ``scan='ar'``) but not shapes."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"model file {path} does not exist")
+    cfg = read_config(path)
+    if config_overrides:
+        cfg = cfg.replace(**config_overrides)
+    model = TttlrmModel(cfg)
+    state = load_file(str(path), device=str(map_location))
+    check_state_dict(state, expected_shapes(model), source=str(path))
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def load_any(path: str | Path, cfg: Optional[TttlrmConfig] = None, **config_overrides) -> TttlrmModel:
+    """Load our ``.safetensors`` file or an official ``.pt`` (built with ``cfg``, default the full preset)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return load_model(path, **config_overrides)
+    cfg = (cfg or TttlrmConfig()).replace(**config_overrides) if config_overrides else (cfg or TttlrmConfig())
+    return load_official_checkpoint(TttlrmModel(cfg), path)
