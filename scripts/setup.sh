@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Set up tttlrm_ns on a fresh Debian/Ubuntu machine (CPU or CUDA): system packages, a virtualenv in .venv,
+# pinned Python packages, and the LPIPS backbone weights (obtained offline, see docs/lpips_offline.md).
+# Idempotent: re-running only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+# System packages: libusb for open3d (ns-export), OSMesa for the synthetic-data renderer, a C++ compiler for
+# the CPU rasterizer extension.
+APT_PKGS="libusb-1.0-0 libosmesa6 libgl1 g++"
+missing=""
+for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  echo "[setup] apt-get install$missing"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv"
+  $PY -m venv .venv
+fi
+VPY=.venv/bin/python
+if ! $VPY -c "import torch, torchvision, nerfstudio, gsplat, tttlrm_ns" >/dev/null 2>&1; then
+  echo "[setup] installing torch + torchvision"
+  $VPY -m pip install -q torch==2.14.1 torchvision==0.29.1
+  echo "[setup] installing tttlrm_ns and its pinned dependencies"
+  $VPY -m pip install -q -e ".[dev]"
+fi
+
+if [ -f scripts/install_lpips_weights.py ]; then
+  $VPY scripts/install_lpips_weights.py --quiet || { echo "[setup] LPIPS weights could not be installed" >&2; exit 1; }
+fi
+echo "[setup] done: $($VPY -c 'import torch, tttlrm_ns; print("torch", torch.__version__, "tttlrm_ns", tttlrm_ns.__version__)')"

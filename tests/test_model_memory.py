@@ -1,0 +1,45 @@
+"""Memory grows linearly with the number of views and pixels (no cross-view attention, no per-token fast weights)."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+WORKER = textwrap.dedent("""
+    import json, resource, sys, torch
+    from tttlrm_ns.model import TttlrmModel, presets
+    torch.set_num_threads(2)
+    v, h, w = map(int, sys.argv[1:4])
+    m = TttlrmModel(presets.small_d256(n_layer=2)).eval()
+    images = torch.rand(1, v, 3, h, w)
+    c2w = torch.eye(4).repeat(1, v, 1, 1)
+    k = torch.tensor([w * 0.8, w * 0.8, w / 2, h / 2]).repeat(1, v, 1)
+    with torch.inference_mode():
+        m(images[:, :1, :, :8, :8], c2w[:, :1], k[:, :1])  # warm up kernels and allocator
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with torch.inference_mode():
+        out = m(images, c2w, k)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"delta_mb": (peak - base) / 1024}))
+""")
+
+
+def _delta(v, h, w):
+    res = subprocess.run([sys.executable, "-c", WORKER, str(v), str(h), str(w)], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])["delta_mb"]
+
+
+@pytest.mark.slow
+def test_memory_linear_in_views_and_pixels():
+    base = _delta(8, 128, 128)  # 2048 tokens
+    views2 = _delta(16, 128, 128)  # 2x views
+    res2 = _delta(8, 256, 256)  # 2x resolution = 4x pixels
+    assert base > 20, f"activation memory too small to measure ({base:.1f} MB)"
+    # linear: doubling views at most doubles the activation memory (+10 % allocator slack);
+    # quadratic attention across views would give 4x, materialised per-token fast weights far more.
+    assert views2 <= 2.2 * base, (base, views2)
+    assert res2 <= 4.4 * base, (base, res2)
