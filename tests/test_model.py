@@ -245,3 +245,12 @@ def test_sequence_parallel_matches_single_process(tmp_path):
         got = torch.cat([torch.load(tmp_path / f"{scan}_{r}.pt") for r in range(2)], 1).view(1, 4, -1, 14)
         inv = torch.argsort(order)
         torch.testing.assert_close(got, ref[:, inv], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager():
+    x = _inputs(v=2)
+    eager = _model()
+    compiled = _model(compile=True)
+    with torch.no_grad():
+        torch.testing.assert_close(_flat(compiled(*x)), _flat(eager(*x)), rtol=1e-4, atol=1e-4)

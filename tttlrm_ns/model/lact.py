@@ -129,11 +129,12 @@ def update_deltas(
     gate = k @ w0  # [B, S, m]
     up = k @ w2  # [B, S, m]
     z = v @ w1.mT  # [B, S, m]
-    act = F.silu(gate)
-    hidden = act * up
-    dw1 = (hidden * lr1).mT @ v  # [B, m, dh]
+    sig = torch.sigmoid(gate)
+    act = gate * sig  # silu(gate), sharing the sigmoid with silu'
+    # Per-token rates scale the narrow [S, dh] operand rather than the 4x wider [S, m] one.
+    dw1 = (act * up).mT @ (v * lr1)  # [B, m, dh]
     dw2 = (k * lr2).mT @ (z * act)  # [B, dh, m]
-    dw0 = (k * lr0).mT @ silu_backprop(z * up, gate)  # [B, dh, m]
+    dw0 = (k * lr0).mT @ (z * up * sig * (1 + gate * (1 - sig)))  # [B, dh, m], silu'(g) = s (1 + g (1 - s))
     return dw0, dw1, dw2
 
 
