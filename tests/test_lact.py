@@ -64,7 +64,7 @@ def test_renormalisation_keeps_initial_column_norms():
     w, k, v, lrs = _random_state(dtype=torch.float32)
     ops = full_schedule(24, 24)
     _, final = ttt_scan(k, k, v, lrs, w, ops, TTTHyper(ns_dtype=torch.float32))
-    for w0, w1 in zip(w, final):
+    for w0, w1 in zip(w, final.weights):
         torch.testing.assert_close(w1.norm(dim=1), w0.norm(dim=1), rtol=1e-4, atol=1e-4)
         assert (w1 - w0).abs().max() > 1e-3  # and the weights did move
 
@@ -107,7 +107,7 @@ def test_elastic_zero_lambda_is_plain_and_positive_lambda_pulls_back():
     _, plain = ttt_scan(k, k, v, lrs, w, ops, TTTHyper(ns_dtype=torch.float32))
     _, zero = ttt_scan(k, k, v, lrs, w, ops, TTTHyper(ns_dtype=torch.float32, elastic_lambda=0.0))
     _, el = ttt_scan(k, k, v, lrs, w, ops, TTTHyper(ns_dtype=torch.float32, elastic_lambda=0.5))
-    for a, b, c, w0 in zip(plain, zero, el, w):
+    for a, b, c, w0 in zip(plain.weights, zero.weights, el.weights, w):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
         # elastic weights stay closer to the initial weights
         assert (c - w0).norm() < (a - w0).norm()
@@ -123,7 +123,7 @@ def test_elastic_clean_normaliser_is_per_sample():
         hyp = TTTHyper(ns_dtype=torch.float32, elastic_lambda=0.5, elastic_compat=compat)
         _, a = ttt_scan(k, k, v, lrs, w, ops, hyp)
         _, b = ttt_scan(k, k, v2, lrs, w, ops, hyp)
-        same0 = all(torch.allclose(x[0], y[0], atol=1e-6) for x, y in zip(a, b))
+        same0 = all(torch.allclose(x[0], y[0], atol=1e-6) for x, y in zip(a.weights, b.weights))
         # official: the Fisher max is shared by the batch, so sample 0 moves; clean: it must not
         assert same0 == (not compat)
 
@@ -148,7 +148,7 @@ def test_multihead_heads_are_independent():
         outs.append(o)
     o = torch.stack(outs, 2).reshape(b, L, 32)
     torch.testing.assert_close(y, layer.c_proj(layer.o_norm(o)))
-    assert final[0].shape == (b * h, dh, 4 * dh)
+    assert final.weights[0].shape == (b * h, dh, 4 * dh)
 
 
 def test_official_layout_refuses_multihead():

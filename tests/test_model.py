@@ -254,3 +254,38 @@ def test_torch_compile_matches_eager():
     compiled = _model(compile=True)
     with torch.no_grad():
         torch.testing.assert_close(_flat(compiled(*x)), _flat(eager(*x)), rtol=1e-4, atol=1e-4)
+
+
+def test_stream_one_chunk_equals_full_and_is_causal():
+    x = _inputs(v=4)
+    full = _model(scan="full")
+    with torch.no_grad():
+        one = _model(scan="stream", ar_chunk_views=4)(*x)
+        torch.testing.assert_close(_flat(one), _flat(full(*x)), rtol=1e-6, atol=1e-6)
+        stream = _model(scan="stream", ar_chunk_views=2)
+        all4 = _flat(stream(*x)).view(1, 4, -1, 14)
+        first2 = _flat(stream(*(t[:, :2] for t in x))).view(1, 2, -1, 14)
+    # causal: the first chunk's Gaussians don't change when later views arrive
+    torch.testing.assert_close(all4[:, :2], first2, rtol=0, atol=0)
+    # the official AR scan is not causal: there the first views' Gaussians change
+    ar = _model(scan="ar", ar_chunk_views=2)
+    with torch.no_grad():
+        a4 = _flat(ar(*x)).view(1, 4, -1, 14)
+        a2 = _flat(ar(*(t[:, :2] for t in x))).view(1, 2, -1, 14)
+    assert (a4[:, :2] - a2).abs().max() > 1e-4
+
+
+def test_stream_steps_match_forward_and_first_layer_matches_ar():
+    x = _inputs(v=4)
+    m = _model(scan="stream", ar_chunk_views=2)
+    with torch.no_grad():
+        ref = _flat(m(*x))
+        out1, states = m.stream_step(*(t[:, :2] for t in x))
+        out2, states = m.stream_step(*(t[:, 2:] for t in x), states)
+        torch.testing.assert_close(torch.cat([_flat(out1), _flat(out2)], 1), ref, rtol=0, atol=0)
+        # block 0 sees the same keys/values in both scans, so its fast-weight sequence is identical
+        ar = _model(scan="ar", ar_chunk_views=2)(*x, return_intermediates=True)
+    for j in range(3):
+        torch.testing.assert_close(states[0].weights[j], ar.intermediates[f"block0.ttt_w{j}"], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="not a multiple of ar_chunk_views=3"):
+        _model(scan="stream", ar_chunk_views=3)(*x)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import TttlrmConfig
-from .lact import TTTHyper, TTTOp, ttt_scan
+from .lact import FastWeightState, TTTHyper, TTTOp, ttt_scan
 
 
 def layer_norm(d: int) -> nn.LayerNorm:
@@ -86,10 +86,25 @@ class FastWeightLayer(nn.Module):
         lr = lr.view(b, length, 3, h).permute(2, 0, 3, 1).reshape(3, b * h, length, 1)
         return lr[0], lr[1], lr[2]
 
+    def initial_state(self, batch: int) -> FastWeightState:
+        """Initial fast weights (float32 regardless of autocast), one copy per batch element and head."""
+        h = self.heads
+        weights = tuple(
+            w.to(torch.promote_types(w.dtype, torch.float32)).unsqueeze(0).expand(batch, -1, -1, -1)
+            .reshape(batch * h, *w.shape[1:])
+            for w in (self.w0, self.w1, self.w2)
+        )
+        return FastWeightState.initial(weights, self.hyper)
+
     def forward(
-        self, x: Tensor, ops: list[TTTOp], reduce_fn: Optional[Callable[[Tensor], Tensor]] = None
-    ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
-        """x: [B, L, d] -> ([B, L, d], final fast weights, each [B*h, ...])."""
+        self,
+        x: Tensor,
+        ops: list[TTTOp],
+        reduce_fn: Optional[Callable[[Tensor], Tensor]] = None,
+        state: Optional[FastWeightState] = None,
+    ) -> tuple[Tensor, FastWeightState]:
+        """x: [B, L, d] -> ([B, L, d], final fast-weight state). ``state`` continues an earlier call
+        (streaming); by default the layer starts from its initial fast weights."""
         b, length, d = x.shape
         h, dh = self.heads, self.head_dim
         qkv = F.silu(self.to_qkv(x))  # [B, L, 3d]
@@ -98,12 +113,7 @@ class FastWeightLayer(nn.Module):
         q = q / (q.norm(dim=-1, keepdim=True) + 1e-5)
         k = k / (k.norm(dim=-1, keepdim=True) + 1e-5)
         lrs = self.learning_rates(x)
-        # Fast-weight state is float32 regardless of autocast; one copy per batch element.
-        weights = tuple(
-            w.to(torch.promote_types(w.dtype, torch.float32)).unsqueeze(0).expand(b, -1, -1, -1).reshape(b * h, *w.shape[1:])
-            for w in (self.w0, self.w1, self.w2)
-        )
-        o, final = ttt_scan(q, k, v, lrs, weights, ops, self.hyper, reduce_fn)
+        o, final = ttt_scan(q, k, v, lrs, state or self.initial_state(b), ops, self.hyper, reduce_fn)
         o = o.view(b, h, length, dh).transpose(1, 2).reshape(b, length, d)
         return self.c_proj(self.o_norm(o)), final
 
@@ -148,10 +158,11 @@ class LaCTBlock(nn.Module):
         tokens_per_view: int,
         ops: list[TTTOp],
         reduce_fn: Optional[Callable[[Tensor], Tensor]] = None,
-    ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
+        state: Optional[FastWeightState] = None,
+    ) -> tuple[Tensor, FastWeightState]:
         attn, ttt, mlp = self.module_list
         x = x + attn.f(attn.ln(x), tokens_per_view)
-        y, fast = ttt.f(ttt.ln(x), ops, reduce_fn)
+        y, fast = ttt.f(ttt.ln(x), ops, reduce_fn, state)
         x = x + y
         x = x + mlp.f(mlp.ln(x))
         return x, fast

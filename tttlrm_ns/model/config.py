@@ -52,11 +52,14 @@ class TttlrmConfig:
     detach_renorm_target: bool = True
     """Treat the initial column norms (the renormalisation target) as constants in the backward pass, as
     the official code does. False gives the exact gradient of the forward function."""
-    scan: Literal["full", "ar"] = "full"
+    scan: Literal["full", "ar", "stream"] = "full"
     """``full``: one update from all input tokens. ``ar``: sequential updates over chunks of
-    ``ar_chunk_views`` input views. In both, the final fast weights are applied to every token."""
+    ``ar_chunk_views`` input views (official). In both, the final fast weights are applied to every token.
+    ``stream``: causal streaming: chunks of views pass through all blocks one after the other, each chunk
+    updating every layer's fast weights and then reading them, so Gaussians of earlier views never depend on
+    later ones (not in the official code; same fast-weight sequence as ``ar`` in the first block)."""
     ar_chunk_views: int = 4
-    """Views per fast-weight update in the autoregressive scan."""
+    """Views per fast-weight update in the autoregressive and streaming scans."""
     elastic_lambda: float = 0.0
     """Strength of the elastic (selective) pull towards the anchor weights; 0 disables it (paper: 0.05)."""
     fisher_alpha: float = 0.5

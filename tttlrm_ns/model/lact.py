@@ -82,12 +82,6 @@ class TTTHyper:
     elastic_compat: bool = True
 
 
-def silu_backprop(dy: Tensor, x: Tensor) -> Tensor:
-    """``dy * silu'(x)`` with ``silu'(x) = s (1 + x (1 - s))``, ``s = sigmoid(x)``."""
-    s = torch.sigmoid(x)
-    return dy * s * (1 + x * (1 - s))
-
-
 def newton_schulz(g: Tensor, steps: int, dtype: torch.dtype) -> Tensor:
     """Approximately orthogonalise each matrix of ``g [B, r, c]`` (quintic Newton-Schulz, Muon).
 
@@ -108,11 +102,6 @@ def newton_schulz(g: Tensor, steps: int, dtype: torch.dtype) -> Tensor:
         poly = b * gram + c * gram @ gram
         x = a * x + poly @ x
     return x.mT if transposed else x
-
-
-def newton_schulz_reference(g: Tensor, steps: int) -> Tensor:
-    """Float64 Newton-Schulz with the same algebra, for tests."""
-    return newton_schulz(g.double(), steps, torch.float64)
 
 
 def update_deltas(
@@ -159,34 +148,80 @@ def _blocked_apply(w, q, block: int) -> Tensor:
     return torch.cat([apply_fast_weights(*w, q[:, s : s + block]) for s in range(0, q.shape[1], block)], 1)
 
 
+@dataclass
+class FastWeightState:
+    """Fast weights of one layer plus what the update needs to continue from them.
+
+    ``weights`` (w0, w1, w2) per (batch, head); ``norms0`` the renormalisation targets (initial column norms);
+    ``fisher`` / ``anchors`` the elastic-update statistics (None when the elastic update is off).
+    """
+
+    weights: tuple[Tensor, Tensor, Tensor]
+    norms0: tuple[Tensor, Tensor, Tensor]
+    fisher: Optional[list[Tensor]] = None
+    anchors: Optional[list[Tensor]] = None
+
+    @classmethod
+    def initial(cls, weights: tuple[Tensor, Tensor, Tensor], hyper: TTTHyper) -> "FastWeightState":
+        # Column norms over the input (first matrix) axis of the initial weights: the renormalisation target.
+        norms0 = tuple(
+            (x.detach() if hyper.detach_renorm_target else x).norm(dim=1, keepdim=True) for x in weights
+        )
+        if hyper.elastic_lambda <= 0:
+            return cls(tuple(weights), norms0)
+        fisher = [torch.zeros_like(x).detach() for x in weights]
+        anchors = [x if hyper.elastic_compat else x.detach() for x in weights]
+        return cls(tuple(weights), norms0, fisher, anchors)
+
+
+def ttt_step(
+    state: FastWeightState,
+    deltas: tuple[Tensor, Tensor, Tensor],
+    hyper: TTTHyper,
+) -> FastWeightState:
+    """Commit one update: Newton-Schulz, add, optional elastic pull, column renormalisation, anchor EMA."""
+    elastic = state.fisher is not None
+    fisher = list(state.fisher) if elastic else None
+    new_w = []
+    for j, (wj, dw) in enumerate(zip(state.weights, deltas)):
+        upd = newton_schulz(dw, hyper.muon_steps, hyper.ns_dtype)
+        wj = wj + upd  # promotes a reduced-precision update back to the float32 state
+        if elastic:
+            wj = _elastic_pull(wj, upd, fisher, state.anchors, j, hyper)
+        if hyper.weight_renorm:
+            wj = wj / (wj.norm(dim=1, keepdim=True) + 1e-5) * state.norms0[j]
+        new_w.append(wj)
+    anchors = None
+    if elastic:
+        b = hyper.anchor_beta
+        anchors = [b * a + (1 - b) * wj.detach() for a, wj in zip(state.anchors, new_w)]
+    return FastWeightState(tuple(new_w), state.norms0, fisher, anchors)
+
+
 def ttt_scan(
     q: Tensor,
     k: Tensor,
     v: Tensor,
     lrs: tuple[Tensor, Tensor, Tensor],
-    weights: tuple[Tensor, Tensor, Tensor],
+    state: FastWeightState | tuple[Tensor, Tensor, Tensor],
     ops: list[TTTOp],
     hyper: TTTHyper,
     reduce_fn: Optional[Callable[[Tensor], Tensor]] = None,
     token_block: int = INFERENCE_TOKEN_BLOCK,
-) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
+) -> tuple[Tensor, FastWeightState]:
     """Run a fast-weight schedule.
 
     Args:
         q, k, v: [B, L, dh] (heads folded into B). lrs: three [B, L, 1] float32 rates (for W0, W1, W2).
-        weights: initial (w0 [B, dh, m], w1 [B, m, dh], w2 [B, dh, m]), float32.
+        state: a :class:`FastWeightState` to continue from, or the initial (w0 [B, dh, m], w1 [B, m, dh],
+            w2 [B, dh, m]), float32.
         ops: the schedule; the apply ops must tile ``[0, L)`` in order.
         reduce_fn: applied to each raw update before Newton-Schulz (sequence parallel: all-reduce sum).
     Returns:
-        outputs [B, L, dh] and the final fast weights.
+        outputs [B, L, dh] and the final state.
     """
-    w = tuple(weights)
-    # Column norms over the input (first matrix) axis of the initial weights, the renormalisation target.
-    norms0 = tuple((x.detach() if hyper.detach_renorm_target else x).norm(dim=1, keepdim=True) for x in w)
-    elastic = hyper.elastic_lambda > 0
-    if elastic:
-        fisher = [torch.zeros_like(x).detach() for x in w]
-        anchors = [x if hyper.elastic_compat else x.detach() for x in w]
+    if not isinstance(state, FastWeightState):
+        state = FastWeightState.initial(tuple(state), hyper)
     outs: list[Tensor] = []
     covered = 0
     for op in ops:
@@ -194,32 +229,20 @@ def ttt_scan(
             sl = slice(op.start, op.end)
             args = (k[:, sl], v[:, sl], *(lr[:, sl] for lr in lrs))
             if torch.is_grad_enabled() or op.end - op.start <= token_block:
-                deltas = update_deltas(*w, *args)
+                deltas = update_deltas(*state.weights, *args)
             else:
-                deltas = _blocked_update(w, args[0], args[1], args[2:], token_block)
+                deltas = _blocked_update(state.weights, args[0], args[1], args[2:], token_block)
             if reduce_fn is not None:
                 deltas = tuple(reduce_fn(dw) for dw in deltas)
-            new_w = []
-            for j, (wj, dw) in enumerate(zip(w, deltas)):
-                upd = newton_schulz(dw, hyper.muon_steps, hyper.ns_dtype)
-                wj = wj + upd  # promotes a reduced-precision update back to the float32 state
-                if elastic:
-                    wj = _elastic_pull(wj, upd, fisher, anchors, j, hyper)
-                if hyper.weight_renorm:
-                    wj = wj / (wj.norm(dim=1, keepdim=True) + 1e-5) * norms0[j]
-                new_w.append(wj)
-            w = tuple(new_w)
-            if elastic:
-                b = hyper.anchor_beta
-                anchors = [b * a + (1 - b) * wj.detach() for a, wj in zip(anchors, w)]
+            state = ttt_step(state, deltas, hyper)
         if op.apply:
             if op.start != covered:
                 raise ValueError(f"apply ops must tile the sequence in order; gap at token {covered}")
-            outs.append(_blocked_apply(w, q[:, op.start : op.end], token_block))
+            outs.append(_blocked_apply(state.weights, q[:, op.start : op.end], token_block))
             covered = op.end
     if covered != q.shape[1]:
         raise ValueError(f"apply ops cover {covered} of {q.shape[1]} tokens")
-    return (outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)), w
+    return (outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)), state
 
 
 def _elastic_pull(wj: Tensor, upd: Tensor, fisher: list, anchors: list, j: int, hyper: TTTHyper) -> Tensor:

@@ -113,6 +113,26 @@ class TttlrmModel(nn.Module):
             )
         return ar_schedule(n_update, total_tokens, chunk_views * tokens_per_view)
 
+    def _run_blocks(self, x, n, ops, reduce_fn=None, states=None, inter=None):
+        """All blocks over the token sequence ``x`` [B, L, d]; returns (x, per-layer fast-weight states)."""
+        new_states = []
+        for i, block in enumerate(self._block_fns):
+            state = states[i] if states is not None else None
+            if self.cfg.grad_checkpoint and torch.is_grad_enabled():
+                x, fast = checkpoint(block, x, n, ops, reduce_fn, state, use_reentrant=False)
+            else:
+                x, fast = block(x, n, ops, reduce_fn, state)
+            new_states.append(fast)
+            if inter is not None:
+                inter[f"block{i}"] = x
+                for j, wj in enumerate(fast.weights):
+                    inter[f"block{i}.ttt_w{j}"] = wj
+        return x, new_states
+
+    def _output(self, raw: Tensor, origins: Tensor, dirs: Tensor, inter: dict) -> TttlrmOutput:
+        raw = raw.to(torch.promote_types(raw.dtype, torch.float32))
+        return TttlrmOutput(decode_gaussians(raw, origins, dirs, self.cfg), raw, inter)
+
     def forward(
         self,
         images: Tensor,
@@ -134,6 +154,11 @@ class TttlrmModel(nn.Module):
         """
         cfg = self.cfg
         self.check_inputs(images, c2w, fxfycxcy)
+        if cfg.scan == "stream":
+            if virtual_view_indices is not None or sp_group is not None:
+                raise ValueError("scan='stream' decodes every input view on one process; "
+                                 "virtual_view_indices and sp_group are not supported")
+            return self._forward_stream(images, c2w, fxfycxcy)
         b, v, _, h, w = images.shape
         p = cfg.patch_size
         n = (h // p) * (w // p)
@@ -158,24 +183,51 @@ class TttlrmModel(nn.Module):
             if return_intermediates:
                 inter["tokens"] = x
             ops = self.schedule(v, n, x.shape[1], sp_size)
-            for i, block in enumerate(self._block_fns):
-                if cfg.grad_checkpoint and torch.is_grad_enabled():
-                    x, fast = checkpoint(block, x, n, ops, reduce_fn, use_reentrant=False)
-                else:
-                    x, fast = block(x, n, ops, reduce_fn)
-                if return_intermediates:
-                    inter[f"block{i}"] = x
-                    for j, wj in zip((0, 1, 2), fast):
-                        inter[f"block{i}.ttt_w{j}"] = wj
+            x, _ = self._run_blocks(x, n, ops, reduce_fn, inter=inter if return_intermediates else None)
             if cfg.duplicate_virtual_views:
                 decoded = x[:, v * n :]
             else:
                 decoded = x if all_views else x[:, tok_index]
             raw = self.decoder(decoded)  # [B, Vq*n, p*p*C]
         sel = virtual_view_indices
-        raw = raw.to(torch.promote_types(raw.dtype, torch.float32))
-        gaussians = decode_gaussians(raw, origins[:, sel], dirs[:, sel], cfg)
-        return TttlrmOutput(gaussians=gaussians, raw=raw, intermediates=inter)
+        return self._output(raw, origins[:, sel], dirs[:, sel], inter)
+
+    # --- causal streaming ---------------------------------------------------------------------------
+    def stream_step(
+        self, images: Tensor, c2w: Tensor, fxfycxcy: Tensor, states: Optional[list] = None
+    ) -> tuple[TttlrmOutput, list]:
+        """Process one chunk of newly arrived views (causal streaming, no lookahead).
+
+        Every layer first updates its fast weights from the chunk's tokens (continuing from ``states``, the
+        per-layer states returned by the previous call, or the initial weights), then the chunk reads the
+        updated weights. Gaussians of a chunk therefore never depend on later views, unlike the official
+        autoregressive scan, where every token reads the final weights (``docs/reference_semantics.md`` Q7).
+
+        Returns the chunk's Gaussians and the states to pass with the next chunk.
+        """
+        self.check_inputs(images, c2w, fxfycxcy)
+        b, v, _, h, w = images.shape
+        n = (h // self.cfg.patch_size) * (w // self.cfg.patch_size)
+        feats, origins, dirs = ray_input(images, c2w, fxfycxcy, self.cfg.geometry_bf16_compat)
+        with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=self.cfg.autocast_bf16):
+            x = self.input_layernorm(self.tokenizer(feats))
+            x, states = self._run_blocks(x, n, full_schedule(v * n, v * n), states=states)
+            raw = self.decoder(x)
+        return self._output(raw, origins, dirs, {}), states
+
+    def _forward_stream(self, images: Tensor, c2w: Tensor, fxfycxcy: Tensor) -> TttlrmOutput:
+        v = images.shape[1]
+        chunk = self.cfg.ar_chunk_views
+        if v % chunk:
+            raise ValueError(f"streaming scan: {v} input views are not a multiple of ar_chunk_views={chunk}")
+        states, outs = None, []
+        for s in range(0, v, chunk):  # a loop over chunks of views, each a batched pass over its tokens
+            out, states = self.stream_step(images[:, s : s + chunk], c2w[:, s : s + chunk],
+                                           fxfycxcy[:, s : s + chunk], states)
+            outs.append(out)
+        g = outs[0].gaussians
+        gaussians = type(g)(**{f: torch.cat([getattr(o.gaussians, f) for o in outs], 1) for f in g.__dataclass_fields__})
+        return TttlrmOutput(gaussians, torch.cat([o.raw for o in outs], 1), {})
 
     def num_parameters(self) -> int:
         return sum(t.numel() for t in self.parameters())
