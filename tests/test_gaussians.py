@@ -46,3 +46,12 @@ def test_prune_disabled_and_many_views():
 def test_prune_rejects_bad_fractions():
     with pytest.raises(ValueError, match="keep fractions"):
         prune_indices(torch.zeros(10, 1), 1.5, 0.0)
+
+
+def test_cat_along_gaussian_axis():
+    a, b = _g(5, 0), _g(7, 1)
+    c = Gaussians.cat([a, b])
+    assert c.num == 12 and c.sh.shape == (12, 16, 3)
+    assert torch.equal(c.sh[5:], b.sh) and torch.equal(c.means[:5], a.means)
+    batched = Gaussians.cat([a.map(lambda t: t[None]), b.map(lambda t: t[None])])
+    assert batched.means.shape == (1, 12, 3) and batched.sh.shape == (1, 12, 16, 3)

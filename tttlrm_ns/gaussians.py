@@ -53,6 +53,12 @@ class Gaussians:
         """Batch element ``b`` of a batched container."""
         return self.map(lambda t: t[b])
 
+    @classmethod
+    def cat(cls, parts: list["Gaussians"], dim: int = -2) -> "Gaussians":
+        """Concatenate containers along the Gaussian axis (``dim`` counts from the end of ``means``)."""
+        return cls(**{f.name: torch.cat([getattr(p, f.name) for p in parts], dim=dim - (f.name == "sh"))
+                      for f in fields(cls)})
+
     def to(self, *args, **kwargs) -> "Gaussians":
         return self.map(lambda t: t.to(*args, **kwargs))
 

@@ -225,8 +225,7 @@ class TttlrmModel(nn.Module):
             out, states = self.stream_step(images[:, s : s + chunk], c2w[:, s : s + chunk],
                                            fxfycxcy[:, s : s + chunk], states)
             outs.append(out)
-        g = outs[0].gaussians
-        gaussians = type(g)(**{f: torch.cat([getattr(o.gaussians, f) for o in outs], 1) for f in g.__dataclass_fields__})
+        gaussians = Gaussians.cat([o.gaussians for o in outs])
         return TttlrmOutput(gaussians, torch.cat([o.raw for o in outs], 1), {})
 
     def num_parameters(self) -> int:
