@@ -1,6 +1,7 @@
 """Memory grows linearly with the number of views and pixels (no cross-view attention, no per-token fast weights)."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -27,8 +28,11 @@ WORKER = textwrap.dedent("""
 
 
 def _delta(v, h, w):
+    # Every allocation above 64 KiB gets its own mapping and is returned on free, so the peak resident size
+    # measures live tensors rather than allocator reuse.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     res = subprocess.run([sys.executable, "-c", WORKER, str(v), str(h), str(w)], capture_output=True, text=True,
-                         timeout=300)
+                         timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-2000:]
     return json.loads(res.stdout.strip().splitlines()[-1])["delta_mb"]
 
@@ -39,7 +43,7 @@ def test_memory_linear_in_views_and_pixels():
     views2 = _delta(16, 128, 128)  # 2x views
     res2 = _delta(8, 256, 256)  # 2x resolution = 4x pixels
     assert base > 20, f"activation memory too small to measure ({base:.1f} MB)"
-    # linear: doubling views at most doubles the activation memory (+10 % allocator slack);
+    # linear: doubling views at most doubles the activation memory (+5 % slack; measured 2.02x and 4.06x);
     # quadratic attention across views would give 4x, materialised per-token fast weights far more.
-    assert views2 <= 2.2 * base, (base, views2)
-    assert res2 <= 4.4 * base, (base, res2)
+    assert views2 <= 2.1 * base, (base, views2)
+    assert res2 <= 4.2 * base, (base, res2)
