@@ -1,0 +1,103 @@
+"""Camera conventions: OpenCV<->OpenGL, pose inversion, intrinsics layouts, pixel-centre rule."""
+
+import math
+
+import pytest
+import torch
+
+from tttlrm_ns import conventions as cv
+
+
+def random_rigid(n: int, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n, 3, 3, generator=g, dtype=dtype))
+    q = q * torch.sign(torch.linalg.det(q))[:, None, None]  # proper rotations
+    pose = torch.eye(4, dtype=dtype).repeat(n, 1, 1)
+    pose[:, :3, :3] = q
+    pose[:, :3, 3] = torch.randn(n, 3, generator=g, dtype=dtype) * 3
+    return pose
+
+
+def test_invert_rigid_matches_general_inverse_and_round_trips():
+    c2w = random_rigid(16)
+    w2c = cv.c2w_to_w2c(c2w)
+    torch.testing.assert_close(w2c, torch.linalg.inv(c2w), atol=1e-12, rtol=0)
+    torch.testing.assert_close(cv.w2c_to_c2w(w2c), c2w, atol=1e-12, rtol=0)
+    torch.testing.assert_close(cv.invert_rigid(c2w[:, :3, :]), w2c, atol=1e-12, rtol=0)  # [.., 3, 4] input
+
+
+def test_opencv_opengl_round_trip_and_axes():
+    c2w = random_rigid(8, seed=1)
+    gl = cv.opencv_to_opengl_c2w(c2w)
+    torch.testing.assert_close(cv.opengl_to_opencv_c2w(gl), c2w, atol=0, rtol=0)
+    # Same camera centre and right axis; OpenGL up = -OpenCV down, OpenGL backward = -OpenCV forward.
+    torch.testing.assert_close(gl[:, :3, 3], c2w[:, :3, 3])
+    torch.testing.assert_close(gl[:, :3, 0], c2w[:, :3, 0])
+    torch.testing.assert_close(gl[:, :3, 1], -c2w[:, :3, 1])
+    torch.testing.assert_close(gl[:, :3, 2], -c2w[:, :3, 2])
+    assert torch.allclose(torch.linalg.det(gl[:, :3, :3]), torch.ones(8, dtype=torch.float64))
+    # Works on [..., 3, 4] too.
+    torch.testing.assert_close(cv.opencv_to_opengl_c2w(c2w[:, :3]), gl[:, :3])
+
+
+def test_opengl_point_in_front_has_negative_z():
+    c2w = random_rigid(4, seed=2)
+    p_cam_cv = torch.tensor([0.3, -0.2, 2.0], dtype=torch.float64)  # in front of an OpenCV camera (z > 0)
+    p_world = c2w[:, :3, :3] @ p_cam_cv + c2w[:, :3, 3]
+    gl_w2c = cv.c2w_to_w2c(cv.opencv_to_opengl_c2w(c2w))
+    p_cam_gl = (gl_w2c[:, :3, :3] @ p_world[..., None])[..., 0] + gl_w2c[:, :3, 3]
+    torch.testing.assert_close(p_cam_gl, torch.tensor([0.3, 0.2, -2.0], dtype=torch.float64).expand(4, 3))
+
+
+def test_K_round_trip_and_skew_rejected():
+    k4 = torch.tensor([[500.0, 510.0, 320.5, 240.25], [100.0, 90.0, 50.0, 40.0]])
+    K = cv.fxfycxcy_to_K(k4)
+    assert K.shape == (2, 3, 3)
+    torch.testing.assert_close(K[0], torch.tensor([[500.0, 0, 320.5], [0, 510.0, 240.25], [0, 0, 1]]))
+    torch.testing.assert_close(cv.K_to_fxfycxcy(K), k4)
+    K[0, 0, 1] = 1.0
+    with pytest.raises(ValueError, match="skew"):
+        cv.K_to_fxfycxcy(K)
+
+
+def test_pixel_centre_rule_projection():
+    """The centre of pixel (u, v) back-projected with +0.5 and projected again lands on (u+0.5, v+0.5)."""
+    h, w = 6, 10
+    k4 = torch.tensor([12.0, 11.0, 5.0, 3.0], dtype=torch.float64)
+    centers = cv.pixel_centers(h, w, torch.float64)  # [H, W, 2]
+    assert centers[0, 0].tolist() == [0.5, 0.5] and centers[2, 7].tolist() == [7.5, 2.5]
+    d_cam = torch.cat([(centers - k4[2:]) / k4[:2], torch.ones(h, w, 1, dtype=torch.float64)], -1)  # z = 1
+    pts_cam = d_cam.reshape(-1, 3) * 4.0
+    c2w = random_rigid(1, seed=3)[0]
+    pts_world = pts_cam @ c2w[:3, :3].T + c2w[:3, 3]
+    uv = cv.project_points(pts_world, cv.c2w_to_w2c(c2w), k4)
+    torch.testing.assert_close(uv, centers.reshape(-1, 2), atol=1e-9, rtol=0)
+    # An ideal centred camera (cx = W/2) puts the image centre between the two middle pixels.
+    assert (w / 2 - cv.PIXEL_CENTER_OFFSET) == (w - 1) / 2
+
+
+def test_resize_and_crop_intrinsics_are_exact():
+    """Scaling by s maps the continuous point x to s*x; a crop subtracts the offset (pixel-centre rule)."""
+    k4 = torch.tensor([400.0, 410.0, 239.5, 135.2], dtype=torch.float64)
+    x = torch.tensor([[0.1, -0.05, 1.0]], dtype=torch.float64)
+    uv = x[:, :2] / x[:, 2:] * k4[:2] + k4[2:]
+    k_s = cv.scale_intrinsics(k4, 2.0, 0.5)
+    uv_s = x[:, :2] / x[:, 2:] * k_s[:2] + k_s[2:]
+    torch.testing.assert_close(uv_s, uv * torch.tensor([2.0, 0.5], dtype=torch.float64))
+    k_c = cv.crop_intrinsics(k4, 7, 3)
+    uv_c = x[:, :2] / x[:, 2:] * k_c[:2] + k_c[2:]
+    torch.testing.assert_close(uv_c, uv - torch.tensor([7.0, 3.0], dtype=torch.float64))
+
+
+def test_rigidity_checks():
+    pose = random_rigid(3, seed=4)
+    assert cv.rigidity_error(pose).max() < 1e-12
+    assert torch.allclose(cv.rotation_det(pose), torch.ones(3, dtype=torch.float64))
+    scaled = pose.clone()
+    scaled[:, :3, :3] *= 1.1
+    assert cv.rigidity_error(scaled).min() > 0.2
+    refl = pose.clone()
+    refl[:, :3, 0] *= -1
+    assert cv.rigidity_error(refl).max() < 1e-12 and torch.allclose(cv.rotation_det(refl), -torch.ones(3, dtype=torch.float64))
+    assert cv.to_homogeneous_pose(pose[:, :3]).shape == (3, 4, 4)
+    assert math.isclose(float(cv.to_homogeneous_pose(pose[:, :3])[1, 3, 3]), 1.0)
