@@ -17,7 +17,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from tttlrm_ns.eval.lpips_weights import LpipsWeightsError, install_lpips_weights
+try:
+    from tttlrm_ns.eval.lpips_weights import LpipsWeightsError, install_lpips_weights
+except ImportError:  # run from a source checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tttlrm_ns.eval.lpips_weights import LpipsWeightsError, install_lpips_weights
 
 
 def main(argv: list[str] | None = None) -> int:

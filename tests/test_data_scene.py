@@ -17,6 +17,7 @@ from tttlrm_ns.data.scene import (
     load_views,
     plan_resize,
     require_frames,
+    resize_tensor_images,
 )
 from tttlrm_ns.data.views import kmeans_views, select_evenly_spaced
 
@@ -189,6 +190,12 @@ def test_resize_keeps_intrinsics_consistent(tmp_path, src, target, mode):
     exp = (float(x * k1[0] + k1[2]), float(y * k1[1] + k1[3]))
     got = _centroid(img)
     assert abs(got[0] - exp[0]) < 0.3 and abs(got[1] - exp[1]) < 0.3, (got, exp)
+    # In-memory tensors resize with the same geometry.
+    full = load_image(path)
+    img_t = resize_tensor_images(full[None], plan)[0]
+    assert img_t.shape == img.shape
+    got_t = _centroid(img_t)
+    assert abs(got_t[0] - exp[0]) < 0.3 and abs(got_t[1] - exp[1]) < 0.3, (got_t, exp)
 
 
 def test_resize_target_must_be_patch_multiple():

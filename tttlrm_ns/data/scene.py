@@ -316,6 +316,24 @@ def load_image(path: Path, plan: Optional[ResizePlan] = None, background=(1.0, 1
     return x.contiguous()
 
 
+def resize_tensor_images(images: Tensor, plan: ResizePlan) -> Tensor:
+    """Resize + crop already-loaded images [..., 3, h, w] in [0, 1] per ``plan`` -> [..., 3, H, W].
+
+    For images held in memory (e.g. nerfstudio's cached ones). Uses antialiased bicubic interpolation, so values
+    differ slightly from :func:`load_image`'s PIL Lanczos, but geometry (and hence intrinsics) is identical.
+    """
+    if images.shape[-2:] != (plan.src_h, plan.src_w):
+        raise ValueError(f"images are {tuple(images.shape[-2:])} (HxW), the plan expects {(plan.src_h, plan.src_w)}")
+    lead = images.shape[:-3]
+    x = images.reshape(-1, *images.shape[-3:]).float()
+    if (plan.scaled_w, plan.scaled_h) != (plan.src_w, plan.src_h):
+        x = torch.nn.functional.interpolate(
+            x, size=(plan.scaled_h, plan.scaled_w), mode="bicubic", antialias=True, align_corners=False
+        ).clamp(0, 1)
+    x = x[..., plan.y0 : plan.y0 + plan.out_h, plan.x0 : plan.x0 + plan.out_w]
+    return x.reshape(*lead, *x.shape[-3:]).contiguous()
+
+
 @dataclass
 class LoadedViews:
     """Views ready for the model.
