@@ -200,9 +200,24 @@ def test_resize_keeps_intrinsics_consistent(tmp_path, src, target, mode):
 
 def test_resize_target_must_be_patch_multiple():
     with pytest.raises(SceneDataError, match=r"target image size 270x480 \(HxW\) is not a multiple of the patch size 8 \(e\.g\. 264x480\)"):
-        plan_resize(480, 270, ResizeConfig(patch_size=8))
+        plan_resize(480, 270, ResizeConfig(height=270, width=480, patch_size=8))
+    with pytest.raises(ValueError, match="both resize height and width"):
+        plan_resize(480, 270, ResizeConfig(height=272))
     plan = plan_resize(480, 270, ResizeConfig(height=272, width=480, orientation="fixed"))
     assert (plan.out_h, plan.out_w) == (272, 480) and plan.x0 >= 0 and plan.y0 == 0
+
+
+def test_resize_default_and_long_side_targets():
+    # No target: stored size cropped down to patch multiples, no scaling.
+    plan = plan_resize(480, 270, ResizeConfig(patch_size=8))
+    assert (plan.out_w, plan.out_h, plan.scaled_w, plan.scaled_h, plan.x0, plan.y0) == (480, 264, 480, 270, 0, 3)
+    # Long side: aspect-preserving target, both orientations.
+    plan = plan_resize(480, 270, ResizeConfig(long_side=256, patch_size=8))
+    assert (plan.out_h, plan.out_w) == (144, 256)
+    plan = plan_resize(270, 480, ResizeConfig(long_side=960, patch_size=8))
+    assert (plan.out_h, plan.out_w) == (960, 536)
+    with pytest.raises(SceneDataError, match="long_side 250 is not a positive multiple"):
+        plan_resize(480, 270, ResizeConfig(long_side=250, patch_size=8))
 
 
 def test_rgba_composited_over_background(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tttlrm_ns.eval import lpips_weights as lw
-from tttlrm_ns.eval.metrics import ImageMetrics, Lpips, MetricsConfig, lpips, psnr, ssim
+from tttlrm_ns.eval.metrics import ImageMetrics, Lpips, MetricsConfig, lpips, mean_metrics, psnr, ssim
 
 HAVE_WEIGHTS = lw.weights_present()
 needs_weights = pytest.mark.skipif(
@@ -142,3 +142,11 @@ def test_convert_tree_strict_loads_into_torchvision():
     buf = io.BytesIO()
     torch.save({k: v for k, v in sd.items() if k.startswith("classifier")}, buf)
     assert buf.tell() < 10_000  # the stride-0 views serialise as one scalar each, not 234 MB
+
+
+def test_mean_metrics_weights_every_view_equally():
+    rows = [{"psnr": torch.tensor([10.0, 20.0])}, {"psnr": torch.tensor([30.0])}]
+    assert mean_metrics(rows) == {"psnr": 20.0}
+    assert mean_metrics([{"psnr": 1.0}, {"psnr": torch.tensor(3.0)}]) == {"psnr": 2.0}
+    with pytest.raises(ValueError):
+        mean_metrics([])

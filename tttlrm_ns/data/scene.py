@@ -239,9 +239,12 @@ class ResizeConfig:
     """How images are brought to the model's resolution."""
 
     height: Optional[int] = None
-    """Target rows (None: keep the stored size, which must then be a multiple of ``patch_size``)."""
+    """Target rows. With height and width None: see long_side."""
     width: Optional[int] = None
-    """Target columns (None: keep the stored size)."""
+    """Target columns. Give both height and width, or neither."""
+    long_side: Optional[int] = None
+    """When height/width are None: target long side (multiple of patch_size); the short side follows the image's
+    aspect ratio, rounded down to a patch multiple. None: the stored size rounded down to patch multiples."""
     mode: Literal["crop", "stretch"] = "crop"
     """'crop': uniform scale + centre crop, aspect preserved (clean); 'stretch': independent x/y scales (official)."""
     orientation: Literal["auto", "fixed"] = "auto"
@@ -273,11 +276,23 @@ class ResizePlan:
 
 def plan_resize(src_w: int, src_h: int, cfg: ResizeConfig) -> ResizePlan:
     """Compute the resize + crop taking a ``src_w x src_h`` image to the configured target."""
-    tw = cfg.width if cfg.width is not None else src_w
-    th = cfg.height if cfg.height is not None else src_h
-    if cfg.orientation == "auto" and (tw - th) * (src_w - src_h) < 0:
-        tw, th = th, tw
     p = cfg.patch_size
+    if (cfg.height is None) != (cfg.width is None):
+        raise ValueError(f"give both resize height and width, or neither (got height={cfg.height}, width={cfg.width})")
+    if cfg.height is not None and cfg.width is not None:
+        tw, th = cfg.width, cfg.height
+        if cfg.orientation == "auto" and (tw - th) * (src_w - src_h) < 0:
+            tw, th = th, tw
+    elif cfg.long_side is not None:
+        if cfg.long_side % p or cfg.long_side < p:
+            raise SceneDataError(f"resize long_side {cfg.long_side} is not a positive multiple of the patch size {p}")
+        # Round the short side down (as the official 960x540 -> 960x536): only a few rows are cropped.
+        short = max(p, int(cfg.long_side * min(src_w, src_h) / max(src_w, src_h)) // p * p)
+        tw, th = (cfg.long_side, short) if src_w >= src_h else (short, cfg.long_side)
+    else:  # keep the stored resolution, cropping at most patch_size - 1 pixels per side
+        if src_w < p or src_h < p:
+            raise SceneDataError(f"image {src_w}x{src_h} is smaller than one {p}x{p} patch")
+        tw, th = src_w // p * p, src_h // p * p
     if tw % p or th % p:
         hint = f"e.g. {th // p * p}x{tw // p * p}" if th >= p and tw >= p else f"at least {p}x{p}"
         raise SceneDataError(

@@ -142,3 +142,18 @@ class ImageMetrics:
             key = "lpips" if net == "vgg" else f"lpips_{net}"
             out[key] = lpips(pred, gt, net)  # type: ignore[arg-type]
         return out
+
+
+def mean_metrics(rows: list[dict[str, Tensor]]) -> dict[str, float]:
+    """Average per-image metric tensors (each [B]) over all images of all rows: the scene score of §1.4.
+
+    Apply it again to a list of scene scores (as 0-d tensors or floats) for the benchmark score (mean over scenes).
+    """
+    if not rows:
+        raise ValueError("no metric rows to average")
+    keys = rows[0].keys()
+    out = {}
+    for k in keys:
+        vals = torch.cat([torch.as_tensor(r[k], dtype=torch.float64).reshape(-1) for r in rows])
+        out[k] = float(vals.mean())
+    return out
