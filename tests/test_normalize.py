@@ -9,9 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from tttlrm_ns.data.normalize import (
+    NormalizeConfig,
     SceneTransform,
     compute_transform,
     normalize_cameras,
+    normalize_views,
     quat_multiply,
     rotation_to_quat,
     sh_basis,
@@ -99,6 +101,20 @@ def test_statistics_from_subset_only():
     ref, _ = official_mean_cam_numpy(inputs.numpy())
     np.testing.assert_allclose(norm_all[[1, 2, 3, 5, 6, 7]].numpy(), ref, atol=1e-12)
     assert not torch.allclose(compute_transform(c2w).align, tf.align)
+
+
+def test_normalize_views_clean_and_official_stats():
+    c2w = load_scene(MINI).c2w
+    inputs, targets = c2w[[1, 2, 3, 5, 6, 7]], c2w[[0, 8]]
+    ni, nt, tf = normalize_views(inputs, targets, NormalizeConfig(stats="inputs"))
+    ref, _ = official_mean_cam_numpy(inputs.numpy())
+    np.testing.assert_allclose(ni.numpy(), ref, atol=1e-12)
+    torch.testing.assert_close(tf.invert(nt), targets, atol=1e-12, rtol=0)
+    ni2, nt2, _ = normalize_views(inputs, targets, NormalizeConfig(stats="all"))
+    ref_all, _ = official_mean_cam_numpy(torch.cat([inputs, targets]).numpy())
+    np.testing.assert_allclose(torch.cat([ni2, nt2]).numpy(), ref_all, atol=1e-12)
+    ni3, _, _ = normalize_views(inputs, targets, NormalizeConfig(method="first_cam", stats="all"))
+    torch.testing.assert_close(ni3[0], torch.eye(4, dtype=torch.float64), atol=1e-12, rtol=0)
 
 
 def test_single_camera_and_coincident_centres_do_not_divide_by_zero():

@@ -289,3 +289,31 @@ def normalize_cameras(
     """
     transform = compute_transform(c2w if stats_c2w is None else stats_c2w, method, scale_to_unit)
     return transform.apply(c2w), transform
+
+
+@dataclass
+class NormalizeConfig:
+    """Camera normalisation for the model (one config per component)."""
+
+    method: NormMethod = "mean_cam"
+    """'mean_cam' (full model), 'first_cam' (AR model) or 'none'."""
+    stats: Literal["inputs", "all"] = "inputs"
+    """Which views define the frame: 'inputs' (clean: targets never shape it) or 'all' loaded views, inputs then
+    targets (official behaviour, Q11)."""
+
+
+def normalize_views(
+    input_c2w: Tensor, target_c2w: Optional[Tensor] = None, config: NormalizeConfig = NormalizeConfig()
+) -> tuple[Tensor, Optional[Tensor], SceneTransform]:
+    """Normalise input views [V, 4, 4] and optional target views [T, 4, 4] into one frame.
+
+    Returns (normalised inputs, normalised targets or None, SceneTransform).
+    """
+    if config.stats == "all" and target_c2w is not None:
+        stats = torch.cat([input_c2w, target_c2w.to(input_c2w.dtype)], 0)  # official load order: inputs first
+    elif config.stats in ("inputs", "all"):
+        stats = input_c2w
+    else:
+        raise ValueError(f"normalisation stats must be 'inputs' or 'all', got {config.stats!r}")
+    tf = compute_transform(stats, config.method)
+    return tf.apply(input_c2w), None if target_c2w is None else tf.apply(target_c2w), tf
