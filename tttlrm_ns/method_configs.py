@@ -1,0 +1,119 @@
+"""nerfstudio methods of tttlrm_ns (registered through the ``nerfstudio.method_configs`` entry point).
+
+* ``tttlrm``: the full-scan scene model (paper's main setting): 32 k-means input views at 536x960, ``mean_cam``
+  normalisation, official pruning, pure feed-forward (no refinement).
+* ``tttlrm-ar``: the autoregressive scan (fast weights updated every 4 views, ``first_cam`` normalisation);
+  ``--pipeline.model.selective-update True`` turns on the elastic selective update.
+* ``tttlrm-object``: the object-level preset (patch 16), 24 input views at 512x512, white background.
+* ``tttlrm-refine3`` / ``tttlrm-refine10``: ``tttlrm`` followed by the paper's 3- / 10-step refinement.
+
+Every method reads ``opencv_cameras.json`` scenes by default (dataparser ``opencv-cameras``); nerfstudio's own
+dataparsers work as well (``ns-train tttlrm --data DIR nerfstudio-data``). Weights: ``--pipeline.model.checkpoint``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
+from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanagerConfig
+from nerfstudio.engine.optimizers import AdamOptimizerConfig
+from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
+from nerfstudio.plugins.types import MethodSpecification
+
+from tttlrm_ns.data.dataparser import OpencvCamerasDataParserConfig
+from tttlrm_ns.data.views import ViewSelectionConfig
+from tttlrm_ns.ns.model import TttlrmNSModelConfig
+from tttlrm_ns.ns.pipeline import TttlrmPipelineConfig
+from tttlrm_ns.ns.refine import refine_preset
+from tttlrm_ns.ns.trainer import TttlrmTrainerConfig
+
+
+def _trainer(method_name: str, pipeline: TttlrmPipelineConfig) -> TttlrmTrainerConfig:
+    return TttlrmTrainerConfig(
+        method_name=method_name,
+        steps_per_eval_image=1000,
+        steps_per_eval_batch=0,
+        steps_per_save=1000,
+        steps_per_eval_all_images=1000000,
+        mixed_precision=False,
+        # The prediction and the rasteriser run on CPU too; default to the GPU when there is one.
+        machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
+        pipeline=pipeline,
+        optimizers={  # the Gaussian groups come from --pipeline.model.refine (see TttlrmTrainer)
+            "camera_opt": {
+                "optimizer": AdamOptimizerConfig(lr=1e-4, eps=1e-15),
+                "scheduler": ExponentialDecaySchedulerConfig(lr_final=5e-7, max_steps=30000),
+            },
+        },
+        viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
+        vis="viewer",
+    )
+
+
+def _pipeline(model: TttlrmNSModelConfig, **kwargs) -> TttlrmPipelineConfig:
+    return TttlrmPipelineConfig(
+        datamanager=FullImageDatamanagerConfig(dataparser=OpencvCamerasDataParserConfig(), cache_images_type="uint8"),
+        model=model,
+        **kwargs,
+    )
+
+
+tttlrm_config = _trainer("tttlrm", _pipeline(TttlrmNSModelConfig(model_preset="official_full")))
+
+tttlrm_ar_config = _trainer(
+    "tttlrm-ar",
+    _pipeline(
+        TttlrmNSModelConfig(model_preset="official_ar", scan="ar", selective_update=False),
+        normalization="first_cam",
+    ),
+)
+
+tttlrm_object_config = _trainer(
+    "tttlrm-object",
+    _pipeline(
+        TttlrmNSModelConfig(model_preset="object_level", background_color="white"),
+        views=ViewSelectionConfig(mode="kmeans", num_views=24),
+        input_height=512,
+        input_width=512,
+    ),
+)
+
+
+def _refined(name: str, steps: str) -> TttlrmTrainerConfig:
+    pipe = tttlrm_config.pipeline
+    model = replace(pipe.model, refine=refine_preset(steps))  # type: ignore[arg-type]
+    return replace(tttlrm_config, method_name=name, pipeline=replace(pipe, model=model))
+
+
+tttlrm_refine3_config = _refined("tttlrm-refine3", "3")
+tttlrm_refine10_config = _refined("tttlrm-refine10", "10")
+
+tttlrm_method = MethodSpecification(
+    config=tttlrm_config,
+    description="tttLRM feed-forward 3D Gaussians (full scan, 32 k-means views); weights via --pipeline.model.checkpoint",
+)
+tttlrm_ar_method = MethodSpecification(
+    config=tttlrm_ar_config,
+    description="tttLRM autoregressive scan (fast weights updated every 4 views; --pipeline.model.selective-update)",
+)
+tttlrm_object_method = MethodSpecification(
+    config=tttlrm_object_config,
+    description="tttLRM object-level model (patch 16, 24 views at 512x512, white background)",
+)
+tttlrm_refine3_method = MethodSpecification(
+    config=tttlrm_refine3_config, description="tttLRM full scan + 3 refinement steps on the input views (paper setting)"
+)
+tttlrm_refine10_method = MethodSpecification(
+    config=tttlrm_refine10_config,
+    description="tttLRM full scan + 10 refinement steps on the input views (paper setting)",
+)
+
+__all__ = [
+    "tttlrm_method",
+    "tttlrm_ar_method",
+    "tttlrm_object_method",
+    "tttlrm_refine3_method",
+    "tttlrm_refine10_method",
+]

@@ -1,0 +1,109 @@
+"""nerfstudio cameras and cached images -> the model's input views.
+
+nerfstudio stores OpenGL camera-to-world matrices in the dataparser's frame (possibly re-oriented, re-centred and
+scaled) and caches images as ``[H, W, C]`` tensors at the cameras' resolution (already undistorted). The model wants
+OpenCV c2w, pixel intrinsics and ``[V, 3, H, W]`` images whose sides are multiples of its patch size.
+
+Resizing (``docs`` in :mod:`tttlrm_ns.data.scene`): a uniform scale that covers the target size followed by a centre
+crop keeps the aspect ratio (``mode="crop"``); ``"stretch"`` scales x and y independently as the official loader
+does. Intrinsics follow exactly (pixel-centre rule, :mod:`tttlrm_ns.conventions`). uint8 images are resized with
+PIL's Lanczos filter (the official loader's), float images with antialiased bicubic interpolation.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tttlrm_ns import conventions
+from tttlrm_ns.data.scene import ResizeConfig, ResizePlan, plan_resize
+
+
+def cameras_to_opencv(c2w_gl: Tensor, fx: Tensor, fy: Tensor, cx: Tensor, cy: Tensor) -> tuple[Tensor, Tensor]:
+    """nerfstudio camera fields -> (OpenCV c2w [V, 4, 4] float64, fxfycxcy [V, 4] float64).
+
+    Args:
+        c2w_gl: [V, 3, 4] OpenGL camera-to-world. fx, fy, cx, cy: [V, 1] (or [V]) pixel intrinsics.
+    """
+    c2w = conventions.opengl_to_opencv_c2w(conventions.to_homogeneous_pose(c2w_gl.detach().double().cpu()))
+    k = torch.stack([t.detach().reshape(-1).double().cpu() for t in (fx, fy, cx, cy)], dim=-1)
+    return c2w, k
+
+
+def dataparser_to_original(c2w: Tensor, transform: Tensor, scale: float) -> Tensor:
+    """c2w [V, 4, 4] in a dataparser's frame -> the frame of the original data (undo ``x_ns = s (R x + t)``).
+
+    ``transform`` is nerfstudio's ``dataparser_transform`` [3, 4] (rigid) and ``scale`` its ``dataparser_scale``.
+    Works for OpenCV and OpenGL camera axes alike (only the world side of the matrix changes).
+    """
+    t = transform.detach().double().cpu()
+    rot_t = t[:, :3].T
+    out = c2w.double().clone()
+    out[:, :3, :3] = rot_t @ c2w[:, :3, :3].double()
+    out[:, :3, 3] = (c2w[:, :3, 3].double() / scale - t[:, 3]) @ rot_t.T
+    return out
+
+
+def native_plan(width: int, height: int, patch: int) -> ResizePlan:
+    """Keep the stored resolution; centre-crop each side down to a multiple of ``patch``."""
+    out_w, out_h = width // patch * patch, height // patch * patch
+    if out_w == 0 or out_h == 0:
+        raise ValueError(f"images of {height}x{width} (HxW) are smaller than the model's patch size {patch}")
+    return ResizePlan(width, height, width, height, (width - out_w) // 2, (height - out_h) // 2, out_w, out_h)
+
+
+def make_plan(
+    width: int, height: int, patch: int, target_h: Optional[int], target_w: Optional[int], mode: str = "crop"
+) -> ResizePlan:
+    """Resize plan to ``target_h x target_w`` (None/0 for both: native size cropped to the patch multiple)."""
+    if not target_h and not target_w:
+        return native_plan(width, height, patch)
+    if not target_h or not target_w:
+        # One side given: keep the aspect ratio, round the other side down to the patch multiple.
+        s = (target_h / height) if target_h else (target_w / width)
+        target_h = target_h or max(patch, int(height * s) // patch * patch)
+        target_w = target_w or max(patch, int(width * s) // patch * patch)
+    return plan_resize(width, height, ResizeConfig(height=target_h, width=target_w, mode=mode, patch_size=patch))  # type: ignore[arg-type]
+
+
+def _resize_one(img: Tensor, plan: ResizePlan) -> Tensor:
+    """[H, W, 3] uint8 or float -> [3, out_h, out_w] float32 in [0, 1]."""
+    if (plan.scaled_w, plan.scaled_h) != (plan.src_w, plan.src_h):
+        if img.dtype == torch.uint8:
+            from PIL import Image
+
+            im = Image.fromarray(img.cpu().numpy()).resize((plan.scaled_w, plan.scaled_h), Image.LANCZOS)
+            x = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255.0
+        else:
+            x = F.interpolate(
+                img.permute(2, 0, 1)[None].float().cpu(), size=(plan.scaled_h, plan.scaled_w), mode="bicubic",
+                antialias=True, align_corners=False,
+            )[0].clamp(0, 1)
+    else:
+        x = img.permute(2, 0, 1).cpu()
+        x = x.float() / 255.0 if img.dtype == torch.uint8 else x.float()
+    return x[:, plan.y0 : plan.y0 + plan.out_h, plan.x0 : plan.x0 + plan.out_w]
+
+
+def prepare_images(images: Sequence[Tensor], plan: ResizePlan, background: Tensor) -> Tensor:
+    """Cached images ``[H, W, 3|4]`` (uint8 or float) -> model input [V, 3, out_h, out_w] float32 in [0, 1].
+
+    RGBA images are composited over ``background`` [3] (in [0, 1]) first.
+    """
+    out = []
+    for img in images:  # one resize per view (PIL works on single images)
+        if img.shape[-1] == 4:
+            f = img.float() / 255.0 if img.dtype == torch.uint8 else img.float()
+            rgb = f[..., :3] * f[..., 3:] + background.to(f) * (1 - f[..., 3:])
+            img = (rgb * 255).round().to(torch.uint8) if img.dtype == torch.uint8 else rgb
+        elif img.shape[-1] != 3:
+            raise ValueError(f"expected RGB or RGBA images, got {img.shape[-1]} channels")
+        out.append(_resize_one(img, plan))
+    return torch.stack(out)
+
+
+__all__ = ["cameras_to_opencv", "dataparser_to_original", "make_plan", "native_plan", "prepare_images"]

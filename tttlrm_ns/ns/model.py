@@ -1,0 +1,322 @@
+"""The tttLRM nerfstudio model: splatfacto's Gaussian storage, filled by the feed-forward prediction.
+
+``TttlrmNSModel`` subclasses nerfstudio's ``SplatfactoModel`` and keeps its storage exactly (one
+``gauss_params`` ParameterDict with ``means``, ``scales`` (log), ``quats`` (raw w, x, y, z), ``features_dc``,
+``features_rest`` (raw SH, gsplat / INRIA convention) and ``opacities`` (logit)), so nerfstudio's viewer,
+``ns-export gaussian-splat``, ``ns-render`` and ``ns-eval`` work unchanged. What differs from splatfacto:
+
+* The Gaussians come from :class:`tttlrm_ns.ns.pipeline.TttlrmPipeline` (:meth:`TttlrmNSModel.set_gaussians`),
+  not from SfM points; the model starts empty and ``load_state_dict`` resizes it to a checkpoint's Gaussians.
+* Predicted Gaussians are complete: full SH from step 0 (no progressive SH) and no resolution schedule.
+  SH are always stored with ``sh_degree`` bands (default 3, zero-padded when the backbone predicts fewer), so the
+  exported ``.ply`` has the same 62 properties as splatfacto's and any splat viewer reads it.
+* Rendering goes through ``tttlrm_ns.render.rasterize`` (gsplat on CUDA, our C++ extension on CPU).
+* Densification is off unless ``refine.strategy = "default"``; refinement is configured by :class:`RefineConfig`.
+* Evaluation metrics follow the paper's protocol by default (PSNR, scikit-image SSIM, VGG LPIPS; offline weights
+  from ``scripts/install_lpips_weights.py``), configurable back to nerfstudio's (Gaussian SSIM, AlexNet LPIPS).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Tuple, Type, Union
+
+import torch
+from torch import Tensor
+from torch.nn import Parameter
+
+from nerfstudio.cameras.cameras import Cameras, CameraType
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.models.splatfacto import SplatfactoModel, SplatfactoModelConfig, num_sh_bases
+from nerfstudio.utils.colors import get_color
+
+from tttlrm_ns import conventions
+from tttlrm_ns.gaussians import Gaussians
+from tttlrm_ns.ns.refine import RefineConfig
+
+C0 = 0.28209479177387814
+"""Degree-0 SH basis constant: colour = C0 * dc + 0.5."""
+
+
+@dataclass
+class TttlrmNSModelConfig(SplatfactoModelConfig):
+    """tttLRM: feed-forward 3D Gaussians from posed images (LaCT test-time-training backbone), splatfacto storage."""
+
+    _target: Type = field(default_factory=lambda: TttlrmNSModel)
+
+    # --- backbone weights and run-time options (used once, at the start of `ns-train`) ----------------------
+    checkpoint: Optional[Path] = None
+    """tttLRM weights: a .safetensors file from `tttlrm-train` (carries its config) or the official .pt checkpoint."""
+    model_preset: Literal["official_full", "official_ar", "object_level", "small_d256", "tiny"] = "official_full"
+    """Architecture used to read an official .pt checkpoint (.safetensors files carry their own config)."""
+    scan: Optional[Literal["full", "ar", "stream"]] = None
+    """Override the checkpoint's fast-weight scan: 'full', 'ar' (autoregressive chunks) or 'stream' (causal)."""
+    ar_chunk_views: Optional[int] = None
+    """Override the number of views per autoregressive update (None: the checkpoint's)."""
+    selective_update: Optional[bool] = None
+    """Elastic "selective" fast-weight update (paper; strength selective_lambda); None keeps the checkpoint's."""
+    selective_lambda: float = 0.05
+    """Elastic pull strength when selective_update is on (the paper's 0.05)."""
+    bf16: Literal["auto", "on", "off"] = "auto"
+    """bfloat16 autocast for the backbone: 'auto' = on for CUDA, off on CPU (slow bf16 matmuls on most CPUs)."""
+    compile: bool = False
+    """torch.compile each LaCT block (pays off for large inputs on GPU)."""
+
+    # --- rendering, refinement, evaluation -------------------------------------------------------------------
+    rasterize_backend: Literal["auto", "gsplat", "cpu", "reference"] = "auto"
+    """Rasteriser: 'auto' = gsplat for CUDA tensors, our C++ extension on CPU; 'reference' = dense torch oracle."""
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    """Optional few-step refinement of the predicted Gaussians (0 steps = pure feed-forward)."""
+    eval_ssim: Literal["skimage", "gaussian"] = "skimage"
+    """SSIM of `ns-eval`: 'skimage' (paper protocol, 7x7 uniform window) or 'gaussian' (nerfstudio's)."""
+    eval_lpips: Literal["vgg", "alex"] = "vgg"
+    """LPIPS backbone of `ns-eval`: 'vgg' (paper) or 'alex' (nerfstudio's)."""
+
+    # splatfacto fields with tttLRM defaults
+    background_color: Literal["random", "black", "white"] = "white"
+    """Background behind the Gaussians; white as in the official renderer (and object renders)."""
+    sh_degree: int = 3
+    """SH degree of the stored colours (predictions of lower degree are zero-padded)."""
+
+
+class TttlrmNSModel(SplatfactoModel):
+    """Splatfacto model whose Gaussians are predicted by tttLRM (see the module docstring)."""
+
+    config: TttlrmNSModelConfig
+
+    # --- construction ---------------------------------------------------------------------------------------
+    def populate_modules(self) -> None:
+        if self.config.use_bilateral_grid:
+            raise ValueError("tttLRM does not support the bilateral grid (use_bilateral_grid=False)")
+        if not 0 <= self.config.sh_degree <= 3:
+            raise ValueError(f"sh_degree must be 0..3, got {self.config.sh_degree}")
+        k = num_sh_bases(self.config.sh_degree)
+        # Empty until the pipeline installs predicted Gaussians or a checkpoint is loaded.
+        self.gauss_params = torch.nn.ParameterDict(
+            {
+                "means": Parameter(torch.zeros(0, 3)),
+                "scales": Parameter(torch.zeros(0, 3)),
+                "quats": Parameter(torch.zeros(0, 4)),
+                "features_dc": Parameter(torch.zeros(0, 3)),
+                "features_rest": Parameter(torch.zeros(0, k - 1, 3)),
+                "opacities": Parameter(torch.zeros(0, 1)),
+            }
+        )
+        self.camera_optimizer = self.config.camera_optimizer.setup(num_cameras=self.num_train_data, device="cpu")
+
+        from pytorch_msssim import SSIM
+        from torchmetrics.image import PeakSignalNoiseRatio
+
+        self.psnr = PeakSignalNoiseRatio(data_range=1.0)  # training metric (splatfacto's get_metrics_dict)
+        self.ssim = SSIM(data_range=1.0, size_average=True, channel=3)  # refinement loss (splatfacto's)
+        self.step = 0
+        self.crop_box = None
+        if self.config.background_color == "random":
+            self.background_color = torch.tensor([0.1490, 0.1647, 0.2157])  # the viewer's default, as splatfacto
+        else:
+            self.background_color = get_color(self.config.background_color)
+        self.info: Dict = {}
+        self.optimizers: Dict = {}
+        self._setup_strategy()
+
+    def _setup_strategy(self) -> None:
+        if self.config.refine.strategy == "none":
+            self.strategy = None
+            self.strategy_state = None
+            return
+        from gsplat.strategy import DefaultStrategy
+
+        c = self.config
+        self.strategy = DefaultStrategy(
+            prune_opa=c.cull_alpha_thresh,
+            grow_grad2d=c.densify_grad_thresh,
+            grow_scale3d=c.densify_size_thresh,
+            grow_scale2d=c.split_screen_size,
+            prune_scale3d=c.cull_scale_thresh,
+            prune_scale2d=c.cull_screen_size,
+            refine_scale2d_stop_iter=c.stop_screen_size_at,
+            refine_start_iter=c.warmup_length,
+            refine_stop_iter=c.stop_split_at,
+            reset_every=c.reset_alpha_every * c.refine_every,
+            refine_every=c.refine_every,
+            pause_refine_after_reset=self.num_train_data + c.refine_every,
+            absgrad=c.use_absgrad,
+            revised_opacity=False,
+            verbose=True,
+        )
+        self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
+
+    # --- Gaussians in and out -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def set_gaussians(self, g: Gaussians) -> None:
+        """Install unbatched Gaussians [N, ...] (world frame of the cameras) as the model's parameters.
+
+        The SH are zero-padded to ``config.sh_degree``; a prediction of higher degree is refused (the dropped
+        bands would change the colours).
+        """
+        if g.means.dim() != 2:
+            raise ValueError(f"set_gaussians expects unbatched Gaussians [N, 3], got means {tuple(g.means.shape)}")
+        k = num_sh_bases(self.config.sh_degree)
+        if g.sh.shape[1] > k:
+            raise ValueError(
+                f"the backbone predicts SH degree {g.sh_degree} but the model stores degree {self.config.sh_degree}; "
+                f"set --pipeline.model.sh-degree {g.sh_degree}"
+            )
+        dev = self.device
+        sh = torch.zeros(g.num, k, 3, dtype=torch.float32, device=dev)
+        sh[:, : g.sh.shape[1]] = g.sh.to(dev, torch.float32)
+        values = {
+            "means": g.means,
+            "scales": g.log_scales,
+            "quats": g.quats,
+            "features_dc": sh[:, 0],
+            "features_rest": sh[:, 1:],
+            "opacities": g.opacity_logits,
+        }
+        for name, t in values.items():
+            self.gauss_params[name] = Parameter(t.detach().to(dev, torch.float32).contiguous())
+        if self.strategy is not None:
+            self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
+
+    def get_gaussians(self) -> Gaussians:
+        """The current Gaussians as a detached container (SH with all stored bands)."""
+        p = self.gauss_params
+        sh = torch.cat([p["features_dc"][:, None], p["features_rest"]], dim=1)
+        return Gaussians(
+            means=p["means"].detach(),
+            sh=sh.detach(),
+            log_scales=p["scales"].detach(),
+            quats=p["quats"].detach(),
+            opacity_logits=p["opacities"].detach(),
+        )
+
+    def load_state_dict(self, dict, **kwargs):  # type: ignore[override]
+        """Resize ``gauss_params`` to the checkpoint's tensors (count and SH bands), then load."""
+        dict = {k: v for k, v in dict.items() if not k.startswith("lpips.")}
+        if "means" in dict:  # old nerfstudio layout, as splatfacto accepts
+            for p in ("means", "scales", "quats", "features_dc", "features_rest", "opacities"):
+                dict[f"gauss_params.{p}"] = dict.pop(p)
+        rest = dict.get("gauss_params.features_rest")
+        if rest is not None:
+            k = rest.shape[1] + 1
+            degree = int(round(k**0.5)) - 1
+            if (degree + 1) ** 2 != k:
+                raise ValueError(f"checkpoint features_rest has {rest.shape[1]} SH coefficients; expected 3, 8 or 15")
+            self.config.sh_degree = degree
+        for name in list(self.gauss_params.keys()):
+            key = f"gauss_params.{name}"
+            if key in dict:
+                self.gauss_params[name] = Parameter(torch.zeros(dict[key].shape, device=self.device))
+        self.step = 0
+        return torch.nn.Module.load_state_dict(self, dict, **kwargs)
+
+    # --- colours as the exporter reads them (always SH, whatever the degree) -----------------------------------
+    @property
+    def colors(self) -> Tensor:
+        return self.features_dc * C0 + 0.5
+
+    @property
+    def shs_0(self) -> Tensor:
+        return self.features_dc
+
+    # --- no schedules: predicted Gaussians are complete ------------------------------------------------------
+    def _get_downscale_factor(self) -> int:
+        return 1
+
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        cbs = [
+            TrainingCallback(
+                [TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
+                self.step_cb,
+                args=[training_callback_attributes.optimizers],
+            )
+        ]
+        if self.strategy is not None:
+            cbs.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self.step_post_backward))
+        return cbs
+
+    def step_post_backward(self, step: int) -> None:
+        if self.strategy is not None:
+            super().step_post_backward(step)
+
+    # --- rendering --------------------------------------------------------------------------------------------
+    def get_outputs(self, camera: Cameras) -> Dict[str, Union[Tensor, List]]:
+        """Render one camera: rgb [H, W, 3], depth [H, W, 1] (eval) or None, accumulation [H, W, 1], background."""
+        if not isinstance(camera, Cameras):
+            raise TypeError(f"get_outputs expects a nerfstudio Cameras object, got {type(camera).__name__}")
+        if camera.shape[0] != 1:
+            raise ValueError(f"renders one camera at a time, got {camera.shape[0]}")
+        if int(camera.camera_type[0].item()) != CameraType.PERSPECTIVE.value:
+            raise ValueError("tttLRM renders pinhole (perspective) cameras only")
+        c2w = self.camera_optimizer.apply_to_camera(camera) if self.training else camera.camera_to_worlds
+
+        params = dict(self.gauss_params.items())
+        W, H = int(camera.width.item()), int(camera.height.item())
+        background = self._get_background_color()
+        if self.crop_box is not None and not self.training:
+            inside = self.crop_box.within(params["means"]).squeeze(-1)
+            params = {k: v[inside] for k, v in params.items()}
+        if params["means"].shape[0] == 0:
+            return self.get_empty_outputs(W, H, background)
+
+        Ks = camera.get_intrinsics_matrices().to(self.device)  # [1, 3, 3]
+        viewmats = conventions.c2w_to_w2c(
+            conventions.opengl_to_opencv_c2w(conventions.to_homogeneous_pose(c2w.to(self.device)))
+        )  # [1, 4, 4] OpenCV world-to-camera
+        self.last_size = (H, W)
+        render_mode = "RGB+ED" if (self.config.output_depth_during_training or not self.training) else "RGB"
+        colors = torch.cat([params["features_dc"][:, None, :], params["features_rest"]], dim=1)  # [N, K, 3]
+
+        from tttlrm_ns.render import rasterize
+
+        render, alpha, self.info = rasterize(
+            params["means"],
+            params["quats"],  # normalised inside the rasteriser
+            torch.exp(params["scales"]),
+            torch.sigmoid(params["opacities"]).squeeze(-1),
+            colors,
+            viewmats,
+            Ks,
+            W,
+            H,
+            near_plane=0.01,
+            far_plane=1e10,
+            sh_degree=self.config.sh_degree,  # full SH from the first step
+            packed=False,
+            render_mode=render_mode,
+            absgrad=self.strategy.absgrad if self.strategy is not None else False,
+            rasterize_mode=self.config.rasterize_mode,
+            backend=self.config.rasterize_backend,
+        )
+        if self.training and self.strategy is not None:
+            self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info)
+
+        rgb = torch.clamp(render[..., :3] + (1 - alpha) * background, 0.0, 1.0)  # [1, H, W, 3]
+        depth = None
+        if render_mode == "RGB+ED":
+            depth = render[..., 3:4]
+            depth = torch.where(alpha > 0, depth, depth.detach().max()).squeeze(0)
+        if not self.training:
+            background = background.expand(H, W, 3)
+        return {"rgb": rgb.squeeze(0), "depth": depth, "accumulation": alpha.squeeze(0), "background": background}
+
+    # --- evaluation -------------------------------------------------------------------------------------------
+    def get_image_metrics_and_images(
+        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
+    ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        """PSNR / SSIM / LPIPS of one rendered view (protocol per ``eval_ssim`` / ``eval_lpips``)."""
+        from tttlrm_ns.eval import metrics
+
+        gt = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])
+        pred = outputs["rgb"]
+        g, p = gt.permute(2, 0, 1)[None], pred.permute(2, 0, 1)[None]  # [1, 3, H, W]
+        out = {
+            "psnr": float(metrics.psnr(p, g)[0]),
+            "ssim": float(metrics.ssim(p, g, self.config.eval_ssim)[0]),
+            "lpips": float(metrics.lpips(p, g, self.config.eval_lpips)[0]),
+        }
+        return out, {"img": torch.cat([gt, pred], dim=1)}
+
+
+__all__ = ["TttlrmNSModel", "TttlrmNSModelConfig"]

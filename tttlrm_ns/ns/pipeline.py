@@ -1,0 +1,289 @@
+"""The tttLRM pipeline: one feed-forward prediction at setup, then (optionally) a few refinement steps.
+
+At construction in training mode (``ns-train``), after nerfstudio's datamanager has cached the train split:
+
+1. choose the input views among the train images (all / every k-th / evenly spaced / k-means on camera poses as
+   in the paper's protocol; the scene's precomputed ``fold_8_kmeans_{N}_input`` list when available);
+2. convert their cameras to OpenCV and normalise them as the backbone expects (``mean_cam`` for the full scan,
+   ``first_cam`` for the autoregressive ones), resize the images to the preset resolution (aspect kept,
+   centre crop to the patch multiple, intrinsics scaled);
+3. estimate the memory of the prediction and refuse *before* loading anything if it cannot fit;
+4. load the weights, predict (no grad, chunked over views, optional bf16 / compile), prune, free the backbone;
+5. map the Gaussians back to the dataparser's world frame (means, rotations, scales and SH bands) and install
+   them in the model; the trainer builds the optimizers afterwards, so their state is fresh.
+
+In the other modes (``ns-eval``, ``ns-export``, ``ns-viewer`` and ``ns-render`` load a finished run with
+``test_mode`` "test" or "inference") the backbone is skipped: the Gaussians come from the nerfstudio checkpoint.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional, Type
+
+import torch
+from torch.cuda.amp.grad_scaler import GradScaler
+
+from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from tttlrm_ns.data.normalize import normalize_cameras
+from tttlrm_ns.data.views import ViewSelectionConfig, select_views
+from tttlrm_ns.gaussians import Gaussians, PruneConfig
+from tttlrm_ns.model import TttlrmConfig, presets
+from tttlrm_ns.ns import inputs
+from tttlrm_ns.ns.model import TttlrmNSModelConfig
+from tttlrm_ns.ns.predict import GIB, available_memory, estimate_memory, keep_fraction, predict_gaussians
+
+BUNDLED_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "weights" / "tttlrm_small.safetensors"
+"""Default weights when ``--pipeline.model.checkpoint`` is not given (used only if the file exists)."""
+
+
+class PredictionError(ValueError):
+    """The feed-forward prediction cannot run with this data / configuration; the message says what to change."""
+
+
+class InsufficientMemoryError(PredictionError, MemoryError):
+    """The predicted peak memory exceeds what is available; raised before any weight is loaded."""
+
+
+@dataclass
+class TttlrmPipelineConfig(VanillaPipelineConfig):
+    """tttLRM: feed-forward prediction of the Gaussians at setup (input views, resolution, pruning, memory)."""
+
+    _target: Type = field(default_factory=lambda: TttlrmPipeline)
+    model: TttlrmNSModelConfig = field(default_factory=TttlrmNSModelConfig)
+    """The splatfacto-style model holding the predicted Gaussians (and the backbone's weights / options)."""
+    views: ViewSelectionConfig = field(default_factory=lambda: ViewSelectionConfig(mode="kmeans", num_views=32))
+    """Which train images are the model's input views."""
+    use_precomputed_views: bool = True
+    """With k-means: use the scene file's fold_8_kmeans_{N}_input list when present (the paper's exact inputs)."""
+    input_height: Optional[int] = 536
+    """Model input rows (None with input_width None: native size cropped to the patch multiple)."""
+    input_width: Optional[int] = 960
+    """Model input columns; portrait images swap height and width."""
+    resize_mode: Literal["crop", "stretch"] = "crop"
+    """'crop': keep the aspect ratio (uniform scale + centre crop); 'stretch': scale x and y separately (official)."""
+    normalization: Literal["auto", "mean_cam", "first_cam"] = "auto"
+    """Camera normalisation: 'auto' = mean_cam for the full scan, first_cam for 'ar' / 'stream' (as trained)."""
+    prune: PruneConfig = field(default_factory=lambda: PruneConfig(keep_top=0.4, keep_random=0.1))
+    """Opacity pruning of the predicted Gaussians (official: keep the 40 % most opaque + 10 % of the rest)."""
+    chunk_views: int = 8
+    """Views per chunk of ray encoding / Gaussian decoding (bounds per-pixel memory; the backbone sees all)."""
+    memory_budget_gb: Optional[float] = None
+    """Memory the prediction may use (None: free GPU memory, or available RAM on CPU)."""
+    seed: int = 777
+    """Seed of the random part of pruning and of the refinement view order (official: 777 + rank)."""
+
+
+class TttlrmPipeline(VanillaPipeline):
+    """VanillaPipeline whose model is filled by one tttLRM prediction (see the module docstring)."""
+
+    config: TttlrmPipelineConfig
+
+    def __init__(
+        self,
+        config: TttlrmPipelineConfig,
+        device: str,
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        grad_scaler: Optional[GradScaler] = None,
+    ):
+        if world_size > 1:
+            raise PredictionError("tttLRM runs its prediction and refinement on one device; use world_size 1")
+        super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+        self.input_indices: list[int] = []
+        """Positions (in the train split) of the model's input views; empty when loaded from a finished run."""
+        if test_mode == "val":  # ns-train; eval / export / viewer load the Gaussians from the checkpoint
+            gaussians, self.input_indices = self.predict()
+            self.model.set_gaussians(gaussians)  # type: ignore[attr-defined]
+            CONSOLE.log(f"tttLRM: {gaussians.num} Gaussians installed")
+        self._refine_order = torch.randperm(
+            max(len(self.input_indices), 1), generator=torch.Generator().manual_seed(config.seed)
+        ).tolist()
+
+    # --- prediction ---------------------------------------------------------------------------------------------
+    def resolve_model_config(self) -> tuple[Path, TttlrmConfig]:
+        """The weights file and the backbone configuration with this run's overrides (nothing is loaded)."""
+        m = self.config.model
+        path = m.checkpoint
+        if path is None and BUNDLED_CHECKPOINT.is_file():
+            path = BUNDLED_CHECKPOINT
+        if path is None:
+            raise PredictionError(
+                "tttLRM needs backbone weights: pass --pipeline.model.checkpoint PATH with either a .safetensors file "
+                "written by `tttlrm-train` (or tttlrm_ns.model.checkpoint.save_model) or the official tttLRM .pt "
+                "checkpoint (read with --pipeline.model.model-preset, default official_full). To train weights "
+                "yourself see `tttlrm-train --help` and the README's training section. No bundled checkpoint is "
+                f"installed at {BUNDLED_CHECKPOINT}."
+            )
+        path = Path(path)
+        if not path.is_file():
+            raise PredictionError(f"--pipeline.model.checkpoint {path} does not exist")
+        if path.suffix == ".safetensors":
+            from tttlrm_ns.model.checkpoint import read_config
+
+            cfg = read_config(path)
+        else:
+            cfg = presets.get(m.model_preset)
+        overrides: dict = {"compile": m.compile}
+        if m.scan is not None:
+            overrides["scan"] = m.scan
+        if m.ar_chunk_views is not None:
+            overrides["ar_chunk_views"] = m.ar_chunk_views
+        if m.selective_update is not None:
+            overrides["elastic_lambda"] = m.selective_lambda if m.selective_update else 0.0
+        bf16 = {"on": True, "off": False, "auto": torch.device(self.device).type == "cuda"}[m.bf16]
+        overrides["autocast_bf16"] = bf16
+        return path, cfg.replace(**overrides)
+
+    def _select_inputs(self, cfg: TttlrmConfig) -> list[int]:
+        """Positions in the train split of the input views (sorted, i.e. in frame order)."""
+        dm = self.datamanager
+        cameras = dm.train_dataset.cameras  # type: ignore[union-attr]
+        num = len(cameras)
+        sel = self.config.views
+        if sel.mode in ("kmeans", "evenly") and sel.num_views > num:
+            raise PredictionError(
+                f"{sel.num_views} input views requested (--pipeline.views.num-views) but the train split has only "
+                f"{num} images; lower --pipeline.views.num-views or use --pipeline.views.mode all"
+            )
+        outputs = getattr(dm, "train_dataparser_outputs", None)
+        meta = outputs.metadata if outputs is not None else {}
+        indices: Optional[list[int]] = None
+        if sel.mode == "kmeans" and self.config.use_precomputed_views:
+            listed = (meta.get("scene_extras") or {}).get(f"fold_8_kmeans_{sel.num_views}_input")
+            frames = meta.get("frame_indices")
+            if listed is not None and frames is not None:
+                pos = {int(f): i for i, f in enumerate(frames)}
+                if all(int(f) in pos for f in listed):
+                    indices = sorted(pos[int(f)] for f in listed)
+                    CONSOLE.log(f"tttLRM: using the scene's precomputed fold_8_kmeans_{sel.num_views}_input views")
+                else:
+                    CONSOLE.log("tttLRM: the precomputed input list includes held-out frames; running k-means")
+        if indices is None:
+            c2w, _ = inputs.cameras_to_opencv(cameras.camera_to_worlds, cameras.fx, cameras.fy, cameras.cx, cameras.cy)
+            if outputs is not None:  # k-means features live in the data's own frame (paper protocol)
+                c2w = inputs.dataparser_to_original(c2w, outputs.dataparser_transform, outputs.dataparser_scale)
+            indices = select_views(c2w, sel, where="train split: ")
+        if cfg.scan != "full" and len(indices) % cfg.ar_chunk_views:
+            raise PredictionError(
+                f"the '{cfg.scan}' scan updates its fast weights every {cfg.ar_chunk_views} views, but "
+                f"{len(indices)} input views were selected; choose a multiple of {cfg.ar_chunk_views} with "
+                "--pipeline.views.num-views (or change --pipeline.model.ar-chunk-views)"
+            )
+        return indices
+
+    def _train_image(self, i: int) -> torch.Tensor:
+        dm = self.datamanager
+        cached = getattr(dm, "cached_train", None)
+        if cached is not None:
+            return cached[i]["image"]
+        return dm.train_dataset.get_data(i, image_type="uint8")["image"]  # type: ignore[union-attr]
+
+    def predict(self) -> tuple[Gaussians, list[int]]:
+        """Run the backbone once on the selected train views; Gaussians in the dataparser's world frame."""
+        t0 = time.perf_counter()
+        path, cfg = self.resolve_model_config()
+        idx = self._select_inputs(cfg)
+        cameras = self.datamanager.train_dataset.cameras  # type: ignore[union-attr]
+        images = [self._train_image(i) for i in idx]  # loads (and undistorts) the cache first
+        cameras = getattr(self.datamanager, "train_cameras", cameras)
+        sizes = {(int(cameras.width[i]), int(cameras.height[i])) for i in idx}
+        if len(sizes) > 1:
+            raise PredictionError(
+                f"the input views have different image sizes {sorted(sizes)} (WxH); tttLRM needs one size for all "
+                "input views. Resize the images or restrict the views."
+            )
+        if any(int(cameras.camera_type[i]) != 1 for i in idx):  # CameraType.PERSPECTIVE
+            raise PredictionError("tttLRM needs pinhole cameras; undistort fisheye / equirectangular captures first")
+        width, height = sizes.pop()
+        plan = inputs.make_plan(width, height, cfg.patch_size, self.config.input_height, self.config.input_width,
+                                self.config.resize_mode)
+        v = len(idx)
+
+        est = estimate_memory(cfg, v, plan.out_h, plan.out_w, keep_fraction(self.config.prune, v), self.config.chunk_views)
+        budget = (
+            int(self.config.memory_budget_gb * GIB) if self.config.memory_budget_gb is not None
+            else available_memory(self.device)
+        )
+        if est.total > budget:
+            raise InsufficientMemoryError(
+                f"tttLRM prediction from {v} views of {plan.out_h}x{plan.out_w} pixels needs about {est.describe()} "
+                f"but only {budget / GIB:.2f} GiB are available on {torch.device(self.device).type}. Reduce it with "
+                f"fewer input views (--pipeline.views.num-views, now {v}), a lower resolution "
+                f"(--pipeline.input-height / --pipeline.input-width, now {plan.out_h}x{plan.out_w}), fewer views per "
+                f"decoding chunk (--pipeline.chunk-views, now {self.config.chunk_views})"
+                + ("" if cfg.autocast_bf16 else " or bf16 activations (--pipeline.model.bf16 on)")
+                + "; --pipeline.memory-budget-gb overrides the available amount."
+            )
+        CONSOLE.log(
+            f"tttLRM: {v} input views at {plan.out_h}x{plan.out_w} ({width}x{height} stored), scan={cfg.scan}, "
+            f"estimated peak {est.describe()}"
+        )
+
+        c2w, k = inputs.cameras_to_opencv(
+            cameras.camera_to_worlds[idx], cameras.fx[idx], cameras.fy[idx], cameras.cx[idx], cameras.cy[idx]
+        )
+        k = plan.apply_to_intrinsics(k)
+        method = self.config.normalization
+        if method == "auto":
+            method = "mean_cam" if cfg.scan == "full" else "first_cam"
+        c2w_norm, transform = normalize_cameras(c2w, method)
+        background = self.model.background_color.float() if self.model.config.background_color != "random" else torch.ones(3)
+        image_t = inputs.prepare_images(images, plan, background.cpu())
+
+        from tttlrm_ns.model.checkpoint import load_any
+
+        dev = torch.device(self.device)
+        model = load_any(path, cfg, **_runtime_overrides(cfg)).to(dev).eval()
+        gen = torch.Generator().manual_seed(self.config.seed)
+        t1 = time.perf_counter()
+        g = predict_gaussians(
+            model, image_t.to(dev), c2w_norm.float().to(dev), k.float().to(dev), self.config.prune,
+            self.config.chunk_views, gen,
+        )
+        del model  # the backbone is not part of the nerfstudio model or its checkpoints
+        gc.collect()
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+        means, quats, log_scales, sh = transform.gaussians_to_world(g.means, g.quats, g.log_scales, g.sh)
+        out = Gaussians(means=means, sh=sh, log_scales=log_scales, quats=quats, opacity_logits=g.opacity_logits)
+        CONSOLE.log(
+            f"tttLRM: predicted {out.num} Gaussians from {v} views in {time.perf_counter() - t1:.1f} s "
+            f"(setup {t1 - t0:.1f} s)"
+        )
+        return out, idx
+
+    # --- refinement on the input views ----------------------------------------------------------------------
+    def get_train_loss_dict(self, step: int):
+        """One refinement step; the image is one of the input views (refine.views='input') or any train image."""
+        refine = self.model.config.refine  # type: ignore[attr-defined]
+        if refine.views == "train" or not self.input_indices:
+            return super().get_train_loss_dict(step)
+        order = self._refine_order
+        i = self.input_indices[order[step % len(order)]]
+        dm = self.datamanager
+        data = dict(dm.cached_train[i])  # type: ignore[attr-defined]
+        data["image"] = data["image"].to(self.device)
+        cams = getattr(dm, "train_cameras", dm.train_dataset.cameras)  # type: ignore[union-attr]
+        camera = cams[i : i + 1].to(self.device)
+        if camera.metadata is None:
+            camera.metadata = {}
+        camera.metadata["cam_idx"] = i
+        outputs = self._model(camera)
+        metrics = self.model.get_metrics_dict(outputs, data)
+        return outputs, self.model.get_loss_dict(outputs, data, metrics), metrics
+
+
+def _runtime_overrides(cfg: TttlrmConfig) -> dict:
+    """Options of ``cfg`` that may differ from a .safetensors file's stored config (no shape changes)."""
+    keys = ("scan", "ar_chunk_views", "elastic_lambda", "autocast_bf16", "compile")
+    return {k: getattr(cfg, k) for k in keys}
+
+
+__all__ = ["TttlrmPipeline", "TttlrmPipelineConfig", "PredictionError", "InsufficientMemoryError", "BUNDLED_CHECKPOINT"]
