@@ -101,3 +101,17 @@ def test_rigidity_checks():
     assert cv.rigidity_error(refl).max() < 1e-12 and torch.allclose(cv.rotation_det(refl), -torch.ones(3, dtype=torch.float64))
     assert cv.to_homogeneous_pose(pose[:, :3]).shape == (3, 4, 4)
     assert math.isclose(float(cv.to_homogeneous_pose(pose[:, :3])[1, 3, 3]), 1.0)
+
+
+def test_model_rays_follow_the_pixel_centre_rule():
+    """The model's per-pixel rays (tttlrm_ns.model.rays) project back onto the pixel centres (u+0.5, v+0.5)."""
+    from tttlrm_ns.model.rays import pixel_rays
+
+    h, w = 4, 6
+    c2w = random_rigid(2, seed=5)
+    k4 = torch.tensor([[7.0, 8.0, 3.1, 1.9], [5.0, 5.0, 3.0, 2.0]], dtype=torch.float64)
+    o, d = pixel_rays(c2w[None], k4[None], h, w)  # [1, V, 3, H, W]
+    for v in range(2):
+        pts = (o[0, v] + 3.0 * d[0, v]).permute(1, 2, 0).reshape(-1, 3)
+        uv = cv.project_points(pts, cv.c2w_to_w2c(c2w[v]), k4[v])
+        torch.testing.assert_close(uv, cv.pixel_centers(h, w, torch.float64).reshape(-1, 2), atol=1e-9, rtol=0)

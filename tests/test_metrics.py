@@ -150,3 +150,17 @@ def test_mean_metrics_weights_every_view_equally():
     assert mean_metrics([{"psnr": 1.0}, {"psnr": torch.tensor(3.0)}]) == {"psnr": 2.0}
     with pytest.raises(ValueError):
         mean_metrics([])
+
+
+@needs_weights
+def test_install_script_cli(capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "install_lpips_weights.py"
+    spec = importlib.util.spec_from_file_location("install_lpips_weights", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main([]) == 0
+    assert "already present" in capsys.readouterr().out
+    assert mod.main(["--quiet"]) == 0
+    assert capsys.readouterr().out == ""
