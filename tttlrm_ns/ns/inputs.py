@@ -48,26 +48,22 @@ def dataparser_to_original(c2w: Tensor, transform: Tensor, scale: float) -> Tens
     return out
 
 
-def native_plan(width: int, height: int, patch: int) -> ResizePlan:
-    """Keep the stored resolution; centre-crop each side down to a multiple of ``patch``."""
-    out_w, out_h = width // patch * patch, height // patch * patch
-    if out_w == 0 or out_h == 0:
-        raise ValueError(f"images of {height}x{width} (HxW) are smaller than the model's patch size {patch}")
-    return ResizePlan(width, height, width, height, (width - out_w) // 2, (height - out_h) // 2, out_w, out_h)
-
-
 def make_plan(
-    width: int, height: int, patch: int, target_h: Optional[int], target_w: Optional[int], mode: str = "crop"
+    width: int,
+    height: int,
+    patch: int,
+    target_h: Optional[int] = None,
+    target_w: Optional[int] = None,
+    long_side: Optional[int] = None,
+    mode: str = "crop",
 ) -> ResizePlan:
-    """Resize plan to ``target_h x target_w`` (None/0 for both: native size cropped to the patch multiple)."""
-    if not target_h and not target_w:
-        return native_plan(width, height, patch)
-    if not target_h or not target_w:
-        # One side given: keep the aspect ratio, round the other side down to the patch multiple.
-        s = (target_h / height) if target_h else (target_w / width)
-        target_h = target_h or max(patch, int(height * s) // patch * patch)
-        target_w = target_w or max(patch, int(width * s) // patch * patch)
-    return plan_resize(width, height, ResizeConfig(height=target_h, width=target_w, mode=mode, patch_size=patch))  # type: ignore[arg-type]
+    """Resize plan of a ``width x height`` image for a model with ``patch``-pixel patches.
+
+    ``target_h x target_w`` (both or neither), else ``long_side`` (aspect kept, short side rounded down to the patch
+    multiple), else the stored size cropped down to patch multiples (:func:`tttlrm_ns.data.scene.plan_resize`).
+    """
+    cfg = ResizeConfig(height=target_h, width=target_w, long_side=long_side, mode=mode, patch_size=patch)  # type: ignore[arg-type]
+    return plan_resize(width, height, cfg)
 
 
 def _resize_one(img: Tensor, plan: ResizePlan) -> Tensor:
@@ -106,4 +102,4 @@ def prepare_images(images: Sequence[Tensor], plan: ResizePlan, background: Tenso
     return torch.stack(out)
 
 
-__all__ = ["cameras_to_opencv", "dataparser_to_original", "make_plan", "native_plan", "prepare_images"]
+__all__ = ["cameras_to_opencv", "dataparser_to_original", "make_plan", "prepare_images"]

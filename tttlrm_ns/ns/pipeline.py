@@ -61,10 +61,13 @@ class TttlrmPipelineConfig(VanillaPipelineConfig):
     """Which train images are the model's input views."""
     use_precomputed_views: bool = True
     """With k-means: use the scene file's fold_8_kmeans_{N}_input list when present (the paper's exact inputs)."""
-    input_height: Optional[int] = 536
-    """Model input rows (None with input_width None: native size cropped to the patch multiple)."""
-    input_width: Optional[int] = 960
-    """Model input columns; portrait images swap height and width."""
+    input_long_side: Optional[int] = 960
+    """Long side of the model input in pixels (aspect kept, short side rounded down to the patch multiple: 16:9
+    images become 960x536 as in the paper). None: the stored size, cropped to the patch multiple."""
+    input_height: Optional[int] = None
+    """Exact input rows instead of input_long_side; give input_height and input_width together."""
+    input_width: Optional[int] = None
+    """Exact input columns (see input_height); portrait images swap the two."""
     resize_mode: Literal["crop", "stretch"] = "crop"
     """'crop': keep the aspect ratio (uniform scale + centre crop); 'stretch': scale x and y separately (official)."""
     normalization: Literal["auto", "mean_cam", "first_cam"] = "auto"
@@ -202,8 +205,9 @@ class TttlrmPipeline(VanillaPipeline):
         if any(int(cameras.camera_type[i]) != 1 for i in idx):  # CameraType.PERSPECTIVE
             raise PredictionError("tttLRM needs pinhole cameras; undistort fisheye / equirectangular captures first")
         width, height = sizes.pop()
-        plan = inputs.make_plan(width, height, cfg.patch_size, self.config.input_height, self.config.input_width,
-                                self.config.resize_mode)
+        c = self.config
+        plan = inputs.make_plan(width, height, cfg.patch_size, c.input_height, c.input_width, c.input_long_side,
+                                c.resize_mode)
         v = len(idx)
 
         est = estimate_memory(cfg, v, plan.out_h, plan.out_w, keep_fraction(self.config.prune, v), self.config.chunk_views)
@@ -216,7 +220,7 @@ class TttlrmPipeline(VanillaPipeline):
                 f"tttLRM prediction from {v} views of {plan.out_h}x{plan.out_w} pixels needs about {est.describe()} "
                 f"but only {budget / GIB:.2f} GiB are available on {torch.device(self.device).type}. Reduce it with "
                 f"fewer input views (--pipeline.views.num-views, now {v}), a lower resolution "
-                f"(--pipeline.input-height / --pipeline.input-width, now {plan.out_h}x{plan.out_w}), fewer views per "
+                f"(--pipeline.input-height / --pipeline.input-width / --pipeline.input-long-side, now {plan.out_h}x{plan.out_w}), fewer views per "
                 f"decoding chunk (--pipeline.chunk-views, now {self.config.chunk_views})"
                 + ("" if cfg.autocast_bf16 else " or bf16 activations (--pipeline.model.bf16 on)")
                 + "; --pipeline.memory-budget-gb overrides the available amount."

@@ -9,7 +9,7 @@ entries are derived instead of being a second place to set them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Type
+from typing import Literal, Optional, Type
 
 from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
@@ -38,6 +38,16 @@ class TttlrmTrainer(Trainer):
             )
         config.max_num_iterations = steps
         super().__init__(config, local_rank, world_size)
+
+    def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
+        super().setup(test_mode)
+        if self.config.max_num_iterations == 0:
+            # nerfstudio's console writer assumes at least one timed iteration (it reads the last step and divides
+            # by the iteration count); a pure feed-forward run has none.
+            from nerfstudio.utils import writer
+
+            writer.GLOBAL_BUFFER.setdefault("step", 0)
+            writer.GLOBAL_BUFFER["max_iter"] = max(1, writer.GLOBAL_BUFFER.get("max_iter", 1))
 
     def setup_optimizers(self) -> Optimizers:
         """Gaussian groups from the refine config, other groups (camera optimizer) from ``config.optimizers``."""

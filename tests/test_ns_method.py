@@ -1,0 +1,185 @@
+"""End to end through nerfstudio's own commands: ns-train tttlrm -> ns-export gaussian-splat -> ns-eval -> ns-viewer.
+
+A tiny random-weight backbone (``presets.tiny``, SH degree 1) predicts Gaussians from 4 views of the 10-frame
+``mydesk_mini`` fixture at 128x72; everything runs on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SCENE = REPO / "tests" / "assets" / "mydesk_mini"
+BIN = Path(sys.executable).parent
+V, H, W = 4, 72, 128  # input views and model input size (480x270 images, long side 128)
+
+# INRIA / splatfacto .ply layout for SH degree 3 (what `ns-export gaussian-splat` writes for splatfacto).
+INRIA_PROPERTIES = (
+    ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+    + [f"f_rest_{i}" for i in range(45)]
+    + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+)
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "2")
+    return env
+
+
+def _run(args: list[str], cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
+    res = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=_env())
+    assert res.returncode == 0, f"{args[0]} failed:\n{res.stdout[-3000:]}\n{res.stderr[-5000:]}"
+    return res
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    from tttlrm_ns.model import TttlrmModel, presets
+    from tttlrm_ns.model.checkpoint import save_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_model(TttlrmModel(presets.tiny(sh_degree=1)), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run0(tmp_path_factory, tiny_checkpoint) -> Path:
+    """`ns-train tttlrm` with 0 refinement steps; returns the run directory."""
+    out = tmp_path_factory.mktemp("runs")
+    _run(
+        [
+            str(BIN / "ns-train"), "tttlrm", "--data", str(SCENE), "--output-dir", str(out), "--timestamp", "run0",
+            "--pipeline.model.checkpoint", str(tiny_checkpoint), "--pipeline.views.num-views", str(V),
+            "--pipeline.input-long-side", str(W), "--vis", "tensorboard",
+        ],
+        cwd=out,
+    )
+    return out / "mydesk_mini" / "tttlrm" / "run0"
+
+
+def _ckpt_params(run: Path) -> dict[str, torch.Tensor]:
+    ckpts = sorted((run / "nerfstudio_models").glob("step-*.ckpt"))
+    assert ckpts, f"no checkpoint in {run}"
+    state = torch.load(ckpts[-1], map_location="cpu", weights_only=False)["pipeline"]
+    return {k.split("gauss_params.")[1]: v for k, v in state.items() if "gauss_params." in k}
+
+
+def read_ply(path: Path) -> tuple[list[str], np.ndarray]:
+    """Minimal reader of a binary little-endian float32 .ply: (property names, [N, P] values)."""
+    with open(path, "rb") as f:
+        assert f.readline() == b"ply\n"
+        assert f.readline() == b"format binary_little_endian 1.0\n"
+        props, count = [], None
+        while True:
+            line = f.readline().decode().strip()
+            if line == "end_header":
+                break
+            if line.startswith("element vertex"):
+                count = int(line.split()[-1])
+            elif line.startswith("property"):
+                kind, name = line.split()[1:]
+                assert kind == "float", line
+                props.append(name)
+        data = np.frombuffer(f.read(), dtype="<f4")
+    assert count is not None and data.size == count * len(props)
+    return props, data.reshape(count, len(props))
+
+
+def test_feedforward_run_stores_pruned_prediction(run0):
+    params = _ckpt_params(run0)
+    n0 = V * H * W
+    n = int(math.floor(0.4 * n0)) + int(math.floor(0.6 * 0.1 * n0))  # official pruning, < 64 views
+    assert params["means"].shape == (n, 3)
+    assert params["features_rest"].shape == (n, 15, 3)  # full SH storage; degree-1 prediction zero-padded
+    assert torch.all(params["features_rest"][:, 3:] == 0) and params["features_rest"][:, :3].abs().sum() > 0
+    assert torch.isfinite(torch.cat([p.reshape(n, -1) for p in params.values()], 1)).all()
+    assert (run0 / "config.yml").is_file()
+
+
+def test_export_gaussian_splat_roundtrip(run0, tmp_path):
+    _run([str(BIN / "ns-export"), "gaussian-splat", "--load-config", str(run0 / "config.yml"),
+          "--output-dir", str(tmp_path)], cwd=tmp_path)
+    props, data = read_ply(tmp_path / "splat.ply")
+    assert props == INRIA_PROPERTIES  # same header and attribute count (62) as splatfacto's export
+    p = _ckpt_params(run0)
+    keep = (p["opacities"][:, 0] >= -5.5373).numpy()  # the exporter drops opacity < 1/255
+    assert data.shape[0] == int(keep.sum()) and keep.mean() > 0.99
+    col = {name: data[:, i] for i, name in enumerate(props)}
+    np.testing.assert_array_equal(np.stack([col["x"], col["y"], col["z"]], 1), p["means"].numpy()[keep])
+    np.testing.assert_array_equal(np.stack([col[f"f_dc_{i}"] for i in range(3)], 1), p["features_dc"].numpy()[keep])
+    rest = p["features_rest"].transpose(1, 2).reshape(len(keep), 45).numpy()[keep]  # colour-major, as INRIA
+    np.testing.assert_array_equal(np.stack([col[f"f_rest_{i}"] for i in range(45)], 1), rest)
+    np.testing.assert_array_equal(col["opacity"], p["opacities"][:, 0].numpy()[keep])
+    np.testing.assert_array_equal(np.stack([col[f"scale_{i}"] for i in range(3)], 1), p["scales"].numpy()[keep])
+    np.testing.assert_array_equal(np.stack([col[f"rot_{i}"] for i in range(4)], 1), p["quats"].numpy()[keep])
+
+
+def test_eval_reports_psnr_ssim_lpips(run0, tmp_path):
+    out = tmp_path / "eval.json"
+    _run([str(BIN / "ns-eval"), "--load-config", str(run0 / "config.yml"), "--output-path", str(out)], cwd=tmp_path)
+    results = json.loads(out.read_text())["results"]
+    for key in ("psnr", "ssim", "lpips"):
+        assert key in results and math.isfinite(results[key]), results
+    assert 3 < results["psnr"] < 60 and -1 <= results["ssim"] <= 1 and 0 <= results["lpips"] <= 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_viewer_serves_page(run0, tmp_path):
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "ns-viewer"), "--load-config", str(run0 / "config.yml"), "--viewer.websocket-port", str(port)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(),
+    )
+    try:
+        page, deadline = None, time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                    page = r.read().decode("utf8", "replace")
+                    break
+            except OSError:
+                time.sleep(1)
+        assert proc.poll() is None, proc.stdout.read().decode()[-3000:] if proc.stdout else ""
+        assert page is not None and "<html" in page.lower(), page
+        shot = _screenshot(f"http://127.0.0.1:{port}/", tmp_path / "viewer.png")
+        if shot is not None:
+            assert shot.stat().st_size > 1000
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _screenshot(url: str, path: Path) -> Path | None:
+    """Headless Chromium screenshot of the viewer page, if a Chromium binary is installed."""
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        return None
+    subprocess.run(
+        [exe, "--headless", "--no-sandbox", "--disable-gpu", "--use-gl=swiftshader", "--window-size=800,600",
+         "--virtual-time-budget=15000", f"--screenshot={path}", url],
+        capture_output=True, timeout=90,
+    )
+    return path if path.is_file() else None

@@ -1,0 +1,112 @@
+"""Chunked prediction (tttlrm_ns.ns.predict) against the model's own forward + pruning, and the memory estimate."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from tttlrm_ns.gaussians import PruneConfig, prune
+from tttlrm_ns.model import TttlrmModel, presets
+from tttlrm_ns.ns.predict import estimate_memory, keep_fraction, num_parameters, predict_gaussians
+
+FIELDS = ("means", "sh", "log_scales", "quats", "opacity_logits")
+
+
+def _scene(v=4, h=16, w=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(v, 3, h, w, generator=g)
+    c2w = torch.eye(4).repeat(v, 1, 1)
+    c2w[:, 0, 3] = torch.linspace(-0.5, 0.5, v)
+    c2w[:, 2, 3] = 0.2 * torch.rand(v, generator=g)
+    k = torch.tensor([20.0, 21.0, w / 2, h / 2]).repeat(v, 1)
+    return images, c2w, k
+
+
+def _model(**kw):
+    torch.manual_seed(0)
+    # float32 Newton-Schulz: chunked token embedding rounds differently in the last bit, and the bf16 iteration of
+    # the released models amplifies that to visible differences of a random-weight model.
+    return TttlrmModel(presets.tiny(sh_degree=1, ns_dtype="float32", **kw)).eval()
+
+
+@pytest.mark.parametrize("scan", ["full", "ar"])
+def test_unchunked_prediction_equals_forward_exactly(scan):
+    model = _model(scan=scan, ar_chunk_views=2)
+    images, c2w, k = _scene()
+    with torch.no_grad():
+        ref = model(images[None], c2w[None], k[None]).gaussians[0]
+    got = predict_gaussians(model, images, c2w, k, prune=None, chunk_views=4)
+    for f in FIELDS:
+        assert torch.equal(getattr(ref, f), getattr(got, f)), f
+
+
+@pytest.mark.parametrize("scan", ["full", "ar"])
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_chunked_prediction_and_pruning_match_forward(scan, chunk):
+    model = _model(scan=scan, ar_chunk_views=2)
+    images, c2w, k = _scene()
+    cfg = PruneConfig(keep_top=0.4, keep_random=0.1)
+    with torch.no_grad():
+        full = model(images[None], c2w[None], k[None]).gaussians[0]
+    ref = prune(full, cfg, 4, torch.Generator().manual_seed(5))
+    got = predict_gaussians(model, images, c2w, k, prune=cfg, chunk_views=chunk, generator=torch.Generator().manual_seed(5))
+    assert got.num == ref.num == int(0.4 * full.num) + int(0.6 * 0.1 * full.num)
+    for f in FIELDS:
+        # same Gaussians in the same order; values differ only by float rounding of the chunked matmuls
+        torch.testing.assert_close(getattr(got, f), getattr(ref, f), rtol=1e-4, atol=2e-4, msg=f)
+
+
+def test_keep_fraction_matches_prune_count():
+    cfg = PruneConfig(keep_top=0.4, keep_random=0.1)
+    assert keep_fraction(cfg, 16) == pytest.approx(0.46)
+    assert keep_fraction(cfg, 64) == pytest.approx(0.3 + 0.7 * 0.05)
+    assert keep_fraction(PruneConfig(), 16) == 1.0
+
+
+def test_memory_estimate_scales_linearly_and_counts_parameters():
+    cfg = presets.small_d256()
+    assert num_parameters(cfg) == TttlrmModel(cfg).num_parameters()
+    a = estimate_memory(cfg, 8, 128, 128, 0.46)
+    b = estimate_memory(cfg, 16, 128, 128, 0.46)
+    assert b.weights == a.weights
+    assert b.tokens == 2 * a.tokens and b.activations == 2 * a.activations
+    assert b.gaussians == pytest.approx(2 * a.gaussians, rel=1e-4)
+    half = estimate_memory(cfg.replace(autocast_bf16=True), 8, 128, 128, 0.46)
+    assert half.activations == a.activations // 2
+    assert "GiB" in a.describe()
+
+
+WORKER = textwrap.dedent("""
+    import json, resource, sys, torch
+    from tttlrm_ns.gaussians import PruneConfig
+    from tttlrm_ns.model import TttlrmModel, presets
+    from tttlrm_ns.ns.predict import estimate_memory, predict_gaussians
+    torch.set_num_threads(2)
+    v, h, w = 16, 128, 128
+    cfg = presets.small_d256(n_layer=2)
+    m = TttlrmModel(cfg).eval()
+    images, c2w = torch.rand(v, 3, h, w), torch.eye(4).repeat(v, 1, 1)
+    k = torch.tensor([w * 0.8, w * 0.8, w / 2, h / 2]).repeat(v, 1)
+    pc = PruneConfig(keep_top=0.4, keep_random=0.1)
+    predict_gaussians(m, images[:1, :, :16, :16], c2w[:1], k[:1], pc)  # warm up kernels and allocator
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    predict_gaussians(m, images, c2w, k, pc)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    e = estimate_memory(cfg, v, h, w, 0.46)
+    print(json.dumps({"measured": peak - base, "estimated": e.total - e.weights}))
+""")
+
+
+def test_memory_estimate_bounds_measured_peak():
+    res = subprocess.run([sys.executable, "-c", WORKER], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = json.loads(res.stdout.strip().splitlines()[-1])
+    assert r["measured"] > 20e6, r  # large enough to be measured
+    # The refusal check must not let through requests that cannot fit: the estimate may overshoot, but it must
+    # not undershoot by more than allocator noise.
+    # (Peak-RSS deltas vary by a factor of ~3 between runs with allocator reuse, so no upper bound is asserted;
+    # overestimating only makes the refusal conservative.)
+    assert r["estimated"] >= 0.85 * r["measured"], r
