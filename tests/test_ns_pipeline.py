@@ -1,0 +1,161 @@
+"""TttlrmPipeline in-process: world-frame geometry of the installed Gaussians, refinement, and its error messages."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from tttlrm_ns import conventions
+from tttlrm_ns.model.head import to_patch_major
+
+REPO = Path(__file__).resolve().parents[1]
+SCENE = REPO / "tests" / "assets" / "mydesk_mini"  # 10 frames, 480x270; the paper split leaves 8 for training
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    from tttlrm_ns.model import TttlrmModel, presets
+    from tttlrm_ns.model.checkpoint import save_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_model(TttlrmModel(presets.tiny(sh_degree=1)), path)
+    return path
+
+
+def _config(checkpoint, method: str = "tttlrm", views: int = 4, long_side: int = 128, **pipeline):
+    from tttlrm_ns import method_configs as mc
+
+    base = {"tttlrm": mc.tttlrm_config, "tttlrm-ar": mc.tttlrm_ar_config, "tttlrm-refine3": mc.tttlrm_refine3_config}
+    cfg = copy.deepcopy(base[method])
+    cfg.pipeline.datamanager.data = SCENE
+    cfg.pipeline.model.checkpoint = checkpoint
+    cfg.pipeline.views.num_views = views
+    cfg.pipeline.input_long_side = long_side
+    for k, v in pipeline.items():
+        setattr(cfg.pipeline, k, v)
+    cfg.machine.device_type = "cpu"
+    return cfg
+
+
+def _setup(cfg):
+    return cfg.pipeline.setup(device="cpu", test_mode="val")
+
+
+def test_gaussians_lie_on_the_input_pixel_rays_in_the_world_frame(tiny_checkpoint):
+    """Unpruned Gaussians of input view j project onto the centres of view j's pixels with the dataparser camera.
+
+    This holds only if view selection, OpenGL->OpenCV conversion, intrinsics scaling of the resize, camera
+    normalisation and the mapping back to the world frame all agree.
+    """
+    from tttlrm_ns.gaussians import PruneConfig
+
+    cfg = _config(tiny_checkpoint, prune=PruneConfig(keep_top=0.0), chunk_views=3)
+    pipe = _setup(cfg)
+    g = pipe.model.get_gaussians()
+    h, w = 72, 128  # 480x270 at long side 128 (uniform scale 128/480, no crop)
+    assert g.num == 4 * h * w and len(pipe.input_indices) == 4
+    cams = pipe.datamanager.train_dataset.cameras
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    centres = to_patch_major(torch.stack([xs, ys])[None, None] + 0.5, 8)[0]  # [H*W, 2], Gaussian order
+    s = 128 / 480
+    for j, i in enumerate(pipe.input_indices):
+        c2w = conventions.opengl_to_opencv_c2w(conventions.to_homogeneous_pose(cams.camera_to_worlds[i].double()))
+        k = torch.tensor([cams.fx[i, 0], cams.fy[i, 0], cams.cx[i, 0], cams.cy[i, 0]], dtype=torch.float64) * s
+        means = g.means[j * h * w : (j + 1) * h * w].double()
+        px = conventions.project_points(means, conventions.c2w_to_w2c(c2w), k)
+        depth = (means - c2w[:3, 3]) @ c2w[:3, 2]
+        assert (depth > 0).all()
+        torch.testing.assert_close(px, centres, atol=2e-3, rtol=0)
+
+
+def test_kmeans_selection_is_deterministic_and_sorted(tiny_checkpoint):
+    a = _setup(_config(tiny_checkpoint)).input_indices
+    b = _setup(_config(tiny_checkpoint)).input_indices
+    assert a == b == sorted(a) and len(set(a)) == 4
+
+
+def test_fewer_frames_than_requested_views(tiny_checkpoint):
+    from tttlrm_ns.ns.pipeline import PredictionError
+
+    with pytest.raises(PredictionError, match=r"20 input views requested \(--pipeline.views.num-views\) but the train "
+                                              r"split has only 8 images"):
+        _setup(_config(tiny_checkpoint, views=20))
+
+
+def test_memory_refusal_before_loading(tiny_checkpoint, monkeypatch):
+    from tttlrm_ns.model import checkpoint
+    from tttlrm_ns.ns.pipeline import InsufficientMemoryError
+
+    def no_load(*a, **k):
+        raise AssertionError("weights must not be loaded when the request cannot fit")
+
+    monkeypatch.setattr(checkpoint, "load_any", no_load)
+    with pytest.raises(InsufficientMemoryError) as e:
+        _setup(_config(tiny_checkpoint, memory_budget_gb=0.001))
+    msg = str(e.value)
+    assert "needs about" in msg and "only 0.00 GiB are available" in msg
+    for flag in ("--pipeline.views.num-views", "--pipeline.input-long-side", "--pipeline.chunk-views",
+                 "--pipeline.model.bf16 on", "--pipeline.memory-budget-gb"):
+        assert flag in msg, flag
+
+
+def test_missing_checkpoint_says_where_to_get_weights(tmp_path, monkeypatch):
+    from tttlrm_ns.ns import pipeline
+    from tttlrm_ns.ns.pipeline import PredictionError
+
+    monkeypatch.setattr(pipeline, "BUNDLED_CHECKPOINT", tmp_path / "no_bundled.safetensors")
+    with pytest.raises(PredictionError, match=r"--pipeline.model.checkpoint PATH .*`tttlrm-train`.* official tttLRM .pt"):
+        _setup(_config(None))
+    with pytest.raises(PredictionError, match="does not exist"):
+        _setup(_config(tmp_path / "nope.safetensors"))
+
+
+def test_autoregressive_scan_needs_whole_chunks(tiny_checkpoint):
+    from tttlrm_ns.ns.pipeline import PredictionError
+
+    with pytest.raises(PredictionError, match=r"every 4 views, but 6 input views .* multiple of 4"):
+        _setup(_config(tiny_checkpoint, method="tttlrm-ar", views=6))
+
+
+def test_iteration_count_comes_from_refine_steps(tiny_checkpoint):
+    cfg = _config(tiny_checkpoint, method="tttlrm-refine3")
+    cfg.max_num_iterations = 5
+    with pytest.raises(ValueError, match="--max-num-iterations 5 conflicts with --pipeline.model.refine.steps 3"):
+        cfg.setup(local_rank=0, world_size=1)
+
+
+def test_refinement_three_steps_on_input_views(tiny_checkpoint, tmp_path):
+    """tttlrm-refine3 through nerfstudio's Trainer: 3 optimiser steps move the Gaussians, keep their count."""
+    cfg = _config(tiny_checkpoint, method="tttlrm-refine3")
+    cfg.output_dir = tmp_path
+    cfg.vis = "tensorboard"
+    cfg.set_timestamp()
+    trainer = cfg.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    assert trainer.config.max_num_iterations == 3
+    lrs = {name: opt.param_groups[0]["lr"] for name, opt in trainer.optimizers.optimizers.items()}
+    assert lrs == cfg.pipeline.model.refine.learning_rates()
+    before = trainer.pipeline.model.get_gaussians()
+    seen = []
+    model = trainer.pipeline.model
+    orig = model.get_outputs
+
+    def spy(camera):
+        seen.append(int(camera.metadata["cam_idx"]))
+        return orig(camera)
+
+    model.get_outputs = spy
+    trainer.train()
+    after = model.get_gaussians()
+    assert after.num == before.num
+    assert set(seen) <= set(trainer.pipeline.input_indices) and len(seen) == 3
+    for f in ("means", "sh", "log_scales", "quats", "opacity_logits"):
+        delta = (getattr(after, f) - getattr(before, f)).abs()
+        assert torch.isfinite(delta).all() and delta.max() > 0, f
+    # Adam moves each parameter by at most ~lr per step
+    assert (after.means - before.means).abs().max() <= 3 * cfg.pipeline.model.refine.lr_means * 1.01
+    assert sorted((Path(trainer.checkpoint_dir)).glob("step-*.ckpt"))
