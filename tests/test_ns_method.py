@@ -178,7 +178,7 @@ def _screenshot(url: str, path: Path) -> Path | None:
     if exe is None:
         return None
     subprocess.run(
-        [exe, "--headless", "--no-sandbox", "--disable-gpu", "--use-gl=swiftshader", "--window-size=800,600",
+        [exe, "--headless", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--window-size=800,600",
          "--virtual-time-budget=15000", f"--screenshot={path}", url],
         capture_output=True, timeout=90,
     )

@@ -26,12 +26,31 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
-def _config(checkpoint, method: str = "tttlrm", views: int = 4, long_side: int = 128, **pipeline):
+def nerfstudio_scene(dest: Path) -> Path:
+    """mydesk_mini rewritten as a nerfstudio ``transforms.json`` scene (OpenGL c2w, per-frame intrinsics)."""
+    import json
+
+    scene = json.loads((SCENE / "opencv_cameras.json").read_text())
+    frames = []
+    for f in scene["frames"]:
+        c2w_cv = torch.linalg.inv(torch.tensor(f["w2c"], dtype=torch.float64))
+        c2w_gl = conventions.opencv_to_opengl_c2w(c2w_cv)
+        frames.append({"file_path": str(SCENE / f["file_path"]), "transform_matrix": c2w_gl.tolist(),
+                       **{k: f[k] for k in ("w", "h")}, "fl_x": f["fx"], "fl_y": f["fy"], "cx": f["cx"], "cy": f["cy"]})
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "transforms.json").write_text(json.dumps({"frames": frames}))
+    return dest
+
+
+def _config(checkpoint, method: str = "tttlrm", views: int = 4, long_side: int = 128, data: Path = SCENE,
+            dataparser=None, **pipeline):
     from tttlrm_ns import method_configs as mc
 
     base = {"tttlrm": mc.tttlrm_config, "tttlrm-ar": mc.tttlrm_ar_config, "tttlrm-refine3": mc.tttlrm_refine3_config}
     cfg = copy.deepcopy(base[method])
-    cfg.pipeline.datamanager.data = SCENE
+    if dataparser is not None:
+        cfg.pipeline.datamanager.dataparser = dataparser
+    cfg.pipeline.datamanager.data = data
     cfg.pipeline.model.checkpoint = checkpoint
     cfg.pipeline.views.num_views = views
     cfg.pipeline.input_long_side = long_side
@@ -45,15 +64,22 @@ def _setup(cfg):
     return cfg.pipeline.setup(device="cpu", test_mode="val")
 
 
-def test_gaussians_lie_on_the_input_pixel_rays_in_the_world_frame(tiny_checkpoint):
+@pytest.mark.parametrize("parser", ["opencv-cameras", "nerfstudio-data"])
+def test_gaussians_lie_on_the_input_pixel_rays_in_the_world_frame(tiny_checkpoint, parser, tmp_path):
     """Unpruned Gaussians of input view j project onto the centres of view j's pixels with the dataparser camera.
 
     This holds only if view selection, OpenGL->OpenCV conversion, intrinsics scaling of the resize, camera
-    normalisation and the mapping back to the world frame all agree.
+    normalisation and the mapping back to the world frame all agree -- also for nerfstudio's own dataparser, which
+    re-orients, re-centres and scales the world.
     """
     from tttlrm_ns.gaussians import PruneConfig
 
-    cfg = _config(tiny_checkpoint, prune=PruneConfig(keep_top=0.0), chunk_views=3)
+    kw = {}
+    if parser == "nerfstudio-data":
+        from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+
+        kw = dict(data=nerfstudio_scene(tmp_path / "ns_scene"), dataparser=NerfstudioDataParserConfig())
+    cfg = _config(tiny_checkpoint, prune=PruneConfig(keep_top=0.0), chunk_views=3, **kw)
     pipe = _setup(cfg)
     g = pipe.model.get_gaussians()
     h, w = 72, 128  # 480x270 at long side 128 (uniform scale 128/480, no crop)
