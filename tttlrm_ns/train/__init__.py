@@ -1,0 +1,10 @@
+"""Distributed pretraining of tttLRM (torchrun; data and sequence parallel). Never imports nerfstudio.
+
+Modules: ``config`` (typed config tree, YAML + CLI), ``data`` (scenes, view sampling, deterministic per-rank
+loading), ``parallel`` (process groups, DDP, sequence-parallel collectives), ``losses``, ``checkpoint`` (atomic,
+resumable, export), ``loop`` (the trainer), ``procedural`` (tiny ray-cast scenes for tests and benchmarks).
+"""
+
+from .config import TrainConfig, resolve_config
+
+__all__ = ["TrainConfig", "resolve_config"]

@@ -1,0 +1,134 @@
+"""Resumable training checkpoints: atomic writes, keep-last-k, exact continuation, export.
+
+A checkpoint ``checkpoints/step_{step:09d}.pt`` holds the model and optimiser state dicts, the scheduler and grad
+scaler states, the RNG states of every rank (python, numpy, torch CPU, CUDA), the data position (the next step:
+samples are a pure function of the step, see :mod:`tttlrm_ns.train.data`), counters and the resolved config.
+
+Atomicity: the file is written to a temporary name in the same folder, flushed and fsync'ed, then ``os.replace``'d
+over the final name (atomic on POSIX), and the folder is fsync'ed. An exception or a kill during ``torch.save``
+leaves at most a stray ``.tmp`` file, never a truncated ``step_*.pt``; older checkpoints are removed only after the
+new one is in place. Loading picks the newest file that loads, so even a damaged file (e.g. a disk error) falls back
+to the previous one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+CKPT_RE = re.compile(r"^step_(\d{9})\.pt$")
+
+
+def rng_state() -> dict[str, Any]:
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> Path:
+    """``torch.save`` to ``path`` atomically (temp file + fsync + ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the checkpoints in ``folder``, oldest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), folder / p.name) for p in folder.iterdir() if (m := CKPT_RE.match(p.name))]
+    return sorted(found)
+
+
+def save_checkpoint(folder: Path, step: int, payload: dict[str, Any], keep_last: int) -> Path:
+    """Write ``step_{step}.pt`` atomically, then delete all but the newest ``keep_last`` checkpoints."""
+    path = atomic_torch_save(payload, Path(folder) / f"step_{step:09d}.pt")
+    if keep_last > 0:
+        for _, old in list_checkpoints(folder)[:-keep_last]:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def load_latest(folder: Path, log=print) -> Optional[tuple[Path, dict[str, Any]]]:
+    """The newest checkpoint that loads (damaged ones are reported and skipped), or None."""
+    for step, path in reversed(list_checkpoints(folder)):
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # truncated / corrupt file: fall back to the previous one
+            log(f"checkpoint {path} cannot be loaded ({type(e).__name__}: {e}); trying an older one")
+            continue
+        if not isinstance(payload, dict) or payload.get("step") != step:
+            log(f"checkpoint {path} is not a training checkpoint of step {step}; trying an older one")
+            continue
+        return path, payload
+    return None
+
+
+def export_model(model: torch.nn.Module, path: Path, extra: Optional[dict[str, str]] = None) -> Path:
+    """Write the model in its own safetensors + config format (what ``ns-train tttlrm`` loads)."""
+    from tttlrm_ns.model.checkpoint import save_model
+
+    return save_model(model, path, extra_metadata=extra)
+
+
+def export_checkpoint(checkpoint: Path, out: Path) -> Path:
+    """Export a training checkpoint file to ``out`` (``.safetensors`` with the model config in its metadata)."""
+    from tttlrm_ns.model import TttlrmConfig, TttlrmModel
+
+    payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    cfg = TttlrmConfig.from_dict(payload["config"]["model"])
+    model = TttlrmModel(cfg)
+    model.load_state_dict(payload["model"], strict=True)
+    return export_model(model, out, {"train_step": str(payload["step"])})
+
+
+__all__ = [
+    "atomic_torch_save", "export_checkpoint", "export_model", "list_checkpoints", "load_latest", "rng_state",
+    "save_checkpoint", "set_rng_state",
+]

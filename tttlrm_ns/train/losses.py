@@ -1,0 +1,91 @@
+"""Training loss terms (``reference_semantics.md`` §6.3), written as *partial sums over global counts*.
+
+Under sequence parallelism a rank holds a share of the target views and of the Gaussians. Each term is therefore
+``sum over the local elements / number of elements of the whole sample``: summing the ranks' values gives exactly
+the single-process mean, and the same holds for the gradients (see :mod:`tttlrm_ns.train.parallel`). Without
+sequence parallelism the local share is everything and the terms are plain means.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tttlrm_ns.model.head import to_patch_major
+
+
+def mse_partial(render: Tensor, target: Tensor, total_views: int) -> Tensor:
+    """``render``, ``target`` [T_loc, 3, H, W] -> sum of squared errors / (total_views * 3 * H * W)."""
+    return (render - target).square().sum() / (total_views * render[0].numel())
+
+
+class PerceptualLoss(torch.nn.Module):
+    """LPIPS (frozen backbone) per target view, summed and divided by the sample's total target views.
+
+    Replaces the official VGG-19 feature loss, whose MatConvNet weights are not available offline; LPIPS-VGG is a
+    VGG feature distance of the same kind (``docs`` of :mod:`tttlrm_ns.eval.metrics`).
+    """
+
+    def __init__(self, net: str = "vgg"):
+        super().__init__()
+        from tttlrm_ns.eval.lpips_weights import LpipsWeightsError
+        from tttlrm_ns.eval.metrics import Lpips
+
+        try:
+            self.lpips = Lpips(net)  # type: ignore[arg-type]
+        except LpipsWeightsError as e:
+            raise LpipsWeightsError(f"{e}\nOr disable the perceptual loss with --loss.perceptual 0.") from None
+        for p in self.lpips.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, render: Tensor, target: Tensor, total_views: int) -> Tensor:
+        # LPIPS clamps to [0, 1]; the render is composited on a white background so it is already in range.
+        return self.lpips(render.float(), target.float()).sum() / total_views
+
+
+def opacity_partial(opacity_logits: Tensor, total_gaussians: int) -> Tensor:
+    """Sum of ``sigmoid(logit)`` over the local (pre-pruning) Gaussians / the sample's total Gaussian count."""
+    return torch.sigmoid(opacity_logits.float()).sum() / total_gaussians
+
+
+def _normalized_disparity(disp: Tensor) -> Tensor:
+    """Per view: ``(d - median) / (mean |d - median| + 1e-6)`` over the pixels (lower median); disp [V, P]."""
+    med = disp.median(dim=-1, keepdim=True).values
+    dev = disp - med
+    return dev / (dev.abs().mean(dim=-1, keepdim=True) + 1e-6)
+
+
+def depth_partial(means: Tensor, c2w: Tensor, depth: Tensor, patch: int, total_pixels: int) -> Tensor:
+    """Normalised-disparity SmoothL1 (beta 1) between the Gaussians' camera depth and the data's depth.
+
+    Args:
+        means: [V_loc * H * W, 3] Gaussian centres of the local input views (patch-major order, one per pixel).
+        c2w: [V_loc, 4, 4] those views' normalised cameras. depth: [V_loc, H, W] z-depth of the data (0 = unknown:
+            such pixels are excluded from the statistics and the loss).
+        total_pixels: V * H * W of the whole sample.
+    The official teacher is Depth-Anything-V2's relative disparity; here the data carries metric depth, which
+    gives the same normalised disparity up to the teacher's error.
+    """
+    v, h, w = depth.shape
+    pts = means.view(v, h * w, 3).float()
+    w2c = torch.linalg.inv(c2w.float())  # [V, 4, 4]
+    z = torch.einsum("vj,vpj->vp", w2c[:, 2, :3], pts) + w2c[:, 2, 3:4]  # [V, P] camera-space depth
+    pred = 1.0 / z.clamp_min(0.01)
+    gt_depth = to_patch_major(depth[:, None, None], patch).view(v, h * w)  # same pixel order as the Gaussians
+    valid = gt_depth > 0
+    teacher = torch.where(valid, 1.0 / gt_depth.clamp_min(0.01), torch.zeros_like(gt_depth))
+    if not bool(valid.all()):
+        # Fill unknown pixels with the per-view median so they do not move the statistics, then mask them out.
+        fill = torch.stack([t[m].median() if m.any() else t.new_zeros(()) for t, m in zip(teacher, valid)])
+        teacher = torch.where(valid, teacher, fill[:, None])
+        pred_fill = torch.stack([p[m].median() if m.any() else p.new_zeros(()) for p, m in zip(pred.detach(), valid)])
+        pred = torch.where(valid, pred, pred_fill[:, None])
+    loss = F.smooth_l1_loss(_normalized_disparity(pred), _normalized_disparity(teacher).detach(), beta=1.0,
+                            reduction="none")
+    return (loss * valid).sum() / total_pixels
+
+
+__all__ = ["PerceptualLoss", "depth_partial", "mse_partial", "opacity_partial"]
