@@ -135,7 +135,9 @@ def test_eval_reports_psnr_ssim_lpips(run0, tmp_path):
     results = json.loads(out.read_text())["results"]
     for key in ("psnr", "ssim", "lpips"):
         assert key in results and math.isfinite(results[key]), results
-    assert 3 < results["psnr"] < 60 and -1 <= results["ssim"] <= 1 and 0 <= results["lpips"] <= 2
+    # random weights: the reconstruction is meaningless (renders of tiny faint splats over white, ~1.4 dB), so only
+    # the ranges are checked here; rendering correctness is tested by test_ns_pipeline's re-rendering test
+    assert 0 < results["psnr"] < 60 and -1 <= results["ssim"] <= 1 and 0 <= results["lpips"] <= 2
 
 
 def _free_port() -> int:

@@ -185,3 +185,44 @@ def test_refinement_three_steps_on_input_views(tiny_checkpoint, tmp_path):
     # Adam moves each parameter by at most ~lr per step
     assert (after.means - before.means).abs().max() <= 3 * cfg.pipeline.model.refine.lr_means * 1.01
     assert sorted((Path(trainer.checkpoint_dir)).glob("step-*.ckpt"))
+
+
+def test_pixel_splats_on_predicted_rays_rerender_the_input_view(tiny_checkpoint):
+    """Rendering conventions end to end: give the Gaussians of input view j that view's pixel colours (opaque,
+    one-pixel footprint) and render that camera through the model: the image must come back.
+
+    Checks the model-input images (resize, patch-major order), the installed world-frame positions and the
+    camera -> viewmat / intrinsics path of ``TttlrmNSModel.get_outputs`` against each other.
+    """
+    from tttlrm_ns.gaussians import Gaussians, PruneConfig
+    from tttlrm_ns.ns import inputs
+
+    pipe = _setup(_config(tiny_checkpoint, prune=PruneConfig(keep_top=0.0)))
+    model = pipe.model
+    h, w, j = 72, 128, 1
+    i = pipe.input_indices[j]
+    g = model.get_gaussians()
+    sel = slice(j * h * w, (j + 1) * h * w)
+    plan = inputs.make_plan(480, 270, 8, long_side=128)
+    image = inputs.prepare_images([pipe.datamanager.cached_train[i]["image"]], plan, torch.ones(3))  # [1, 3, H, W]
+    colours = to_patch_major(image[None], 8)[0]  # [H*W, 3] in Gaussian order
+    cams = pipe.datamanager.train_dataset.cameras
+    centre = cams.camera_to_worlds[i, :3, 3]
+    dist = (g.means[sel] - centre).norm(dim=-1, keepdim=True)
+    fx = float(cams.fx[i, 0]) * 128 / 480
+    n = h * w
+    splats = Gaussians(
+        means=g.means[sel],
+        sh=torch.cat([((colours - 0.5) / 0.28209479177387814)[:, None], torch.zeros(n, 15, 3)], 1),
+        log_scales=torch.log(0.5 * dist / fx).expand(n, 3),  # half a pixel wide at its distance
+        quats=torch.tensor([1.0, 0, 0, 0]).expand(n, 4),
+        opacity_logits=torch.full((n, 1), 6.0),
+    )
+    model.set_gaussians(splats)
+    model.eval()
+    camera = cams[i : i + 1]
+    camera.rescale_output_resolution(128 / 480)
+    rgb = model.get_outputs(camera)["rgb"]  # [H, W, 3]
+    assert rgb.shape == (h, w, 3)
+    mse = (rgb.permute(2, 0, 1) - image[0]).pow(2).mean()
+    assert -10 * torch.log10(mse) > 28, float(mse)

@@ -180,15 +180,15 @@ class TttlrmNSModel(SplatfactoModel):
             self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
 
     def get_gaussians(self) -> Gaussians:
-        """The current Gaussians as a detached container (SH with all stored bands)."""
+        """A detached copy of the current Gaussians (SH with all stored bands)."""
         p = self.gauss_params
         sh = torch.cat([p["features_dc"][:, None], p["features_rest"]], dim=1)
         return Gaussians(
-            means=p["means"].detach(),
+            means=p["means"].detach().clone(),
             sh=sh.detach(),
-            log_scales=p["scales"].detach(),
-            quats=p["quats"].detach(),
-            opacity_logits=p["opacities"].detach(),
+            log_scales=p["scales"].detach().clone(),
+            quats=p["quats"].detach().clone(),
+            opacity_logits=p["opacities"].detach().clone(),
         )
 
     def load_state_dict(self, dict, **kwargs):  # type: ignore[override]
