@@ -86,9 +86,9 @@ def get_renderer(name: str) -> Callable:
 
         return lambda *a, **k: rasterize(*a, backend="cpu", **k)
     if name == "reference":
-        from tttlrm_ns.render import reference
+        from tttlrm_ns.render import rasterize
 
-        return reference.rasterize
+        return lambda *a, **k: rasterize(*a, backend="reference", **k)
     raise ValueError(f"unknown renderer {name!r}; use 'cpu' or 'reference'")
 
 

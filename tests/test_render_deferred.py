@@ -5,63 +5,8 @@ import math
 import pytest
 import torch
 
+from tttlrm_ns.render import rasterize as RASTERIZE  # backend "auto": the C++ extension for CPU tensors
 from tttlrm_ns.render.deferred import deferred_rasterize
-
-
-def _standin_rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane=0.01,
-                       far_plane=1e10, eps2d=0.3, sh_degree=None, backgrounds=None, tile_size=16, **_):
-    """Dense pure-torch splatting with gsplat's classic semantics (no tiles, every Gaussian on every pixel).
-
-    Only used when the real backend is not importable; it checks the deferred mechanism, not the rasteriser.
-    """
-    assert sh_degree is None
-    q = torch.nn.functional.normalize(quats, dim=-1)
-    w, x, y, z = q.unbind(-1)
-    R = torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-                     2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-                     2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1).view(-1, 3, 3)
-    M = R * scales[:, None, :]
-    cov = M @ M.transpose(1, 2)  # [N, 3, 3]
-    Rw, tw = viewmats[:, :3, :3], viewmats[:, :3, 3]
-    pc = torch.einsum("cij,nj->cni", Rw, means) + tw[:, None]  # [C, N, 3]
-    cc = torch.einsum("cij,njk,clk->cnil", Rw, cov, Rw)  # [C, N, 3, 3]
-    fx, fy, cx, cy = Ks[:, 0, 0, None], Ks[:, 1, 1, None], Ks[:, 0, 2, None], Ks[:, 1, 2, None]
-    zz = pc[..., 2].clamp_min(1e-6)
-    zero = torch.zeros_like(zz)
-    J = torch.stack([fx / zz, zero, -fx * pc[..., 0] / zz**2, zero, fy / zz, -fy * pc[..., 1] / zz**2], -1)
-    J = J.view(*zz.shape, 2, 3)
-    cov2 = J @ cc @ J.transpose(-1, -2) + eps2d * torch.eye(2)
-    conic = torch.linalg.inv(cov2)
-    m2 = torch.stack([fx * pc[..., 0] / zz + cx, fy * pc[..., 1] / zz + cy], -1)  # [C, N, 2]
-    valid = (pc[..., 2] > near_plane) & (pc[..., 2] < far_plane)
-    ys, xs = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
-    pix = torch.stack([xs, ys], -1).view(1, -1, 1, 2)
-    d = pix - m2[:, None]  # [C, P, N, 2]
-    sig = 0.5 * torch.einsum("cpni,cnij,cpnj->cpn", d, conic, d)
-    alpha = (opacities * torch.exp(-sig)).clamp(max=0.999)
-    alpha = torch.where((alpha >= 1 / 255) & valid[:, None], alpha, torch.zeros_like(alpha))
-    order = torch.argsort(pc[..., 2], dim=-1)  # front to back
-    alpha = torch.gather(alpha, 2, order[:, None].expand_as(alpha))
-    col = torch.gather(colors[None].expand(len(order), -1, -1), 1, order[..., None].expand(-1, -1, colors.shape[-1]))
-    T = torch.cumprod(torch.cat([torch.ones_like(alpha[..., :1]), 1 - alpha], -1), -1)
-    wgt = T[..., :-1] * alpha
-    img = torch.einsum("cpn,cnd->cpd", wgt, col)
-    acc = wgt.sum(-1, keepdim=True)
-    if backgrounds is not None:
-        img = img + (1 - acc) * backgrounds[:, None]
-    C = viewmats.shape[0]
-    return img.view(C, height, width, -1), acc.view(C, height, width, 1), {}
-
-
-def _backend():
-    try:
-        from tttlrm_ns.render import rasterize
-    except ImportError:
-        return _standin_rasterize
-    return rasterize
-
-
-RASTERIZE = _backend()
 
 
 def _scene(n=60, C=3, H=40, W=56, seed=0, sh_degree=None):
@@ -120,7 +65,7 @@ def test_deferred_matches_direct_backprop(patch_size):
         return c, a
 
     def deferred(p):
-        return deferred_rasterize(*p, viewmats, Ks, W, H, patch_size=patch_size, rasterize_fn=RASTERIZE, backgrounds=bg)
+        return deferred_rasterize(*p, viewmats, Ks, W, H, patch_size=patch_size, backgrounds=bg)
 
     c0, a0, g0 = _grads(direct, params)
     c1, a1, g1 = _grads(deferred, params)
@@ -129,6 +74,24 @@ def test_deferred_matches_direct_backprop(patch_size):
     torch.testing.assert_close(a1, a0, rtol=0, atol=1e-5)
     for name, a, b in zip(["means", "quats", "scales", "opacities", "colors"], g1, g0):
         assert b.abs().max() > 0, f"direct gradient of {name} is zero: test scene is degenerate"
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()), msg=lambda m: f"{name}: {m}")
+
+
+def test_deferred_sh_depth_and_per_camera_background():
+    """SH colours (degree 2) with the RGB+ED render mode: 4 output channels, per-camera backgrounds sliced."""
+    params, viewmats, Ks = _scene(seed=2, sh_degree=2)
+    H, W = 40, 56
+    kw = dict(sh_degree=2, render_mode="RGB+ED", backgrounds=torch.rand(3, 3, generator=torch.Generator().manual_seed(4)))
+
+    def direct(p):
+        c, a, _ = RASTERIZE(*p, viewmats, Ks, W, H, **kw)
+        return c, a
+
+    c0, a0, g0 = _grads(direct, params)
+    c1, a1, g1 = _grads(lambda p: deferred_rasterize(*p, viewmats, Ks, W, H, patch_size=32, **kw), params)
+    assert c1.shape == (3, H, W, 4)
+    torch.testing.assert_close(c1, c0, rtol=0, atol=1e-5)
+    for name, a, b in zip(["means", "quats", "scales", "opacities", "colors"], g1, g0):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()), msg=lambda m: f"{name}: {m}")
 
 
@@ -141,7 +104,7 @@ def test_deferred_partial_requires_grad_and_colors_only_loss():
     ref_means = params[0].clone().requires_grad_(True)
     ref_colors = params[4].clone().requires_grad_(True)
     out, _ = deferred_rasterize(means, params[1], params[2], params[3], colors, viewmats, Ks, W, H,
-                                patch_size=16, rasterize_fn=RASTERIZE)
+                                patch_size=16)
     ref, _, _ = RASTERIZE(ref_means, params[1], params[2], params[3], ref_colors, viewmats, Ks, W, H)
     (out**2).sum().backward()
     (ref**2).sum().backward()
@@ -199,10 +162,32 @@ def test_graph_memory_does_not_scale_with_views():
 def test_bad_arguments_are_rejected():
     params, viewmats, Ks = _scene(C=1)
     with pytest.raises(ValueError, match="multiple of tile_size=16"):
-        deferred_rasterize(*params, viewmats, Ks, 56, 40, patch_size=24, rasterize_fn=RASTERIZE)
+        deferred_rasterize(*params, viewmats, Ks, 56, 40, patch_size=24)
+    with pytest.raises(ValueError, match="rasterize_fn applies to whole-view rendering only"):
+        deferred_rasterize(*params, viewmats, Ks, 56, 40, patch_size=32, rasterize_fn=RASTERIZE)
     with pytest.raises(ValueError, match="no gradient to cameras"):
-        deferred_rasterize(*params, viewmats.clone().requires_grad_(True), Ks, 56, 40, rasterize_fn=RASTERIZE)
+        deferred_rasterize(*params, viewmats.clone().requires_grad_(True), Ks, 56, 40)
     with pytest.raises(ValueError, match="does not support packed=True"):
-        deferred_rasterize(*params, viewmats, Ks, 56, 40, rasterize_fn=RASTERIZE, packed=True)
+        deferred_rasterize(*params, viewmats, Ks, 56, 40, packed=True)
     with pytest.raises(ValueError, match=r"expected viewmats \[C, 4, 4\]"):
-        deferred_rasterize(*params, viewmats[0], Ks, 56, 40, rasterize_fn=RASTERIZE)
+        deferred_rasterize(*params, viewmats[0], Ks, 56, 40)
+
+
+def test_window_render_is_exact_where_principal_point_shift_is_not():
+    """Why patches re-project at full size: a shifted-K render of a window clamps the EWA Jacobian to the window's
+    field of view and so differs from the full image; the window path reproduces it."""
+    from tttlrm_ns.render.deferred import DeferredSettings, _rasterize_window
+
+    params, viewmats, Ks = _scene(seed=7, C=1)
+    H, W = 40, 56
+    full, _, _ = RASTERIZE(*params, viewmats, Ks, W, H)
+    y0, x0, h, w = 16, 16, 16, 32
+    K_shift = Ks.clone()
+    K_shift[:, 0, 2] -= x0
+    K_shift[:, 1, 2] -= y0
+    shifted, _, _ = RASTERIZE(*params, viewmats, K_shift, w, h)
+    s = DeferredSettings(width=W, height=H, patch_size=(16, 32), rasterize_fn=RASTERIZE)
+    window, _ = _rasterize_window(s, *params, viewmats, Ks, (y0, y0 + h, x0, x0 + w))
+    ref = full[:, y0 : y0 + h, x0 : x0 + w]
+    assert (shifted - ref).abs().max() > 1e-3
+    torch.testing.assert_close(window, ref, rtol=0, atol=1e-6)

@@ -13,12 +13,17 @@ pixels. Long-LRM / tttLRM avoid this (``docs/reference_semantics.md`` §6.2): a 
 Peak rasteriser memory is therefore one view (or one patch) regardless of ``C``; the price is a second forward
 pass per view. The image loss itself is computed on the full stack of rendered images by the caller.
 
-Patches are rendered as sub-windows by shifting the principal point: a window with top-left pixel ``(x0, y0)``
-and size ``w x h`` is the full camera with ``cx -> cx - x0``, ``cy -> cy - y0`` rendered at ``w x h``. With
-gsplat's pixel-centre rule (``x + 0.5``) this reproduces the full image's pixels exactly, provided the patch
-origin lies on the rasteriser's tile grid: a Gaussian is composited into every pixel of every tile its 3-sigma
-box touches (not only pixels inside the box), so a patch whose tiles are offset from the full image's tiles would
-give slightly different tails. Hence ``patch_size`` must be a multiple of ``tile_size``.
+Patches are sub-windows of the full image rendered exactly as the full image would render them. Simply shifting
+the principal point (``cx -> cx - x0``) and rendering at the window size is *not* exact under gsplat's semantics:
+the EWA Jacobian is evaluated at the mean clamped to 1.3x the image's field of view, so a window has its own,
+narrower clamp and Gaussians outside it get different footprints (errors of ~1e-2 in colour at 16 px patches).
+Instead the Gaussians are projected once with the full camera and image size, their 2D means are shifted by
+``(-x0, -y0)`` and only the window's pixels are composited (``_WindowOps``, on the CPU backends' projection and
+compositing ops). This equals the full render provided the window origin lies on the rasteriser's tile grid: a
+Gaussian is composited into every pixel of every tile its 3-sigma box touches (not only pixels inside the box),
+so windows whose tiles are offset from the full image's tiles would give slightly different tails. Hence
+``patch_size`` must be a multiple of ``tile_size``. Patch rendering is implemented for the CPU backends ("cpu",
+"reference"); on CUDA (gsplat) use whole views (``patch_size=None``).
 
 Cameras get no gradient (as in the official code); pass detached ``viewmats`` / ``Ks``.
 """
@@ -63,12 +68,63 @@ def _windows(height: int, width: int, patch: Optional[Tuple[int, int]]) -> Itera
             yield y0, min(y0 + ph, height), x0, min(x0 + pw, width)
 
 
-def _window_K(K: Tensor, y0: int, x0: int) -> Tensor:
-    """Intrinsics [1, 3, 3] of the sub-window whose top-left pixel is (x0, y0): shift the principal point."""
-    Kw = K.clone()
-    Kw[..., 0, 2] -= x0
-    Kw[..., 1, 2] -= y0
-    return Kw
+class _WindowOps:
+    """Projection/compositing ops of a CPU backend that render the window at ``(x0, y0)`` of a W x H image.
+
+    ``tttlrm_ns.render._rasterize_with`` calls ``project_gaussians(..., width, height, ...)`` and
+    ``rasterize_to_pixels(..., width, height, ...)`` with the settings' size, which here is the window's. The
+    projection is redone at the full image size (so frustum clamping and culling match the full render) and its
+    2D means are moved into window coordinates; compositing then covers just the window's pixels. Every other op
+    (e.g. SH evaluation) is the base backend's.
+    """
+
+    def __init__(self, base: Any, full_width: int, full_height: int, x0: int, y0: int) -> None:
+        self._base, self._W, self._H, self._x0, self._y0 = base, full_width, full_height, x0, y0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._base, name)
+
+    def project_gaussians(self, means, quats, scales, viewmats, Ks, width, height, *args, **kwargs):
+        radii, means2d, depths, conics, comps = self._base.project_gaussians(
+            means, quats, scales, viewmats, Ks, self._W, self._H, *args, **kwargs)
+        means2d = means2d - means2d.new_tensor([self._x0, self._y0])
+        return radii, means2d, depths, conics, comps
+
+
+def _rasterize_window(
+    s: "DeferredSettings", means, quats, scales, opacities, colors, viewmats, Ks, win: Tuple[int, int, int, int],
+    **kwargs: Any,
+) -> Tuple[Tensor, Tensor]:
+    """Pixels ``win = (y0, y1, x0, x1)`` of the full ``s.width x s.height`` render, through a CPU backend."""
+    from tttlrm_ns import render
+
+    backend = kwargs.pop("backend", "auto")
+    if means.is_cuda or backend == "gsplat":
+        raise ValueError("patch rendering needs the CPU backends (gsplat has no window rendering); "
+                         "use patch_size=None for CUDA tensors")
+    if backend == "reference":
+        from tttlrm_ns.render import reference as base
+    else:
+        from tttlrm_ns.render import cpu_backend as base
+    y0, y1, x0, x1 = win
+    settings = render.RasterSettings(
+        width=x1 - x0,
+        height=y1 - y0,
+        near_plane=kwargs.pop("near_plane", 0.01),
+        far_plane=kwargs.pop("far_plane", 1e10),
+        eps2d=kwargs.pop("eps2d", 0.3),
+        tile_size=kwargs.pop("tile_size", 16),
+        antialiased=kwargs.pop("rasterize_mode", "classic") == "antialiased",
+    )
+    sh_degree = kwargs.pop("sh_degree", None)
+    backgrounds = kwargs.pop("backgrounds", None)
+    render_mode = kwargs.pop("render_mode", "RGB")
+    if kwargs:
+        raise ValueError(f"unsupported rasterize arguments for patch rendering: {sorted(kwargs)}")
+    colors_out, alphas_out, _ = render._rasterize_with(
+        _WindowOps(base, s.width, s.height, x0, y0), settings, means, quats, scales, opacities, colors, viewmats,
+        Ks, sh_degree, backgrounds, render_mode, False, f"{backend}-window")
+    return colors_out, alphas_out
 
 
 def _render_window(
@@ -81,24 +137,18 @@ def _render_window(
 ) -> Tuple[Tensor, Tensor]:
     """Render window ``win`` of camera ``c``: colours [1, h, w, D], alphas [1, h, w, 1]."""
     means, quats, scales, opacities, colors = gauss
-    y0, y1, x0, x1 = win
     kwargs = dict(s.kwargs)
     for key in _PER_CAMERA_KWARGS:
         if kwargs.get(key) is not None:
             kwargs[key] = kwargs[key][c : c + 1]
-    out_colors, out_alphas, _ = s.rasterize_fn(
-        means,
-        quats,
-        scales,
-        opacities,
-        colors[c : c + 1] if s.per_camera_colors else colors,
-        viewmats[c : c + 1],
-        _window_K(Ks[c : c + 1], y0, x0),
-        x1 - x0,
-        y1 - y0,
-        **kwargs,
-    )
-    return out_colors, out_alphas
+    cam_colors = colors[c : c + 1] if s.per_camera_colors else colors
+    if s.patch_size is None:
+        out_colors, out_alphas, _ = s.rasterize_fn(
+            means, quats, scales, opacities, cam_colors, viewmats[c : c + 1], Ks[c : c + 1], s.width, s.height,
+            **kwargs)
+        return out_colors, out_alphas
+    return _rasterize_window(s, means, quats, scales, opacities, cam_colors, viewmats[c : c + 1], Ks[c : c + 1],
+                             win, **kwargs)
 
 
 class _DeferredRasterize(torch.autograd.Function):
@@ -183,7 +233,8 @@ def deferred_rasterize(
         width, height: image size in pixels.
         patch_size: None renders whole views; an int ``p`` or ``(ph, pw)`` renders ``ph x pw`` windows (edge
             windows are cropped to the image). Must be a multiple of ``tile_size`` (see module docstring).
-        rasterize_fn: renderer with ``rasterize``'s signature; defaults to ``tttlrm_ns.render.rasterize``.
+        rasterize_fn: renderer with ``rasterize``'s signature for whole views (patch_size=None); defaults to
+            ``tttlrm_ns.render.rasterize``. Patches always use the CPU backends' window rendering.
         **rasterize_kwargs: forwarded to the renderer (near_plane, far_plane, eps2d, sh_degree, backgrounds [C, D],
             render_mode, rasterize_mode, tile_size, backend). ``packed``/``absgrad``/``sparse_grad`` are rejected.
 
@@ -191,6 +242,7 @@ def deferred_rasterize(
         colors [C, H, W, D] and alphas [C, H, W, 1], identical to ``rasterize``'s first two outputs; the
         per-Gaussian metadata (radii, means2d) is not returned because it would need the graph kept alive.
     """
+    custom_fn = rasterize_fn
     if rasterize_fn is None:
         from tttlrm_ns.render import rasterize as rasterize_fn  # late import: render/__init__ may import us
     for key in _REJECTED_KWARGS:
@@ -216,6 +268,12 @@ def deferred_rasterize(
                 f"patch_size {patch_size} must be a positive multiple of tile_size={tile} so that patch renders "
                 f"reproduce the full image's tile binning exactly (e.g. {4 * tile})"
             )
+
+        if means.is_cuda or rasterize_kwargs.get("backend") == "gsplat":
+            raise ValueError("patch rendering needs the CPU backends (gsplat has no window rendering); "
+                             "use patch_size=None for CUDA tensors")
+        if custom_fn is not None:
+            raise ValueError("rasterize_fn applies to whole-view rendering only (patch_size=None)")
 
     n = means.shape[0]
     per_camera_colors = colors.dim() == (3 if rasterize_kwargs.get("sh_degree") is None else 4)
