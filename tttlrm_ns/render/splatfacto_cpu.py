@@ -191,6 +191,8 @@ class SplatfactoCPUModel(SplatfactoModel):
             absgrad=self.strategy.absgrad,
             rasterize_mode=self.config.rasterize_mode,
         )
+        # gsplat's DefaultStrategy asserts this key (None = unpacked layout); our meta has no packed variant.
+        self.info.setdefault("gaussian_ids", None)
         if self.training:
             # Retains the means2d gradient that DefaultStrategy reads after backward.
             self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info)
