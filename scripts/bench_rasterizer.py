@@ -138,7 +138,7 @@ def reference_worker(args) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     s = subsample(make_scene(args.n_full, args.height, args.width, args.sh), args.n)
     try:
-        f, fb = time_config(get_renderer("reference"), s, args.width, args.height, args.sh, warmup=0,
+        f, fb = time_config(get_renderer("reference"), s, args.width, args.height, args.sh, warmup=1,
                             runs=args.runs, budget_s=args.budget)
         print(json.dumps({"ok": True, "f": f, "fb": fb}))
     except (MemoryError, RuntimeError) as e:  # torch reports failed allocations as RuntimeError
@@ -175,8 +175,11 @@ def reference_scaling(n_full: int, height: int, width: int, sh: int, args) -> Li
             break
         points.append((n, *res))
         print(f"  reference N={n:>7} {height}x{width} sh{sh}: F {res[0]:.3f} s  F+B {res[1]:.3f} s", flush=True)
-        # Doubling N roughly doubles the time; stop when the next run would exceed the budget.
-        if 2 * res[1] * (1 + args.ref_runs) > args.ref_budget or n == n_full:
+        # Doubling N roughly doubles the time; stop when the next run would exceed the budget, but take at least
+        # two sizes so the extrapolation can separate per-call overhead (the reference loops over tiles in Python)
+        # from per-Gaussian cost.
+        too_slow = 2 * (res[0] + res[1]) * (1 + args.ref_runs) > args.ref_budget
+        if (too_slow and len(points) >= 2) or n == n_full:
             break
         n = min(2 * n, n_full)
     return points
@@ -352,7 +355,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--ref-runs", type=int, default=2)
-    ap.add_argument("--ref-budget", type=float, default=30.0, help="seconds per reference measurement")
+    ap.add_argument("--ref-budget", type=float, default=40.0,
+                    help="seconds per reference measurement (warm-up + runs, F and F+B); sizes double while they fit")
     ap.add_argument("--ref-mem-gb", type=float, default=8.0, help="address-space cap of the reference process")
     ap.add_argument("--no-sweep", action="store_true")
     ap.add_argument("--out", type=Path, default=REPO / "docs/bench_rasterizer.md")
