@@ -17,8 +17,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from test_train_support import procedural_scenes, renderer, tiny_config  # noqa: F401  (fixture import)
+from test_train_support import procedural_scenes, renderer, single_thread, tiny_config  # noqa: F401  (fixtures)
 from tttlrm_ns.train.loop import Trainer
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 SCENARIOS = {
     # name: (config sections, single-process overrides)

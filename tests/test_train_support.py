@@ -136,3 +136,12 @@ def test_procedural_scene_depth_is_consistent(tmp_path):
     d /= np.linalg.norm(d)
     _, t = raycast(planes, point - 0.05 * d, d[None])
     assert abs(t[0] - 0.05) < 1e-6
+
+
+@pytest.fixture
+def single_thread():
+    """Tiny tensors: one intra-op thread is faster, and much faster on a shared, busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

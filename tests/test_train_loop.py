@@ -1,0 +1,179 @@
+"""Trainer loop: CLI run on a generated scene, step skipping, bad samples, config resolution, view sampling."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from test_train_support import (  # noqa: F401  (fixtures)
+    procedural_scenes, real_renderer, renderer, single_thread, tiny_config,
+)
+from tttlrm_ns.train import loop as train_loop
+from tttlrm_ns.train.config import ConfigError, DataConfig, load_yaml_config, resolve_config
+from tttlrm_ns.train.data import BadSampleError, draw_views, global_order, shard
+from tttlrm_ns.train.loop import Trainer, lr_lambda, sanitize_gradients
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_cli_two_step_tiny_run(tmp_path, procedural_scenes, monkeypatch):  # noqa: F811
+    """``tttlrm-train --config configs/tiny_cpu.yaml`` (shrunk by CLI flags) runs 2 steps and writes its outputs."""
+    from tttlrm_ns.eval.lpips_weights import weights_present
+    from tttlrm_ns.model.checkpoint import load_model
+    from tttlrm_ns.train.__main__ import main
+
+    real = real_renderer()
+    monkeypatch.setattr(train_loop, "resolve_rasterize", lambda backend: real or renderer())
+    out = tmp_path / "run"
+    perceptual = "0.5" if weights_present(("vgg",)) else "0"
+    argv = ["--config", str(REPO / "configs" / "tiny_cpu.yaml"), "--output-dir", str(out),
+            "--data.scenes", *map(str, procedural_scenes), "--data.height", "16", "--data.width", "16",
+            "--data.num-workers", "1", "--data.num-input-views", "4", "--data.num-target-views", "2",
+            "--optim.max-steps", "2", "--optim.batch-size", "1", "--loss.perceptual", perceptual,
+            "--logging.every", "1", "--logging.preview-every", "1", "--logging.no-progress"]
+    assert main(argv) == 0
+    resolved = load_yaml_config(out / "config.yaml")
+    assert resolved.optim.max_steps == 2 and resolved.model.d == 64  # CLI over YAML over defaults
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(math.isfinite(r["loss"]) and r["tokens_per_s"] > 0 for r in rows)
+    if perceptual != "0":
+        assert all(r["perceptual"] > 0 for r in rows)
+    assert (out / "checkpoints" / "step_000000002.pt").is_file()
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert load_model(out / "model.safetensors").cfg.d == 64
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["skipped_grad_norm"] == 0
+
+
+def test_tiny_training_lowers_the_loss(tmp_path, procedural_scenes):  # noqa: F811
+    """Overfitting a fixed sample for a few steps must lower the loss (the whole chain carries gradient)."""
+    cfg = tiny_config(tmp_path / "fit", procedural_scenes[:1],
+                      data=dict(window_min=4, window_max=4, frames_per_window=4, num_input_views=[4],
+                                num_target_views=4), optim=dict(max_steps=12, batch_size=1, lr=1e-2, warmup_steps=0),
+                      seed=0, checkpoint=dict(every=100))
+    trainer = Trainer(cfg, rasterize_fn=renderer(), log=lambda m: None)
+    losses = [h["loss"] for h in trainer.run().history]
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_grad_norm_skip_is_counted_and_leaves_weights(tmp_path, procedural_scenes):  # noqa: F811
+    cfg = tiny_config(tmp_path / "skip", procedural_scenes, optim=dict(max_steps=3, batch_size=1, skip_grad_norm=1e-12))
+    trainer = Trainer(cfg, rasterize_fn=renderer(), log=lambda m: None)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    summary = trainer.run()
+    assert summary.skipped_grad_norm == 3 and summary.skipped_nonfinite == 0
+    assert all(h["skipped"] == 1.0 and h["grad_norm"] > 1e-12 for h in summary.history)
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert trainer.scheduler.last_epoch == 3  # the schedule advances on skipped steps too
+
+    # A finite threshold above every norm: nothing skipped, weights move.
+    cfg2 = tiny_config(tmp_path / "noskip", procedural_scenes, optim=dict(max_steps=2, batch_size=1,
+                                                                           skip_grad_norm=1e9))
+    t2 = Trainer(cfg2, rasterize_fn=renderer(), log=lambda m: None)
+    s2 = t2.run()
+    assert s2.skipped_grad_norm == 0
+    assert any(not torch.equal(v, before[k]) for k, v in t2.model.state_dict().items())
+
+
+def test_nonfinite_loss_skips_and_gradients_are_sanitized(tmp_path, procedural_scenes):  # noqa: F811
+    cfg = tiny_config(tmp_path / "nan", procedural_scenes, optim=dict(max_steps=2, batch_size=1),
+                      loss=dict(mse=float("nan")))
+    trainer = Trainer(cfg, rasterize_fn=renderer(), log=lambda m: None)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    summary = trainer.run()
+    assert summary.skipped_nonfinite == 2
+    assert all(torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
+
+    p = torch.nn.Parameter(torch.zeros(4))
+    p.grad = torch.tensor([float("nan"), float("inf"), -float("inf"), 2.0])
+    assert sanitize_gradients([p]) == 3
+    assert torch.equal(p.grad, torch.tensor([0.0, 1e-3, -1e-3, 2.0]))
+
+
+def test_bad_sample_error_names_the_scene_and_skip_option(tmp_path, procedural_scenes):  # noqa: F811
+    broken = tmp_path / "broken_scene"
+    shutil.copytree(procedural_scenes[0], broken)
+    for png in (broken / "images").glob("*.png"):
+        png.write_bytes(b"not a png")
+    cfg = tiny_config(tmp_path / "bad", [broken], optim=dict(max_steps=1, batch_size=1))
+    trainer = Trainer(cfg, rasterize_fn=renderer(), log=lambda m: None)
+    with pytest.raises(BadSampleError, match=r"broken_scene.*frame \d+ \(frame\d+\.png\)"):
+        trainer.run()
+
+    messages = []
+    cfg = tiny_config(tmp_path / "skip_bad", [broken, procedural_scenes[1]], optim=dict(max_steps=4, batch_size=1),
+                      data=dict(skip_bad_samples=True))
+    summary = Trainer(cfg, rasterize_fn=renderer(), log=messages.append).run()
+    assert summary.steps == 4 and summary.bad_samples >= 1
+    assert sum("skipped bad sample" in m and "broken_scene" in m for m in messages) == summary.bad_samples
+
+
+def test_config_resolution_order_and_errors(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text(yaml.safe_dump({"optim": {"lr": "2e-4", "batch_size": 8}, "model": {"d": 128}}))
+    cfg = resolve_config(["--config", str(y), "--optim.batch-size", "16"])
+    assert cfg.optim.lr == 2e-4  # YAML over the default (3e-4); "2e-4" strings are read as numbers
+    assert cfg.optim.batch_size == 16  # CLI over YAML
+    assert cfg.model.d == 128 and cfg.model.n_layer == 24  # untouched fields keep their defaults
+    y.write_text(yaml.safe_dump({"optim": {"lrr": 1.0}}))
+    with pytest.raises(ConfigError, match=r"optim: unknown keys \['lrr'\]"):
+        resolve_config(["--config", str(y)])
+    y.write_text(yaml.safe_dump({"data": {"sampling": "sideways"}}))
+    with pytest.raises(ConfigError, match="data.sampling: 'sideways' is not one of"):
+        resolve_config(["--config", str(y)])
+    cfg = resolve_config([])
+    with pytest.raises(ValueError, match="optim.batch_size=128 is not divisible by dp_size x micro_batch_size = 3 x 1"):
+        cfg.validate(world_size=3)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+def test_shipped_configs_validate(name):
+    cfg = load_yaml_config(REPO / "configs" / name)
+    cfg.validate(world_size=1 if name.startswith("tiny") else 8)
+    if name == "stage1.yaml":
+        o = cfg.optim
+        assert (cfg.data.height, cfg.data.width, o.lr, o.warmup_steps, o.max_steps, o.batch_size) == (
+            144, 256, 3e-4, 2000, 80000, 128)
+        assert o.betas == (0.9, 0.95) and o.weight_decay == 0.05 and o.grad_clip_norm == 1.0 and o.skip_grad_norm == 5
+
+
+def test_view_sampling_rules():
+    cfg = DataConfig(window_min=128, window_max=512, frames_per_window=124, num_input_views=(32,))
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        inputs, targets = draw_views(600, 32, 32, cfg, rng)
+        rng = np.random.default_rng(seed)
+        dist = int(rng.integers(128, 513))
+        start = int(rng.integers(0, 600 - dist))
+        assert inputs[:2] == [start, start + dist]  # window ends first, then random frames inside
+        assert all(start < f < start + dist for f in inputs[2:]) and len(set(inputs)) == 32
+        assert len(set(targets)) == 32 and all(start <= f <= start + dist for f in targets)
+    # Few inputs: evenly spaced sorted frames (Q17's clean form).
+    inputs, _ = draw_views(600, 16, 16, cfg, np.random.default_rng(0))
+    assert inputs == sorted(inputs) and len(set(inputs)) == 16
+    # AR: sorted inputs among the 2 N_in temporally first loaded frames.
+    ar = DataConfig(sampling="ar", window_min=20, window_max=40, frames_per_window=30)
+    inputs, targets = draw_views(100, 8, 8, ar, np.random.default_rng(1))
+    assert inputs == sorted(inputs) and len(set(inputs)) == 8
+    with pytest.raises(ValueError, match="scene has 10 frames, the sampler needs at least 32"):
+        draw_views(10, 32, 32, cfg, np.random.default_rng(0))
+    # Sequence-parallel sharding: contiguous for the full scan, interleaved for AR; the shards rebuild the order.
+    v = list(range(8))
+    assert shard(v, 1, 2, False) == [4, 5, 6, 7] and shard(v, 1, 2, True) == [1, 3, 5, 7]
+    assert global_order(v, 2, True) == [0, 2, 4, 6, 1, 3, 5, 7] and global_order(v, 2, False) == v
+
+
+def test_lr_schedule():
+    f = lr_lambda(warmup=10, total=110)
+    assert f(0) == 0 and f(5) == 0.5 and f(10) == 1.0
+    assert f(60) == pytest.approx(0.5) and f(110) == pytest.approx(0.0) and f(200) == pytest.approx(0.0)
