@@ -267,3 +267,22 @@ def test_object_method_on_rgba_renders(tiny_checkpoint, tmp_path):
     img = pipe.datamanager.cached_train[pipe.input_indices[0]]["image"]
     assert img.shape[-1] == 3 and img[0, 0].tolist() == [255, 255, 255]  # RGBA composited over white
     assert pipe.model.num_points > 0
+
+
+def test_optional_densification_through_our_rasteriser(tiny_checkpoint, tmp_path):
+    """refine.strategy='default' runs gsplat's DefaultStrategy on the CPU renderer's statistics (means2d grads)."""
+    cfg = _config(tiny_checkpoint, method="tttlrm-refine3")
+    m = cfg.pipeline.model
+    m.refine.strategy, m.refine.steps = "default", 43
+    # first refinement at step 42: > warmup, multiple of refine_every, past the pause after the (never reached) reset
+    m.warmup_length, m.refine_every = 1, 21
+    cfg.output_dir, cfg.vis = tmp_path, "tensorboard"
+    cfg.set_timestamp()
+    trainer = cfg.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    n0 = trainer.pipeline.model.num_points
+    trainer.train()
+    n1 = trainer.pipeline.model.num_points
+    assert n1 != n0
+    opt = trainer.optimizers.optimizers["means"]
+    assert opt.param_groups[0]["params"][0].shape[0] == n1  # optimizer state follows the new Gaussians

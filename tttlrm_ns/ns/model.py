@@ -290,6 +290,7 @@ class TttlrmNSModel(SplatfactoModel):
             backend=self.config.rasterize_backend,
         )
         if self.training and self.strategy is not None:
+            self.info.setdefault("gaussian_ids", None)  # gsplat's unpacked meta carries it as None; the strategy asks
             self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info)
 
         rgb = torch.clamp(render[..., :3] + (1 - alpha) * background, 0.0, 1.0)  # [1, H, W, 3]
