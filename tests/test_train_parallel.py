@@ -3,7 +3,8 @@
 For each scenario both ranks run one optimiser step's micro steps and gradient reduction; the reduced loss and
 every parameter gradient must equal those of one process doing the whole global batch / the whole scene. The
 scenarios cover DDP with gradient accumulation, sequence parallelism of the full scan with the depth and opacity
-terms, and sequence parallelism of the autoregressive scan (interleaved views).
+terms, sequence parallelism of the autoregressive scan (interleaved views), and (4 processes) two data-parallel
+groups of two sequence-parallel ranks.
 """
 
 from __future__ import annotations
@@ -47,13 +48,20 @@ def _merge(sections: dict, extra: dict) -> dict:
     return out
 
 
+# Four processes: two data-parallel groups of two sequence-parallel ranks each (dp=2 x sp=2).
+SCENARIOS_4 = {
+    "dp2_sp2": (dict(optim=dict(batch_size=2), parallel=dict(sp_size=2), loss=dict(opacity=0.1)),
+                dict(parallel=dict(sp_size=1))),
+}
+
+
 def _worker(rank: int, world: int, port: int, out: str, scenes: list[str]) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        for name, (sections, _) in SCENARIOS.items():
+        for name, (sections, _) in (SCENARIOS if world == 2 else SCENARIOS_4).items():
             cfg = tiny_config(Path(out) / f"run_{name}", [Path(s) for s in scenes], **sections)
             torch.save(_step_result(cfg), Path(out) / f"{name}_rank{rank}.pt")
     finally:
@@ -73,11 +81,20 @@ def parallel_results(tmp_path_factory, procedural_scenes):  # noqa: F811
     return out
 
 
-@pytest.mark.parametrize("name", list(SCENARIOS))
-def test_parallel_matches_single_process(name, parallel_results, procedural_scenes, tmp_path):  # noqa: F811
-    sections, single = SCENARIOS[name]
+@pytest.fixture(scope="module")
+def parallel_results_4(tmp_path_factory, procedural_scenes):  # noqa: F811
+    out = tmp_path_factory.mktemp("parallel4")
+    mp.spawn(_worker, args=(4, _free_port(), str(out), [str(s) for s in procedural_scenes]), nprocs=4, join=True)
+    return out
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS) + list(SCENARIOS_4))
+def test_parallel_matches_single_process(name, request, procedural_scenes, tmp_path):  # noqa: F811
+    world = 2 if name in SCENARIOS else 4
+    folder = request.getfixturevalue("parallel_results" if world == 2 else "parallel_results_4")
+    sections, single = {**SCENARIOS, **SCENARIOS_4}[name]
     ref = _step_result(tiny_config(tmp_path / "single", procedural_scenes, **_merge(sections, single)))
-    ranks = [torch.load(parallel_results / f"{name}_rank{r}.pt") for r in range(2)]
+    ranks = [torch.load(folder / f"{name}_rank{r}.pt") for r in range(world)]
     assert len(ref["grads"]) == ref["n_params"], "every parameter must receive a gradient"
     for res in ranks:
         # The reported loss is the reduced one (sum over sp ranks, mean over dp groups): identical on both ranks.

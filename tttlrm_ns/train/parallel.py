@@ -105,7 +105,7 @@ def wrap_data_parallel(model: torch.nn.Module, info: DistInfo) -> torch.nn.Modul
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [info.device.index] if info.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+        return DistributedDataParallel(model, device_ids=ids)
     return model
 
 
@@ -138,18 +138,42 @@ def reduce_gradients(params: Iterable[Tensor], info: DistInfo) -> None:
         offset += n
 
 
+class _AllGatherCat(torch.autograd.Function):
+    """Concatenate a tensor from every rank of ``group`` along ``dim``; backward sums the gradient over the group
+    and returns this rank's slice.
+
+    ``torch.distributed.nn.functional.all_gather`` cannot be used: on gloo its backward emulates reduce-scatter
+    with ``scatter(src=i)`` calls that treat the group rank ``i`` as a global rank, which fails for every
+    sub-group that does not start at global rank 0 (dp > 1 with sp > 1).
+    """
+
+    @staticmethod
+    def forward(ctx, t: Tensor, group, dim: int) -> Tensor:
+        t = t.contiguous()
+        parts = [torch.empty_like(t) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(parts, t, group=group)
+        ctx.group, ctx.dim, ctx.size = group, dim, t.shape[dim]
+        return torch.cat(parts, dim=dim)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        grad = grad.contiguous()
+        dist.all_reduce(grad, group=ctx.group)  # every rank's loss term contributes to every gathered slice
+        r = dist.get_rank(ctx.group)
+        return grad.narrow(ctx.dim, r * ctx.size, ctx.size), None, None
+
+
 def gather_gaussians(g: Gaussians, info: DistInfo) -> Gaussians:
     """Concatenate the sp group's Gaussians along N in rank order (autograd: gradients return to their rank)."""
     if info.sp_size == 1:
         return g
-    import torch.distributed.nn.functional as dist_fn
 
-    def gather(t: Tensor) -> Tensor:
-        n_axis = t.dim() - (3 if t is g.sh else 2)
-        return torch.cat(dist_fn.all_gather(t, group=info.sp_group), dim=n_axis)
+    def gather(t: Tensor, n_axis: int) -> Tensor:
+        return _AllGatherCat.apply(t, info.sp_group, n_axis)
 
-    return Gaussians(means=gather(g.means), sh=gather(g.sh), log_scales=gather(g.log_scales),
-                     quats=gather(g.quats), opacity_logits=gather(g.opacity_logits))
+    return Gaussians(means=gather(g.means, g.means.dim() - 2), sh=gather(g.sh, g.sh.dim() - 3),
+                     log_scales=gather(g.log_scales, g.log_scales.dim() - 2), quats=gather(g.quats, g.quats.dim() - 2),
+                     opacity_logits=gather(g.opacity_logits, g.opacity_logits.dim() - 2))
 
 
 def all_reduce_sum(t: Tensor, info: DistInfo) -> Tensor:
