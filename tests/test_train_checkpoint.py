@@ -93,3 +93,29 @@ def test_export_roundtrip(tmp_path, procedural_scenes):  # noqa: F811
         assert torch.equal(a, b), k
     again = ckpt.export_checkpoint(tmp_path / "run" / "checkpoints" / "step_000000001.pt", tmp_path / "again.safetensors")
     assert load_model(again).cfg == trainer.model.cfg
+
+
+def test_sigterm_checkpoints_the_current_step_and_stops(tmp_path, procedural_scenes):  # noqa: F811
+    """SIGTERM (preemption) mid-run: the step in flight completes, a checkpoint is written, the run stops, and
+    ``--resume`` continues from there."""
+    import signal
+
+    cfg = tiny_config(tmp_path / "term", procedural_scenes, optim=dict(max_steps=5, batch_size=1),
+                      checkpoint=dict(every=100))
+    trainer = _run(cfg)
+    real_step = trainer.optimizer_step
+
+    def step_then_signal(loss):
+        out = real_step(loss)
+        if trainer.scheduler.last_epoch == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # delivered to the trainer's handler, not fatal
+        return out
+
+    trainer.optimizer_step = step_then_signal
+    summary = trainer.run()
+    assert summary.steps == 2
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "term" / "checkpoints")] == [2]
+    assert signal.getsignal(signal.SIGTERM) is not trainer._request_stop  # handler restored
+    resumed = _run(tiny_config(tmp_path / "term", procedural_scenes, resume=True, optim=dict(max_steps=5,
+                                                                                           batch_size=1)))
+    assert resumed.start_step == 2 and resumed.run().steps == 5

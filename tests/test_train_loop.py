@@ -177,3 +177,23 @@ def test_lr_schedule():
     f = lr_lambda(warmup=10, total=110)
     assert f(0) == 0 and f(5) == 0.5 and f(10) == 1.0
     assert f(60) == pytest.approx(0.5) and f(110) == pytest.approx(0.0) and f(200) == pytest.approx(0.0)
+
+
+def test_bf16_autocast_and_gradient_checkpointing_step(tmp_path, procedural_scenes):  # noqa: F811
+    """The efficiency switches of the model config train too (bf16 autocast on CPU, per-block recomputation)."""
+    cfg = tiny_config(tmp_path / "bf16", procedural_scenes, optim=dict(max_steps=2, batch_size=1),
+                      model=dict(autocast_bf16=True, grad_checkpoint=True))
+    trainer = Trainer(cfg, rasterize_fn=renderer(), log=lambda m: None)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    summary = trainer.run()
+    assert all(math.isfinite(h["loss"]) and h["skipped"] == 0 for h in summary.history)
+    assert any(not torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
+
+
+def test_missing_lpips_weights_error_is_actionable(tmp_path, monkeypatch):
+    from tttlrm_ns.eval import lpips_weights
+    from tttlrm_ns.train.losses import PerceptualLoss
+
+    monkeypatch.setattr(lpips_weights, "checkpoint_dir", lambda: tmp_path / "empty")
+    with pytest.raises(lpips_weights.LpipsWeightsError, match=r"install_lpips_weights\.py(.|\n)*--loss\.perceptual 0"):
+        PerceptualLoss("vgg")
