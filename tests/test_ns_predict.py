@@ -81,7 +81,7 @@ def test_memory_estimate_scales_linearly_and_counts_parameters():
 
 
 WORKER = textwrap.dedent("""
-    import json, resource, sys, torch
+    import json, threading, time, psutil, torch
     from tttlrm_ns.gaussians import PruneConfig
     from tttlrm_ns.model import TttlrmModel, presets
     from tttlrm_ns.ns.predict import estimate_memory, predict_gaussians
@@ -93,12 +93,22 @@ WORKER = textwrap.dedent("""
     k = torch.tensor([w * 0.8, w * 0.8, w / 2, h / 2]).repeat(v, 1)
     pc = PruneConfig(keep_top=0.4, keep_random=0.1)
     predict_gaussians(m, images[:1, :, :16, :16], c2w[:1], k[:1], pc)  # warm up kernels and allocator
-    import psutil
-    base = psutil.Process().memory_info().rss  # current, not peak: freed memory went back (mmap threshold)
+    proc = psutil.Process()
+    base = proc.memory_info().rss
+    peak, done = [base], threading.Event()
+
+    def sample():  # peak of the live RSS during the call (ru_maxrss would include earlier peaks of the process)
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.001)
+
+    t = threading.Thread(target=sample)
+    t.start()
     predict_gaussians(m, images, c2w, k, pc)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    done.set()
+    t.join()
     e = estimate_memory(cfg, v, h, w, 0.46)
-    print(json.dumps({"measured": peak - base, "estimated": e.total - e.weights}))
+    print(json.dumps({"measured": peak[0] - base, "estimated": e.total - e.weights}))
 """)
 
 
