@@ -286,3 +286,22 @@ def test_optional_densification_through_our_rasteriser(tiny_checkpoint, tmp_path
     assert n1 != n0
     opt = trainer.optimizers.optimizers["means"]
     assert opt.param_groups[0]["params"][0].shape[0] == n1  # optimizer state follows the new Gaussians
+
+
+def test_official_pt_checkpoint_with_preset_and_bf16(tmp_path):
+    """An official-format .pt ({'model': state_dict}, plus auxiliary networks that are ignored) is read with
+    --pipeline.model.model-preset; bf16 autocast runs on CPU when asked for."""
+    from tttlrm_ns.model import TttlrmModel, presets
+
+    torch.manual_seed(1)
+    state = TttlrmModel(presets.tiny()).state_dict()
+    state["depth_anything.dummy"] = torch.zeros(1)
+    torch.save({"model": state, "optimizer": {}}, tmp_path / "official.pt")
+    cfg = _config(tmp_path / "official.pt")
+    cfg.pipeline.model.model_preset = "tiny"
+    cfg.pipeline.model.bf16 = "on"
+    pipe = _setup(cfg)
+    _, model_cfg = pipe.resolve_model_config()
+    assert model_cfg.autocast_bf16 and model_cfg.d == 64
+    g = pipe.model.get_gaussians()
+    assert g.num > 0 and torch.isfinite(g.means).all() and torch.isfinite(g.sh).all()
