@@ -93,6 +93,8 @@ def test_export_roundtrip(tmp_path, procedural_scenes):  # noqa: F811
         assert torch.equal(a, b), k
     again = ckpt.export_checkpoint(tmp_path / "run" / "checkpoints" / "step_000000001.pt", tmp_path / "again.safetensors")
     assert load_model(again).cfg == trainer.model.cfg
+    assert ckpt.main([str(tmp_path / "run"), str(tmp_path / "cli.safetensors")]) == 0  # run folder -> newest
+    assert torch.equal(load_model(tmp_path / "cli.safetensors").decoder[1].weight, trainer.model.decoder[1].weight)
 
 
 def test_sigterm_checkpoints_the_current_step_and_stops(tmp_path, procedural_scenes):  # noqa: F811

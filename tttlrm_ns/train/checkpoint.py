@@ -132,3 +132,26 @@ __all__ = [
     "atomic_torch_save", "export_checkpoint", "export_model", "list_checkpoints", "load_latest", "rng_state",
     "save_checkpoint", "set_rng_state",
 ]
+
+
+def main(argv=None) -> int:
+    """``python -m tttlrm_ns.train.checkpoint CHECKPOINT OUT.safetensors``: export a training checkpoint."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Export a tttlrm-train checkpoint to the model's safetensors format "
+                                             "(what `ns-train tttlrm` and tttlrm_ns.model.checkpoint.load_model read).")
+    ap.add_argument("checkpoint", type=Path, help="checkpoints/step_*.pt, or a run folder (newest loadable one)")
+    ap.add_argument("out", type=Path, help="output .safetensors file")
+    args = ap.parse_args(argv)
+    src = args.checkpoint
+    if src.is_dir():
+        found = load_latest(src / "checkpoints" if (src / "checkpoints").is_dir() else src)
+        if found is None:
+            ap.error(f"no loadable checkpoint in {src}")
+        src = found[0]
+    print(export_checkpoint(src, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
