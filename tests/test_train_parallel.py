@@ -2,7 +2,7 @@
 
 For each scenario both ranks run one optimiser step's micro steps and gradient reduction; the reduced loss and
 every parameter gradient must equal those of one process doing the whole global batch / the whole scene. The
-scenarios cover DDP with gradient accumulation, sequence parallelism of the full scan with the depth and opacity
+scenarios cover DDP with gradient accumulation (against micro-batches of two scenes), sequence parallelism of the full scan with the depth and opacity
 terms, sequence parallelism of the autoregressive scan (interleaved views), and (4 processes) two data-parallel
 groups of two sequence-parallel ranks.
 """
@@ -19,15 +19,18 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from test_train_support import procedural_scenes, renderer, single_thread, tiny_config  # noqa: F401  (fixtures)
+from tttlrm_ns.eval.lpips_weights import weights_present
 from tttlrm_ns.train.loop import Trainer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 SCENARIOS = {
     # name: (config sections, single-process overrides)
-    "dp": (dict(optim=dict(batch_size=2, micro_batch_size=1)), {}),
+    # 2 ranks x 2 accumulation steps (DDP no_sync) vs one process with micro-batches of 2 scenes.
+    "dp": (dict(optim=dict(batch_size=4, micro_batch_size=1)), dict(optim=dict(micro_batch_size=2))),
     "sp_full": (dict(optim=dict(batch_size=1), parallel=dict(sp_size=2), data=dict(load_depth=True),
-                     loss=dict(opacity=0.1, depth=0.1)), dict(parallel=dict(sp_size=1))),
+                     loss=dict(opacity=0.1, depth=0.1, perceptual=0.5 if weights_present(("vgg",)) else 0.0)),
+                dict(parallel=dict(sp_size=1))),
     "sp_ar": (dict(optim=dict(batch_size=1), parallel=dict(sp_size=2),
                    data=dict(sampling="ar", normalize="first_cam", num_input_views=[4], num_target_views=2),
                    model=dict(scan="ar", ar_chunk_views=2)), dict(parallel=dict(sp_size=1))),
