@@ -197,3 +197,21 @@ def test_missing_lpips_weights_error_is_actionable(tmp_path, monkeypatch):
     monkeypatch.setattr(lpips_weights, "checkpoint_dir", lambda: tmp_path / "empty")
     with pytest.raises(lpips_weights.LpipsWeightsError, match=r"install_lpips_weights\.py(.|\n)*--loss\.perceptual 0"):
         PerceptualLoss("vgg")
+
+
+def test_patch_deferred_rendering_matches_whole_views(tmp_path, procedural_scenes):  # noqa: F811
+    """render.deferred_patch (CPU window re-rendering in backward) gives the whole-view loss and gradients."""
+    if real_renderer() is None:
+        pytest.skip("tttlrm_ns.render.rasterize (CPU backend) is not available")
+    grads = []
+    for patch in (None, 16):
+        cfg = tiny_config(tmp_path / f"p{patch}", procedural_scenes, optim=dict(max_steps=1, batch_size=1),
+                          data=dict(height=32, width=32), render=dict(deferred_patch=patch))
+        trainer = Trainer(cfg, rasterize_fn=real_renderer(), log=lambda m: None)
+        vals, _, _ = trainer.accumulate_step(trainer.batches(0, 1))
+        grads.append((vals["loss"], {n: p.grad.clone() for n, p in trainer.model.named_parameters()}))
+    (l0, g0), (l1, g1) = grads
+    assert l1 == pytest.approx(l0, rel=1e-6)
+    scale = max(float(g.abs().max()) for g in g0.values())
+    for k in g0:
+        torch.testing.assert_close(g1[k], g0[k], rtol=1e-4, atol=1e-5 * scale, msg=k)

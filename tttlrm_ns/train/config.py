@@ -119,7 +119,8 @@ class RenderConfig:
     deferred: bool = True
     """Deferred backpropagation (re-render per view in backward): memory of one view regardless of views."""
     deferred_patch: Optional[int] = None
-    """Render windows of this many pixels (multiple of 16) in the deferred backward; None = whole views."""
+    """Re-render windows of this many pixels (multiple of 16) in the deferred backward instead of whole views:
+    bounded rasteriser memory for large CPU renders. CPU backends only (gsplat has no window rendering)."""
     backend: Literal["auto", "gsplat", "cpu", "reference"] = "auto"
     """``tttlrm_ns.render.rasterize`` backend ('auto': gsplat on CUDA, C++ on CPU; 'reference': pure torch)."""
     prune: PruneConfig = field(default_factory=lambda: PruneConfig(keep_top=0.4, keep_random=0.1))

@@ -106,8 +106,13 @@ def render_views(g: Gaussians, c2w: Tensor, fxfycxcy: Tensor, height: int, width
             torch.sigmoid(g.opacity_logits.float())[..., 0], g.sh.float(), viewmats, Ks, width, height)
     kwargs = dict(near_plane=r.near_plane, far_plane=r.far_plane, eps2d=r.eps2d, sh_degree=g.sh_degree,
                   backgrounds=bg, rasterize_mode="classic")
-    if r.deferred:
-        colors, _ = deferred_rasterize(*args, patch_size=r.deferred_patch, rasterize_fn=rasterize_fn, **kwargs)
+    if r.deferred and r.deferred_patch is not None:
+        # Window rendering is a feature of the CPU backends; it bypasses ``rasterize_fn``.
+        if r.backend != "auto":
+            kwargs["backend"] = r.backend
+        colors, _ = deferred_rasterize(*args, patch_size=r.deferred_patch, **kwargs)
+    elif r.deferred:
+        colors, _ = deferred_rasterize(*args, rasterize_fn=rasterize_fn, **kwargs)
     else:
         colors, _, _ = rasterize_fn(*args, **kwargs)
     return colors[..., :3].permute(0, 3, 1, 2)
