@@ -174,7 +174,7 @@ def _rasterize_with(ops, s: RasterSettings, means, quats, scales, opacities, col
         campos = torch.linalg.inv(viewmats)[:, :3, 3]  # camera centres in world space [C, 3]
         dirs = means[None, :, :] - campos[:, None, :]  # [C, N, 3]
         coeffs = colors if colors.dim() == 4 else colors[None].expand(C, -1, -1, -1)
-        feats = _sh.sh_to_rgb(sh_degree, dirs, coeffs)
+        feats = ops.sh_to_rgb(sh_degree, dirs, coeffs)
 
     if render_mode in ("RGB+D", "RGB+ED"):
         feats = torch.cat([feats, depths[..., None].to(feats.dtype)], dim=-1)

@@ -3,7 +3,8 @@ and wires its kernels into autograd.
 
 Cache: $TORCH_EXTENSIONS_DIR if set, else ~/.cache/tttlrm_ns/torch_extensions. The build directory name includes
 a hash of the sources, the compiler flags and the torch version, so stale builds are never reused. Flags are
--O3 plus -mavx2 -mfma only when this CPU reports both (never -march=native, so a cache shared between machines
+-O3 -fno-trapping-math -fno-math-errno (neither changes results; they let the compositing loops vectorise)
+plus -mavx2 -mfma only when this CPU reports both (never -march=native, so a cache shared between machines
 stays valid: the hash changes with the flags).
 """
 
@@ -54,7 +55,7 @@ def load_extension():
             return _ext
         from torch.utils import cpp_extension
 
-        cflags = ["-O3", "-fopenmp"] + _cpu_flags()
+        cflags = ["-O3", "-fopenmp", "-fno-trapping-math", "-fno-math-errno"] + _cpu_flags()
         h = hashlib.sha256()
         for name in _SOURCES + _HEADERS:
             h.update((_SRC_DIR / name).read_bytes())
