@@ -125,12 +125,12 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def _memory_child(preset: str, views: int, hw: int, ckpt: bool, out: str) -> None:
+def _memory_child(preset: str, views: int, hw: int, ckpt: bool, n_layer: int, out: str) -> None:
     from tttlrm_ns.model import TttlrmModel, presets
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = TttlrmModel(presets.get(preset, grad_checkpoint=ckpt, ns_dtype="float32"))
+    model = TttlrmModel(presets.get(preset, grad_checkpoint=ckpt, ns_dtype="float32", n_layer=n_layer))
     images = torch.rand(1, views, 3, hw, hw)
     c2w = torch.eye(4).repeat(1, views, 1, 1)
     c2w[..., 2, 3] = -2.0
@@ -143,18 +143,18 @@ def _memory_child(preset: str, views: int, hw: int, ckpt: bool, out: str) -> Non
     Path(out).write_text(json.dumps({"delta_mb": peak - base, "tokens": views * (hw // model.cfg.patch_size) ** 2}))
 
 
-def memory_per_token(preset: str, hw: int, views: tuple[int, int], ckpt: bool) -> dict:
+def memory_per_token(preset: str, hw: int, views: tuple[int, int], ckpt: bool, n_layer: int) -> dict:
     res = []
     with tempfile.TemporaryDirectory() as tmp:
         for v in views:
             out = str(Path(tmp) / f"m{v}.json")
-            p = mp.get_context("spawn").Process(target=_memory_child, args=(preset, v, hw, ckpt, out))
+            p = mp.get_context("spawn").Process(target=_memory_child, args=(preset, v, hw, ckpt, n_layer, out))
             p.start()
             p.join()
             res.append(json.loads(Path(out).read_text()))
     (a, b) = res
     slope = (b["delta_mb"] - a["delta_mb"]) / (b["tokens"] - a["tokens"])
-    return {"preset": preset, "grad_checkpoint": ckpt, "tokens": (a["tokens"], b["tokens"]),
+    return {"preset": preset, "n_layer": n_layer, "grad_checkpoint": ckpt, "tokens": (a["tokens"], b["tokens"]),
             "delta_mb": (a["delta_mb"], b["delta_mb"]), "kib_per_token": slope * 1024}
 
 
@@ -240,7 +240,7 @@ def main() -> None:
             r = run_processes(values, n, args.warmup)
             rows.append((mode, n, r))
             print(mode, n, r, flush=True)
-    mem = [memory_per_token("small_d256", 128, (4, 8), ckpt) for ckpt in (False, True)]
+    mem = [memory_per_token("small_d256", 128, (4, 8), ckpt, n) for ckpt in (False, True) for n in (3, 6)]
     for m in mem:
         print(m, flush=True)
     curve = None
@@ -286,30 +286,41 @@ def write_report(args, rows, mem, curve) -> None:
         "",
         "## Memory per token",
         "",
-        "Peak RSS growth of one forward + backward of the model alone (`small_d256`: d=256, 6 blocks, patch 8, "
-        "fp32, 128x128 views = 256 tokens per view) for two view counts; the difference divided by the token "
-        "difference is the activation memory per input token (the model weights and the fixed overhead cancel).",
+        "Peak RSS growth of one forward + backward of the model alone (`small_d256` widths: d=256, patch 8, SH "
+        "degree 3, fp32, 128x128 views = 256 tokens per view) for two view counts; the difference divided by the "
+        "token difference is the activation memory per input token (weights and fixed overheads cancel). Two "
+        "depths separate the per-block cost from the per-token cost outside the blocks (tokenizer, decoder, "
+        "Gaussian head).",
         "",
-        "| model | gradient checkpointing | tokens | RSS growth (MiB) | KiB per token |",
-        "|---|---|---|---|---|",
+        "| model | blocks | gradient checkpointing | tokens | RSS growth (MiB) | KiB per token |",
+        "|---|---|---|---|---|---|",
     ]
     for m in mem:
-        lines.append(f"| {m['preset']} | {'on' if m['grad_checkpoint'] else 'off'} | {m['tokens'][0]} / {m['tokens'][1]} "
-                     f"| {m['delta_mb'][0]:.0f} / {m['delta_mb'][1]:.0f} | {m['kib_per_token']:.1f} |")
-    off = mem[0]["kib_per_token"]
-    on = mem[1]["kib_per_token"]
-    scale = (768 * 24) / (256 * 6)
+        lines.append(f"| {m['preset']} | {m['n_layer']} | {'on' if m['grad_checkpoint'] else 'off'} | "
+                     f"{m['tokens'][0]} / {m['tokens'][1]} | {m['delta_mb'][0]:.0f} / {m['delta_mb'][1]:.0f} | "
+                     f"{m['kib_per_token']:.1f} |")
+    est = {}
+    for ckpt in (False, True):
+        (a, b) = [m for m in mem if m["grad_checkpoint"] == ckpt]
+        per_block = (b["kib_per_token"] - a["kib_per_token"]) / (b["n_layer"] - a["n_layer"])
+        outside = b["kib_per_token"] - b["n_layer"] * per_block
+        # Full model: 24 blocks of 3x the width (block activations scale with d); the head does not depend on d.
+        est[ckpt] = (per_block, outside, (24 * 3 * per_block + outside) / 1024)
+    tok = 32 * 8040
     lines += [
         "",
-        "Sizing a GPU run (estimate, not measured on a GPU): activation memory grows linearly with the number of "
-        "tokens (the TTT layer has no quadratic term; attention is per view) and roughly with width x depth. The "
-        f"full model (d=768, 24 blocks) has {scale:.0f}x the width x depth of `small_d256`, i.e. about "
-        f"{off * scale / 1024:.1f} MiB per token in fp32 without checkpointing and {on * scale / 1024:.2f} MiB with "
-        "it, roughly half of that under bf16 autocast. Example: 32 views at 536x960 are 32 x 8040 = 257k tokens "
-        f"per scene -> about {off * scale * 257280 / 2**20 / 2:.0f} GiB (bf16, no checkpointing) or "
-        f"{on * scale * 257280 / 2**20 / 2:.0f} GiB (bf16, checkpointing) of activations, plus 400 M parameters "
-        "x 16 bytes (weights, gradients, AdamW moments) = 6.4 GB; sequence parallelism divides the activations by "
-        "`sp_size`.",
+        f"Per block and token: {est[False][0]:.1f} KiB without checkpointing, {est[True][0]:.1f} KiB with it; "
+        f"outside the blocks {est[False][1]:.1f} / {est[True][1]:.1f} KiB per token.",
+        "",
+        "Sizing a GPU run (an extrapolation, not measured on a GPU): activation memory grows linearly with the "
+        "number of tokens (the TTT layer has no quadratic term and attention is per view) and the block part with "
+        "the width d. The full model (d=768, 24 blocks) would then need about "
+        f"{est[False][2]:.1f} MiB per token in fp32 without checkpointing and {est[True][2]:.2f} MiB with it, "
+        "roughly half under bf16 autocast. Example: 32 views at 536x960 are 32 x 8040 = 257k tokens per scene -> "
+        f"about {est[False][2] * tok / 1024 / 2:.0f} GiB (bf16, no checkpointing) or "
+        f"{est[True][2] * tok / 1024 / 2:.0f} GiB (bf16, checkpointing) of activations per scene, divided by "
+        "`sp_size` under sequence parallelism, plus 400 M parameters x 16 bytes (weights, gradients, AdamW "
+        "moments) = 6.4 GB per GPU.",
     ]
     if curve:
         lines += [
