@@ -1,0 +1,334 @@
+"""Synthetic multi-view training data: object turntables and furnished rooms, written in the
+``opencv_cameras.json`` layout with per-frame depth.
+
+Output of one item (``<out>/object_00012/`` or ``<out>/scene_00003/``)::
+
+    opencv_cameras.json   {"scene_name", "frames": [{"file_path", "depth_path", "w2c", "w", "h", "fx", "fy",
+                                                     "cx", "cy"}], "generator": {...}, "assets": [...]}
+    images/0000.png       RGBA (objects: straight alpha, composite over white) or RGB (rooms); or .jpg
+    depth/0000.npy        float32 [h, w] planar z (metres along the optical axis; objects: unit-sphere units),
+                          0 = background
+
+``w2c`` is OpenCV world-to-camera; intrinsics follow the pixel-centre rule of :mod:`tttlrm_ns.conventions`
+(pixel ``(u, v)`` samples ``(u + 0.5, v + 0.5)``, a centred camera has ``cx = w / 2``).
+
+Each item depends only on ``(seed, kind, index)`` (its own random stream), so runs are deterministic, resumable
+(finished items are skipped) and parallel (items are independent). An item is written into a temporary folder and
+renamed into place when complete, so an interrupted run never leaves a half-written item behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterable, Literal, Optional, Sequence
+
+import numpy as np
+
+from tttlrm_ns.synth import assets as A
+from tttlrm_ns.synth.cameras import focal_from_fov, gl_c2w_to_cv_w2c, sphere_poses
+from tttlrm_ns.synth.room import AssetSources, LightSpec, RoomConfig, SceneSpec, build_room, camera_path
+
+SCENE_FILE = "opencv_cameras.json"
+_KIND_ID = {"objects": 1, "scenes": 2}
+_PIXEL_RULE = ("pixel (u, v) samples the continuous point (u + 0.5, v + 0.5): cx = w / 2 is a centred camera "
+               "(tttlrm_ns.conventions); strict OpenCV (integer pixel centres) needs cx - 0.5, cy - 0.5")
+
+
+@dataclass
+class ObjectsConfig:
+    """Object turntables, like ``gso_toy``: object scaled into the unit sphere, cameras on a sphere around it."""
+
+    views: int = 32
+    fov_deg: float = 50.0  # gso_toy: fx = 549 px at 512 px
+    distance: float = 2.7  # gso_toy camera distance
+    elevation_range: tuple[float, float] = (-20.0, 60.0)
+    background: Literal["rgba", "white"] = "rgba"  # RGBA PNG (straight alpha) or composited over white (RGB)
+    ambient: float = 0.35
+    headlight: float = 2.5
+    supersample: int = 1  # odd; 3 = 3x3 anti-aliasing (about 5-8x slower)
+
+
+@dataclass
+class ScenesConfig:
+    """Furnished rooms seen along a handheld-like camera path."""
+
+    frames: int = 120
+    supersample: int = 1  # odd; 3 = 3x3 anti-aliasing
+    room: RoomConfig = field(default_factory=RoomConfig)
+
+
+@dataclass
+class GenerateConfig:
+    """What to generate and where. ``assets``: ``auto`` = Debian furniture + Sweet Home 3D textures where installed,
+    procedural otherwise; ``debian`` = require them; ``cc0`` = CC0 furniture only + procedural textures (nothing
+    that needs attribution or is copyleft); ``procedural`` = self-made assets only."""
+
+    kind: Literal["objects", "scenes"]
+    out: Path
+    num: int = 1
+    height: int = 256
+    width: int = 256
+    seed: int = 0
+    start: int = 0
+    image_format: Literal["png", "jpg"] = "png"
+    jpeg_quality: int = 95
+    save_depth: bool = True
+    assets: Literal["auto", "debian", "cc0", "procedural"] = "auto"
+    libraries: tuple[str, ...] = ("BlendSwap-CC-0",)
+    furniture_dir: Path = A.FURNITURE_DIR
+    textures_jar: Optional[Path] = None
+    cache_dir: Path = Path.home() / ".cache/tttlrm_ns/synth"
+    workers: int = 1
+    objects: ObjectsConfig = field(default_factory=ObjectsConfig)
+    scenes: ScenesConfig = field(default_factory=ScenesConfig)
+
+    def validate(self) -> None:
+        if self.kind not in _KIND_ID:
+            raise ValueError(f"kind must be 'objects' or 'scenes', got {self.kind!r}")
+        if self.height < 8 or self.width < 8:
+            raise ValueError(f"resolution {self.height}x{self.width} is too small (at least 8x8)")
+        if self.num < 0 or self.start < 0:
+            raise ValueError("num and start must be >= 0")
+        if self.image_format not in ("png", "jpg"):
+            raise ValueError(f"image format must be png or jpg, got {self.image_format!r}")
+        if self.kind == "objects" and self.objects.background == "rgba" and self.image_format == "jpg":
+            raise ValueError("RGBA object renders need PNG: use --format png or --background white")
+        bad = [lib for lib in self.libraries if lib not in A.LIBRARY_LICENSES]
+        if bad:
+            raise ValueError(f"unknown furniture libraries {bad}; choose from {sorted(A.LIBRARY_LICENSES)}")
+        if self.assets == "cc0" and any(A.LIBRARY_LICENSES[lib] != "CC0-1.0" for lib in self.libraries):
+            raise ValueError(f"--assets cc0 allows only CC0 libraries, got {list(self.libraries)}")
+        for ss in (self.objects.supersample, self.scenes.supersample):
+            if ss < 1 or ss % 2 == 0:
+                raise ValueError(f"supersample must be an odd integer >= 1, got {ss}")
+        if (self.kind == "objects" and self.objects.views < 1) or (self.kind == "scenes" and self.scenes.frames < 2):
+            raise ValueError("need at least 1 view per object / 2 frames per scene")
+
+
+def item_name(kind: str, index: int) -> str:
+    return f"{'object' if kind == 'objects' else 'scene'}_{index:05d}"
+
+
+def item_rng(cfg: GenerateConfig, index: int) -> np.random.Generator:
+    """The item's own random stream: a function of (seed, kind, index) only."""
+    return np.random.default_rng(np.random.SeedSequence([cfg.seed, _KIND_ID[cfg.kind], index]))
+
+
+def resolve_sources(cfg: GenerateConfig) -> AssetSources:
+    """Load the asset catalogues the config asks for (see :class:`GenerateConfig`); missing packages fall back to
+    procedural assets under ``auto`` and raise :class:`~tttlrm_ns.synth.assets.AssetError` under ``debian``/``cc0``."""
+    furniture, textures = [], None
+    if cfg.assets != "procedural":
+        try:
+            # Rooms take room furniture; objects may be anything that is not a person, vehicle or garden item.
+            categories = A.ROOM_CATEGORIES if cfg.kind == "scenes" else None
+            furniture = A.load_furniture_catalog(cfg.libraries, cfg.furniture_dir, categories)
+        except A.AssetError:
+            if cfg.assets != "auto":
+                raise
+    if cfg.assets in ("auto", "debian"):
+        jar = A.find_texture_jar(cfg.textures_jar)
+        if jar is not None:
+            textures = A.load_jar_textures(jar)
+        elif cfg.assets == "debian":
+            raise A.AssetError("sweethome3d.jar not found: apt-get download sweethome3d && dpkg -x sweethome3d_*.deb "
+                               "DIR, then --textures-jar DIR/usr/share/sweethome3d/sweethome3d.jar")
+    return AssetSources(furniture=furniture, textures=textures, cache_dir=Path(cfg.cache_dir))
+
+
+def _object_spec(rng: np.random.Generator, cfg: GenerateConfig, sources: AssetSources) -> tuple[SceneSpec, dict]:
+    """One model centred at the origin and scaled into the unit sphere, lit by ambient + headlight + a key light."""
+    meshes = attribution = None
+    pool = list(sources.furniture)
+    for _ in range(10 if pool else 0):
+        model = pool[int(rng.integers(len(pool)))]
+        try:
+            meshes, attribution = A.load_furniture_meshes(model, sources.cache_dir), model.attribution()
+            break
+        except (A.AssetError, ValueError, IndexError, KeyError):
+            continue
+    if meshes is None:
+        meshes, attribution = A.procedural_furniture(rng)
+    verts = np.concatenate([m.vertices for m in meshes])
+    centre = (verts.min(0) + verts.max(0)) / 2
+    scale = 1.0 / np.linalg.norm(verts - centre, axis=1).max()
+    norm = np.diag([scale, scale, scale, 1.0])
+    norm[:3, 3] = -scale * centre
+    spec = SceneSpec(ambient=cfg.objects.ambient, bg_color=(1.0, 1.0, 1.0, 1.0))
+    spec.meshes = [(m.copy().apply_transform(norm), True) for m in meshes]
+    key = np.eye(4)
+    key[:3, :3] = np.array([[1, 0, 0], [0, 0.5, 0.866], [0, -0.866, 0.5]])  # from above, tilted 60 degrees
+    spec.lights.append(LightSpec("directional", key, np.ones(3), 1.5))
+    spec.attributions.append(attribution)
+    return spec, {"centre_m": centre.tolist(), "scale": float(scale)}
+
+
+def _encode_image(rgb: np.ndarray, alpha: Optional[np.ndarray], path: Path, cfg: GenerateConfig) -> None:
+    from PIL import Image
+
+    if alpha is not None:
+        Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(path, format="PNG")
+    elif cfg.image_format == "jpg":
+        Image.fromarray(rgb, "RGB").save(path, format="JPEG", quality=cfg.jpeg_quality)
+    else:
+        Image.fromarray(rgb, "RGB").save(path, format="PNG")
+
+
+def generate_item(cfg: GenerateConfig, index: int, renderer, sources: AssetSources,
+                  on_frame: Optional[Callable[[], None]] = None) -> Optional[int]:
+    """Render item ``index`` into ``cfg.out``; returns the number of images written, or None if it already exists."""
+    from tttlrm_ns.synth.render import Intrinsics
+
+    out = Path(cfg.out)
+    name = item_name(cfg.kind, index)
+    final = out / name
+    if (final / SCENE_FILE).is_file():
+        return None
+    if final.exists():
+        raise FileExistsError(f"{final} exists but has no {SCENE_FILE}: not written by this tool (or damaged); "
+                              "remove it to regenerate")
+    rng = item_rng(cfg, index)
+    h, w = cfg.height, cfg.width
+    extra = {}
+    if cfg.kind == "objects":
+        spec, extra = _object_spec(rng, cfg, sources)
+        f = focal_from_fov(cfg.objects.fov_deg, w)
+        poses = sphere_poses(rng, cfg.objects.views, cfg.objects.distance, cfg.objects.elevation_range)
+        rgba, headlight, ss = cfg.objects.background == "rgba", cfg.objects.headlight, cfg.objects.supersample
+    else:
+        spec, layout = build_room(rng, cfg.scenes.room, sources)
+        f = focal_from_fov(rng.uniform(*cfg.scenes.room.fov_range), w)
+        poses = camera_path(rng, cfg.scenes.room, layout, cfg.scenes.frames)
+        rgba, headlight, ss = False, 0.0, cfg.scenes.supersample
+        extra = {"room_size_m": [layout.width, layout.height, layout.depth]}
+    intr = Intrinsics(fx=f, fy=f, cx=w / 2, cy=h / 2, width=w, height=h)
+    w2c = gl_c2w_to_cv_w2c(poses)
+
+    tmp = out / f".tmp-{name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "images").mkdir(parents=True)
+    if cfg.save_depth:
+        (tmp / "depth").mkdir()
+    ext = "png" if rgba else cfg.image_format
+    frames = []
+    for i, (rgb, alpha, depth) in enumerate(renderer.render(spec, intr, poses, rgba=rgba, headlight=headlight,
+                                                                     supersample=ss)):
+        frame = {"file_path": f"images/{i:04d}.{ext}"}
+        _encode_image(rgb, alpha, tmp / frame["file_path"], cfg)
+        if cfg.save_depth:
+            frame["depth_path"] = f"depth/{i:04d}.npy"
+            np.save(tmp / frame["depth_path"], depth)
+        frame.update(w2c=w2c[i].tolist(), w=w, h=h, fx=f, fy=f, cx=intr.cx, cy=intr.cy)
+        frames.append(frame)
+        if on_frame is not None:
+            on_frame()
+    unique_assets = list({json.dumps(a, sort_keys=True): a for a in spec.attributions}.values())
+    meta = {
+        "scene_name": name,
+        "frames": frames,
+        "generator": {"tool": "tttlrm_ns.synth (scripts/make_synthetic_data.py)", "kind": cfg.kind, "seed": cfg.seed,
+                      "index": index, "renderer": f"pyrender 0.1.45 + OSMesa (raster, {ss}x{ss} supersampling, no global illumination)",
+                      "depth": "planar z along the optical axis (float32 .npy), 0 = background",
+                      "pixel_centre": _PIXEL_RULE, **extra},
+        "assets": unique_assets,
+    }
+    (tmp / SCENE_FILE).write_text(json.dumps(meta, indent=1))
+    os.rename(tmp, final)  # atomic publish: the item appears complete or not at all
+    return len(frames)
+
+
+def _clean_stale_tmp(out: Path) -> None:
+    """Remove temporary item folders left by processes that no longer exist (killed runs)."""
+    for tmp in out.glob(".tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit("-", 1)[1])
+            os.kill(pid, 0)
+        except (ValueError, ProcessLookupError):
+            shutil.rmtree(tmp, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, someone else's
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Driver: sequential in-process, or a pool of worker processes (one GL context each).
+
+_WORKER: dict = {}
+
+
+def _worker_item(cfg: GenerateConfig, index: int) -> tuple[int, Optional[int], float]:
+    from tttlrm_ns.synth.render import SpecRenderer
+
+    if "renderer" not in _WORKER:
+        _WORKER["renderer"] = SpecRenderer()
+        _WORKER["sources"] = resolve_sources(cfg)
+    t0 = time.perf_counter()
+    n = generate_item(cfg, index, _WORKER["renderer"], _WORKER["sources"])
+    return index, n, time.perf_counter() - t0
+
+
+@dataclass
+class RunSummary:
+    written: int = 0
+    skipped: int = 0
+    images: int = 0
+    seconds: float = 0.0
+
+    @property
+    def images_per_hour(self) -> float:
+        return 3600.0 * self.images / self.seconds if self.seconds > 0 else float("nan")
+
+
+def generate(cfg: GenerateConfig, progress: bool = True) -> RunSummary:
+    """Generate items ``start .. start + num - 1`` (skipping finished ones). Returns counts and timing."""
+    cfg.validate()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _clean_stale_tmp(out)
+    todo = [i for i in range(cfg.start, cfg.start + cfg.num) if not (out / item_name(cfg.kind, i) / SCENE_FILE).is_file()]
+    summary = RunSummary(skipped=cfg.num - len(todo))
+    per_item = cfg.objects.views if cfg.kind == "objects" else cfg.scenes.frames
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
+               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    t0 = time.perf_counter()
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        task = bar.add_task(f"{cfg.kind} -> {out}", total=len(todo) * per_item, rate="")
+
+        def tick(n: int = 1) -> None:
+            summary.images += n
+            el = time.perf_counter() - t0
+            bar.update(task, advance=n, rate=f"{summary.images / max(el, 1e-9):.1f} img/s")
+
+        if cfg.workers <= 1:
+            from tttlrm_ns.synth.render import SpecRenderer
+
+            renderer, sources = (SpecRenderer(), resolve_sources(cfg)) if todo else (None, None)
+            for i in todo:
+                if generate_item(cfg, i, renderer, sources, on_frame=tick) is not None:
+                    summary.written += 1
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            # spawn: each worker imports pyrender fresh and owns exactly one GL context.
+            with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=mp.get_context("spawn")) as pool:
+                futures = [pool.submit(_worker_item, cfg, i) for i in todo]
+                for fut in as_completed(futures):
+                    _, n, _ = fut.result()
+                    if n is not None:
+                        summary.written += 1
+                        tick(n)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+__all__ = ["GenerateConfig", "ObjectsConfig", "ScenesConfig", "RunSummary", "generate", "generate_item",
+           "resolve_sources", "item_name", "item_rng", "SCENE_FILE"]
