@@ -91,7 +91,8 @@ def test_export_roundtrip(tmp_path, procedural_scenes):  # noqa: F811
     exported = load_model(summary.export)
     for (k, a), (_, b) in zip(trainer.model.state_dict().items(), exported.state_dict().items()):
         assert torch.equal(a, b), k
-    again = ckpt.export_checkpoint(tmp_path / "run" / "checkpoints" / "step_000000001.pt", tmp_path / "again.safetensors")
+    again = ckpt.export_checkpoint(tmp_path / "run" / "checkpoints" / "step_000000001.pt",
+                                   tmp_path / "again.safetensors")
     assert load_model(again).cfg == trainer.model.cfg
     assert ckpt.main([str(tmp_path / "run"), str(tmp_path / "cli.safetensors")]) == 0  # run folder -> newest
     assert torch.equal(load_model(tmp_path / "cli.safetensors").decoder[1].weight, trainer.model.decoder[1].weight)

@@ -1,10 +1,10 @@
-"""Data and sequence parallelism on CPU (gloo, 2 spawned processes) against the single-process run.
+"""Data and sequence parallelism on CPU (gloo, 2 or 4 spawned processes) against the single-process run.
 
-For each scenario both ranks run one optimiser step's micro steps and gradient reduction; the reduced loss and
+For each scenario every rank runs one optimiser step's micro steps and gradient reduction; the reduced loss and
 every parameter gradient must equal those of one process doing the whole global batch / the whole scene. The
-scenarios cover DDP with gradient accumulation (against micro-batches of two scenes), sequence parallelism of the full scan with the depth and opacity
-terms, sequence parallelism of the autoregressive scan (interleaved views), and (4 processes) two data-parallel
-groups of two sequence-parallel ranks.
+scenarios cover DDP with gradient accumulation (against micro-batches of two scenes), sequence parallelism of the
+full scan with the depth, opacity and LPIPS terms, sequence parallelism of the autoregressive scan (interleaved
+views), and (4 processes) two data-parallel groups of two sequence-parallel ranks.
 """
 
 from __future__ import annotations

@@ -145,7 +145,8 @@ class CheckpointConfig:
     keep_last: int = 3
     """Number of resumable checkpoints kept (older ones are deleted after a successful save)."""
     init_from: Optional[str] = None
-    """Initial weights: a model ``.safetensors`` export (e.g. of the previous curriculum stage) or an official ``.pt``."""
+    """Initial weights: a model ``.safetensors`` export (e.g. of the previous curriculum stage) or an official
+    ``.pt``."""
     export: bool = True
     """Write ``<output_dir>/model.safetensors`` (the format ``ns-train tttlrm`` loads) at the end."""
 

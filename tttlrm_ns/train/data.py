@@ -13,8 +13,8 @@ window start uniform, ``frames_per_window`` frames loaded = both ends + distinct
 random order. Inputs: the first ``N_in`` of that list, or ``N_in`` evenly spaced sorted frames when ``N_in`` is
 below a quarter of the list (the clean form of Q17). Targets: ``N_tgt`` drawn without replacement from all loaded
 frames, inputs included (overlap, as the official sampler). "ar": the ``2 N_in`` temporally first loaded frames,
-``N_in`` of them as sorted inputs; targets from those (all loaded frames if fewer than ``2 N_in``). "random" (object renders, no temporal order):
-inputs and targets drawn independently from all frames.
+``N_in`` of them as sorted inputs; targets from those (all loaded frames if fewer than ``2 N_in``). "random"
+(object renders, no temporal order): inputs and targets drawn independently from all frames.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ Only rank 0 logs and writes; every rank computes identically-keyed samples (see 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import resource
@@ -19,7 +20,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -322,7 +323,8 @@ class Trainer:
             bad += len(batch["skipped"])
             n_in = batch["images"].shape[1] * info.sp_size
             last = m == self.accum - 1
-            ctx = self.ddp_model.no_sync() if (not last and hasattr(self.ddp_model, "no_sync")) else _nullcontext()
+            no_sync = not last and hasattr(self.ddp_model, "no_sync")
+            ctx = self.ddp_model.no_sync() if no_sync else contextlib.nullcontext()
             with ctx:  # DDP all-reduces only in the last micro step's backward
                 terms, pv = self.micro_step(batch, 1.0 / self.accum)
             for k, v in terms.items():
@@ -491,14 +493,6 @@ class Trainer:
             Console(stderr=True).print(t)
         else:
             self._log_fn("; ".join(f"{k}: {v}" for k, v in rows))
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def train(cfg: TrainConfig, **kwargs) -> TrainSummary:

@@ -8,8 +8,6 @@ sequence parallelism the local share is everything and the terms are plain means
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
