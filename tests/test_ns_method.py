@@ -247,3 +247,13 @@ def _screenshot(url: str, path: Path, timeout: float = 150.0) -> Path:
             browser.wait(timeout=20)
         except subprocess.TimeoutExpired:
             browser.kill()
+
+
+def test_ns_render_dataset_views(run0, tmp_path):
+    _run([str(BIN / "ns-render"), "dataset", "--load-config", str(run0 / "config.yml"), "--split", "test",
+          "--output-path", str(tmp_path), "--rendered-output-names", "rgb"], cwd=tmp_path)
+    frames = sorted((tmp_path / "test" / "rgb").glob("*.jpg"))
+    assert [f.stem for f in frames] == ["frame0", "frame340"]  # the held-out frames 0 and 8 of the fixture
+    from PIL import Image
+
+    assert Image.open(frames[0]).size == (480, 270)  # rendered at the dataset cameras' resolution

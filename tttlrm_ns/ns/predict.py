@@ -51,6 +51,7 @@ class MemoryEstimate:
     """Predicted peak memory of :func:`predict_gaussians` in bytes, by component."""
 
     weights: int
+    images: int
     tokens: int
     activations: int
     decode_chunk: int
@@ -58,12 +59,12 @@ class MemoryEstimate:
 
     @property
     def total(self) -> int:
-        return self.weights + self.tokens + self.activations + self.decode_chunk + self.gaussians
+        return self.weights + self.images + self.tokens + self.activations + self.decode_chunk + self.gaussians
 
     def describe(self) -> str:
         parts = ", ".join(
             f"{name} {getattr(self, name) / GIB:.2f}"
-            for name in ("weights", "tokens", "activations", "decode_chunk", "gaussians")
+            for name in ("weights", "images", "tokens", "activations", "decode_chunk", "gaussians")
         )
         return f"{self.total / GIB:.2f} GiB ({parts} GiB)"
 
@@ -98,6 +99,7 @@ def estimate_memory(
     kept = math.ceil(keep_fraction * num_views * pixels_per_view)
     return MemoryEstimate(
         weights=4 * n_params,
+        images=4 * 3 * num_views * pixels_per_view,  # the float32 input views
         tokens=4 * tokens * cfg.d,
         activations=int(ACTIVATION_FACTOR * act_bytes * tokens * cfg.d),
         # per chunk pixel: rays + 12-channel encoding (~30 floats), decoder output and decoded copy (2C floats)
