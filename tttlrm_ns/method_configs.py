@@ -1,10 +1,10 @@
 """nerfstudio methods of tttlrm_ns (registered through the ``nerfstudio.method_configs`` entry point).
 
-* ``tttlrm``: the full-scan scene model (paper's main setting): 32 k-means input views at 536x960, ``mean_cam``
-  normalisation, official pruning, pure feed-forward (no refinement).
+* ``tttlrm``: the full-scan scene model (paper's main setting): 32 k-means input views, long side 960 (960x536 for
+  16:9 images), ``mean_cam`` normalisation, official pruning, pure feed-forward (no refinement).
 * ``tttlrm-ar``: the autoregressive scan (fast weights updated every 4 views, ``first_cam`` normalisation);
   ``--pipeline.model.selective-update True`` turns on the elastic selective update.
-* ``tttlrm-object``: the object-level preset (patch 16), 24 input views at 512x512, white background.
+* ``tttlrm-object``: the object-level preset (patch 16), 24 input views, long side 512, white background.
 * ``tttlrm-refine3`` / ``tttlrm-refine10``: ``tttlrm`` followed by the paper's 3- / 10-step refinement.
 
 Every method reads ``opencv_cameras.json`` scenes by default (dataparser ``opencv-cameras``); nerfstudio's own
@@ -75,8 +75,7 @@ tttlrm_object_config = _trainer(
     _pipeline(
         TttlrmNSModelConfig(model_preset="object_level", background_color="white"),
         views=ViewSelectionConfig(mode="kmeans", num_views=24),
-        input_height=512,
-        input_width=512,
+        input_long_side=512,
     ),
 )
 
@@ -100,7 +99,7 @@ tttlrm_ar_method = MethodSpecification(
 )
 tttlrm_object_method = MethodSpecification(
     config=tttlrm_object_config,
-    description="tttLRM object-level model (patch 16, 24 views at 512x512, white background)",
+    description="tttLRM object-level model (patch 16, 24 views, long side 512, white background)",
 )
 tttlrm_refine3_method = MethodSpecification(
     config=tttlrm_refine3_config, description="tttLRM full scan + 3 refinement steps on the input views (paper setting)"
