@@ -236,10 +236,11 @@ def test_projected_vertices_agree_with_depth(rendered):
         depth = np.load(folder / f["depth_path"])
         in_front, on_surface, n = check(f, depth, np.array(f["w2c"]))
         assert n > 50
-        assert in_front < 0.005, in_front
+        assert in_front < 0.02, in_front  # sub-pixel-thin parts (legs, handles) missed by every pixel centre
         assert on_surface > 0.1, on_surface  # many vertices are hidden (back sides, occluded furniture)
         bad_front, _, _ = check(f, depth, yaw4 @ np.array(f["w2c"]))
-        assert bad_front > in_front + 0.03, (in_front, bad_front)  # the check notices a wrong camera
+        # the same check notices a camera turned by 10 degrees
+        assert bad_front > max(3 * in_front, in_front + 0.03), (in_front, bad_front)
 
 
 @needs_gl

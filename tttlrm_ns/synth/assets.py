@@ -41,7 +41,7 @@ LIBRARY_LICENSES = {
 EXCLUDED_CATEGORIES = {"Characters", "Vehicles", "Exterior", "Staircases"}
 ROOM_CATEGORIES = ("Living room", "Kitchen", "Bedroom", "Office", "Bathroom", "Lights")
 # Outdoor ground textures of the jar's "Floor" category, not used for rooms.
-OUTDOOR_TEXTURES = {"grass", "pebbles", "pavingStone"}
+OUTDOOR_TEXTURES = {"grass", "pebbles", "pavingStone", "boxTree"}
 _TEXTURE_PREFIX = "com/eteks/sweethome3d/io/resources/textures/"
 
 

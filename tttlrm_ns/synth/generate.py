@@ -234,10 +234,11 @@ def generate_item(cfg: GenerateConfig, index: int, renderer, sources: AssetSourc
         "frames": frames,
         "generator": {"tool": "tttlrm_ns.synth (scripts/make_synthetic_data.py)", "kind": cfg.kind, "seed": cfg.seed,
                       "index": index, "renderer": f"pyrender 0.1.45 + OSMesa (raster, {ss}x{ss} supersampling, no global illumination)",
-                      "depth": "planar z along the optical axis (float32 .npy), 0 = background",
                       "pixel_centre": _PIXEL_RULE, **extra},
         "assets": unique_assets,
     }
+    if cfg.save_depth:
+        meta["generator"]["depth"] = "planar z along the optical axis (float32 .npy), 0 = background"
     (tmp / SCENE_FILE).write_text(json.dumps(meta, indent=1))
     os.rename(tmp, final)  # atomic publish: the item appears complete or not at all
     return len(frames)

@@ -263,7 +263,7 @@ def _view_directions(rng, cfg: RoomConfig, layout: RoomLayout, pts: np.ndarray) 
     for p in pts:
         best = None
         for _ in range(20):
-            if centres and rng.uniform() < 0.6:
+            if centres and rng.uniform() < 0.75:
                 t = centres[int(rng.integers(len(centres)))] + rng.normal(0, 0.2, 2)
             else:
                 t = rng.uniform([-w / 2, -d / 2], [w / 2, d / 2])
