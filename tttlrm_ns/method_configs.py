@@ -91,7 +91,8 @@ tttlrm_refine10_config = _refined("tttlrm-refine10", "10")
 
 tttlrm_method = MethodSpecification(
     config=tttlrm_config,
-    description="tttLRM feed-forward 3D Gaussians (full scan, 32 k-means views); weights via --pipeline.model.checkpoint",
+    description="tttLRM feed-forward 3D Gaussians (full scan, 32 k-means views); "
+    "weights via --pipeline.model.checkpoint",
 )
 tttlrm_ar_method = MethodSpecification(
     config=tttlrm_ar_config,

@@ -62,7 +62,9 @@ def make_plan(
     ``target_h x target_w`` (both or neither), else ``long_side`` (aspect kept, short side rounded down to the patch
     multiple), else the stored size cropped down to patch multiples (:func:`tttlrm_ns.data.scene.plan_resize`).
     """
-    cfg = ResizeConfig(height=target_h, width=target_w, long_side=long_side, mode=mode, patch_size=patch)  # type: ignore[arg-type]
+    cfg = ResizeConfig(
+        height=target_h, width=target_w, long_side=long_side, mode=mode, patch_size=patch  # type: ignore[arg-type]
+    )
     return plan_resize(width, height, cfg)
 
 

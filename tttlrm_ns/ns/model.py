@@ -224,7 +224,9 @@ class TttlrmNSModel(SplatfactoModel):
     def _get_downscale_factor(self) -> int:
         return 1
 
-    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> List[TrainingCallback]:
         cbs = [
             TrainingCallback(
                 [TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
@@ -291,7 +293,9 @@ class TttlrmNSModel(SplatfactoModel):
         )
         if self.training and self.strategy is not None:
             self.info.setdefault("gaussian_ids", None)  # gsplat's unpacked meta carries it as None; the strategy asks
-            self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info)
+            self.strategy.step_pre_backward(
+                self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info
+            )
 
         rgb = torch.clamp(render[..., :3] + (1 - alpha) * background, 0.0, 1.0)  # [1, H, W, 3]
         depth = None

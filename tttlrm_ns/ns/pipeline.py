@@ -210,7 +210,9 @@ class TttlrmPipeline(VanillaPipeline):
                                 c.resize_mode)
         v = len(idx)
 
-        est = estimate_memory(cfg, v, plan.out_h, plan.out_w, keep_fraction(self.config.prune, v), self.config.chunk_views)
+        est = estimate_memory(
+            cfg, v, plan.out_h, plan.out_w, keep_fraction(self.config.prune, v), self.config.chunk_views
+        )
         budget = (
             int(self.config.memory_budget_gb * GIB) if self.config.memory_budget_gb is not None
             else available_memory(self.device)
@@ -220,7 +222,8 @@ class TttlrmPipeline(VanillaPipeline):
                 f"tttLRM prediction from {v} views of {plan.out_h}x{plan.out_w} pixels needs about {est.describe()} "
                 f"but only {budget / GIB:.2f} GiB are available on {torch.device(self.device).type}. Reduce it with "
                 f"fewer input views (--pipeline.views.num-views, now {v}), a lower resolution "
-                f"(--pipeline.input-height / --pipeline.input-width / --pipeline.input-long-side, now {plan.out_h}x{plan.out_w}), fewer views per "
+                f"(--pipeline.input-long-side or --pipeline.input-height / --pipeline.input-width, now "
+                f"{plan.out_h}x{plan.out_w}), fewer views per "
                 f"decoding chunk (--pipeline.chunk-views, now {self.config.chunk_views})"
                 + ("" if cfg.autocast_bf16 else " or bf16 activations (--pipeline.model.bf16 on)")
                 + "; --pipeline.memory-budget-gb overrides the available amount."
@@ -238,7 +241,8 @@ class TttlrmPipeline(VanillaPipeline):
         if method == "auto":
             method = "mean_cam" if cfg.scan == "full" else "first_cam"
         c2w_norm, transform = normalize_cameras(c2w, method)
-        background = self.model.background_color.float() if self.model.config.background_color != "random" else torch.ones(3)
+        random_bg = self.model.config.background_color == "random"
+        background = torch.ones(3) if random_bg else self.model.background_color.float()
         image_t = inputs.prepare_images(images, plan, background.cpu())
 
         from tttlrm_ns.model.checkpoint import load_any

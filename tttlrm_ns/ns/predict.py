@@ -156,7 +156,9 @@ def _encode_tokens(model: TttlrmModel, images: Tensor, c2w: Tensor, fxfycxcy: Te
     return x
 
 
-def _decode_chunk(model: TttlrmModel, x: Tensor, c2w: Tensor, fxfycxcy: Tensor, s: int, e: int, h: int, w: int) -> Gaussians:
+def _decode_chunk(
+    model: TttlrmModel, x: Tensor, c2w: Tensor, fxfycxcy: Tensor, s: int, e: int, h: int, w: int
+) -> Gaussians:
     """Gaussians [(e-s)*h*w] of views s..e-1 from the final tokens ``x`` [1, V*n, d]."""
     cfg = model.cfg
     n = (h // cfg.patch_size) * (w // cfg.patch_size)
@@ -214,7 +216,8 @@ def predict_gaussians(
         per_view = h * w
         logits = torch.empty(v * per_view, device=images.device)
         for s, e in chunks:
-            logits[s * per_view : e * per_view] = _decode_chunk(model, x, c2w, fxfycxcy, s, e, h, w).opacity_logits[:, 0]
+            g = _decode_chunk(model, x, c2w, fxfycxcy, s, e, h, w)
+            logits[s * per_view : e * per_view] = g.opacity_logits[:, 0]
         many = v >= prune.many_views
         keep = prune_indices(
             logits,
