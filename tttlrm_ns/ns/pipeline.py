@@ -14,6 +14,7 @@ At construction in training mode (``ns-train``), after nerfstudio's datamanager 
 
 In the other modes (``ns-eval``, ``ns-export``, ``ns-viewer`` and ``ns-render`` load a finished run with
 ``test_mode`` "test" or "inference") the backbone is skipped: the Gaussians come from the nerfstudio checkpoint.
+(Resuming an ``ns-train`` run with ``--load-dir`` predicts once more before the checkpoint replaces the result.)
 """
 
 from __future__ import annotations
