@@ -169,7 +169,9 @@ void project_bwd(int64_t C, int64_t N, const S* means, const S* quats, const S* 
       if (v_comps) {
         // comp = sqrt(det(cov)/det(cov + eps I)); d(det ratio)/dcov = (1 - comp^2) Q - eps det(Q) I.
         const S comp = comps[o];
-        const S k = v_comps[o] * S(0.5) / (comp + S(1e-6));
+        // Exact derivative (gsplat adds 1e-6 to comp here, a ~1e-6 relative deviation); comp == 0 only when the
+        // unblurred 2D covariance is singular, where the sqrt is not differentiable: pass no gradient.
+        const S k = comp > 0 ? v_comps[o] * S(0.5) / comp : S(0);
         const S detQ = Q[0][0] * Q[1][1] - Q[0][1] * Q[1][0];
         const S one_m = S(1) - comp * comp;
         for (int a = 0; a < 2; ++a)
