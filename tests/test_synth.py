@@ -133,23 +133,34 @@ def _ray_cast_depth(tris: np.ndarray, frame: dict, cx_shift: float = 0.0) -> np.
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
-    """One procedural room (exact ray-cast check), one room with Debian furniture if installed, two objects."""
+    """One procedural room (exact ray-cast check), one room with Debian furniture if installed, two objects.
+
+    Rendered by the CLI in subprocesses (in parallel), so no GL context lives in the pytest process; the configs
+    below mirror the CLI arguments and are used to rebuild the (GL-free) scene geometry for the checks."""
     if not _OK:
         pytest.skip(f"OSMesa rendering unavailable: {_REASON}")
-    from tttlrm_ns.synth.generate import GenerateConfig, ObjectsConfig, ScenesConfig, generate
+    from tttlrm_ns.synth.generate import GenerateConfig, ObjectsConfig, ScenesConfig
 
     root = tmp_path_factory.mktemp("synth")
-    cfgs = {
-        "procedural": GenerateConfig(kind="scenes", out=root / "proc", num=1, height=48, width=64, seed=7,
-                                     assets="procedural", scenes=ScenesConfig(frames=2)),
-        "auto": GenerateConfig(kind="scenes", out=root / "auto", num=1, height=48, width=64, seed=3,
-                               scenes=ScenesConfig(frames=2)),
-        "objects": GenerateConfig(kind="objects", out=root / "obj", num=2, height=64, width=64, seed=1,
-                                  objects=ObjectsConfig(views=2)),
+    runs = {
+        "procedural": (GenerateConfig(kind="scenes", out=root / "proc", num=1, height=48, width=64, seed=7,
+                                      assets="procedural", scenes=ScenesConfig(frames=2)),
+                       ["--kind", "scenes", "--res", "48x64", "--seed", "7", "--assets", "procedural", "--frames", "2"]),
+        "auto": (GenerateConfig(kind="scenes", out=root / "auto", num=1, height=48, width=64, seed=3,
+                                scenes=ScenesConfig(frames=2)),
+                 ["--kind", "scenes", "--res", "48x64", "--seed", "3", "--frames", "2"]),
+        "objects": (GenerateConfig(kind="objects", out=root / "obj", num=2, height=64, width=64, seed=1,
+                                   objects=ObjectsConfig(views=2)),
+                    ["--kind", "objects", "--num", "2", "--res", "64x64", "--seed", "1", "--views", "2"]),
     }
-    for cfg in cfgs.values():
-        generate(cfg, progress=False)
-    return cfgs
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, str(REPO / "scripts/make_synthetic_data.py"), "--no-progress",
+                               "--out", str(cfg.out), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for cfg, args in runs.values()]
+    for p in procs:
+        out, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err
+    return {k: cfg for k, (cfg, _) in runs.items()}
 
 
 def _spec_of(cfg, index=0):

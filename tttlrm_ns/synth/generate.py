@@ -20,13 +20,12 @@ renamed into place when complete, so an interrupted run never leaves a half-writ
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Optional, Sequence
+from typing import Callable, Literal, Optional
 
 import numpy as np
 
