@@ -334,7 +334,9 @@ void raster_bwd_impl(int64_t C, int64_t N, int Druntime, const S* means2d, const
     std::vector<S> T(NP), buf(NP * D), vc(NP * D), va(NP), tf(NP);
     std::vector<S> tmp(static_cast<size_t>(RS) * 12);  // per-row scratch
     std::vector<int32_t> last(NP), row_max(tile_size);
-    std::vector<S> lcol(D);  // colour gradient of the current Gaussian within this tile
+    // Per-lane partial sums for the current Gaussian within this tile: colour gradient [D][8] and
+    // means2d (2), conic (3), opacity (1), |means2d| (2), active-pixel count (1) as [9][8].
+    std::vector<S> lcol(static_cast<size_t>(D) * kLanes), lcol_sum(D), lane(9 * kLanes);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < n_tasks; ++task) {
       const int64_t c = task / n_tiles, tile = task % n_tiles;
@@ -385,9 +387,8 @@ void raster_bwd_impl(int64_t C, int64_t N, int Druntime, const S* means2d, const
         if constexpr (CD > 0)
           for (int k = 0; k < CD; ++k) col[k] = colp[k];
         const int32_t id32 = static_cast<int32_t>(idx);
-        S gx = 0, gy = 0, gc0 = 0, gc1 = 0, gc2 = 0, gop = 0, gax = 0, gay = 0;
-        bool used = false;
         std::fill(lcol.begin(), lcol.end(), S(0));
+        std::fill(lane.begin(), lane.end(), S(0));
         for (int yy = fp.y0; yy < fp.y1; ++yy) {
           if (row_max[yy] < id32) continue;  // no pixel of this row reaches this deep
           const S dy = my - (static_cast<S>(ty0 + yy) + S(0.5));
@@ -403,7 +404,6 @@ void raster_bwd_impl(int64_t C, int64_t N, int Druntime, const S* means2d, const
           // Three passes over the row span: (1) alpha, transmittance, weights; (2) per channel, the
           // d loss / d alpha terms and the behind-colour buffer; (3) gradients of sigma's inputs.
           S *fr = tmp.data(), *um = fr + RS, *ura = um + RS, *utn = ura + RS, *uva = utn + RS, *uvis = uva + RS;
-          S *ux = uvis + RS, *uy = ux + RS, *u0 = uy + RS, *u1 = u0 + RS, *u2 = u1 + RS, *uo = u2 + RS;
           for (int xb = x0; xb < x1; xb += kLanes) {
 #pragma omp simd
             for (int xx = xb; xx < xb + kLanes; ++xx) {
@@ -426,58 +426,59 @@ void raster_bwd_impl(int64_t C, int64_t N, int Druntime, const S* means2d, const
               uva[xx] = tfr[xx] * ra * var[xx];
             }
           }
-          S nu = 0;
-          for (int xb = x0; xb < x1; xb += kLanes) {
-#pragma omp simd reduction(+ : nu)
-            for (int xx = xb; xx < xb + kLanes; ++xx) nu += um[xx];
-          }
-          if (nu == 0) continue;
-          used = true;
+          // Channel pass and gradient sums accumulate per lane (horizontal sums once per Gaussian, below).
           for (int k = 0; k < D; ++k) {
             const S ck = CD > 0 ? col[k] : colp[k];
             S* bq = buf.data() + k * NP + row;
             const S* vq = vc.data() + k * NP + row;
-            S s = 0;
+            S* lk = lcol.data() + k * kLanes;
             for (int xb = x0; xb < x1; xb += kLanes) {
-#pragma omp simd reduction(+ : s)
-              for (int xx = xb; xx < xb + kLanes; ++xx) {
+#pragma omp simd
+              for (int j = 0; j < kLanes; ++j) {
+                const int xx = xb + j;
                 uva[xx] += (ck * utn[xx] - bq[xx] * ura[xx]) * vq[xx];
                 bq[xx] += ck * fr[xx];
-                s += fr[xx] * vq[xx];
+                lk[j] += fr[xx] * vq[xx];
               }
             }
-            lcol[k] += s;
           }
           for (int xb = x0; xb < x1; xb += kLanes) {
 #pragma omp simd
-            for (int xx = xb; xx < xb + kLanes; ++xx) {
+            for (int j = 0; j < kLanes; ++j) {
+              const int xx = xb + j;
               const S dx = mx - (static_cast<S>(tx0 + xx) + S(0.5));
               const S vis = uvis[xx];
               // 0/1 mask; a clamped alpha (o * vis > 0.999) passes no gradient to o and sigma
               const S mg = um[xx] * static_cast<S>(o * vis <= K::alpha_max);
               const S v_sigma = -o * vis * uva[xx] * mg;
-              ux[xx] = v_sigma * (a * dx + b * dy);
-              uy[xx] = v_sigma * (b * dx + cc * dy);
-              u0[xx] = S(0.5) * v_sigma * dx * dx;
-              u1[xx] = v_sigma * dx * dy;
-              u2[xx] = S(0.5) * v_sigma * dy * dy;
-              uo[xx] = vis * uva[xx] * mg;
-            }
-          }
-          for (int xb = x0; xb < x1; xb += kLanes) {
-#pragma omp simd reduction(+ : gx, gy, gc0, gc1, gc2, gop, gax, gay)
-            for (int xx = xb; xx < xb + kLanes; ++xx) {
-              gx += ux[xx];
-              gy += uy[xx];
-              gc0 += u0[xx];
-              gc1 += u1[xx];
-              gc2 += u2[xx];
-              gop += uo[xx];
-              gax += std::abs(ux[xx]);
-              gay += std::abs(uy[xx]);
+              const S ggx = v_sigma * (a * dx + b * dy), ggy = v_sigma * (b * dx + cc * dy);
+              lane[0 * kLanes + j] += ggx;
+              lane[1 * kLanes + j] += ggy;
+              lane[2 * kLanes + j] += S(0.5) * v_sigma * dx * dx;
+              lane[3 * kLanes + j] += v_sigma * dx * dy;
+              lane[4 * kLanes + j] += S(0.5) * v_sigma * dy * dy;
+              lane[5 * kLanes + j] += vis * uva[xx] * mg;
+              lane[6 * kLanes + j] += std::abs(ggx);
+              lane[7 * kLanes + j] += std::abs(ggy);
+              lane[8 * kLanes + j] += um[xx];
             }
           }
         }
+        S sums[9];
+        for (int q = 0; q < 9; ++q) {
+          S t = 0;
+          for (int j = 0; j < kLanes; ++j) t += lane[q * kLanes + j];
+          sums[q] = t;
+        }
+        const bool used = sums[8] > 0;
+        const S gx = sums[0], gy = sums[1], gc0 = sums[2], gc1 = sums[3], gc2 = sums[4], gop = sums[5];
+        const S gax = sums[6], gay = sums[7];
+        if (used)
+          for (int k = 0; k < D; ++k) {
+            S t = 0;
+            for (int j = 0; j < kLanes; ++j) t += lcol[k * kLanes + j];
+            lcol_sum[k] = t;
+          }
         if (used) {
           S* gp = G.data() + static_cast<size_t>(g) * stride;
           gp[0] += gx; gp[1] += gy; gp[2] += gc0; gp[3] += gc1; gp[4] += gc2; gp[5] += gop;
@@ -485,7 +486,7 @@ void raster_bwd_impl(int64_t C, int64_t N, int Druntime, const S* means2d, const
             gp[6] += gax;
             gp[7] += gay;
           }
-          for (int k = 0; k < D; ++k) gp[8 + k] += lcol[k];
+          for (int k = 0; k < D; ++k) gp[8 + k] += lcol_sum[k];
         }
       }
     }
