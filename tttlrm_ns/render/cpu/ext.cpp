@@ -69,6 +69,7 @@ std::vector<Tensor> bin_gaussians(Tensor means2d, Tensor radii, Tensor depths, i
   const auto dt = means2d.scalar_type();
   check(means2d, "means2d", dt); check(radii, "radii", at::kInt); check(depths, "depths", dt);
   const int64_t C = radii.size(0), N = radii.size(1);
+  TORCH_CHECK(C * N < INT32_MAX, "C * N = ", C * N, " (cameras x Gaussians) exceeds the int32 index range");
   std::vector<int64_t> offsets;
   std::vector<int32_t> ids;
   AT_DISPATCH_FLOATING_TYPES(dt, "bin_gaussians", [&] {
@@ -76,6 +77,9 @@ std::vector<Tensor> bin_gaussians(Tensor means2d, Tensor radii, Tensor depths, i
                                     depths.data_ptr<scalar_t>(), (int)tile_size, (int)tiles_x, (int)tiles_y, offsets,
                                     ids);
   });
+  // last_ids (int32) index this list: refuse sizes it cannot address instead of overflowing silently.
+  TORCH_CHECK(ids.size() < (size_t)INT32_MAX, "too many Gaussian-tile intersections (", ids.size(),
+              "): render fewer Gaussians or cameras per call, or use a larger tile_size");
   Tensor t_off = at::empty({(int64_t)offsets.size()}, at::kLong);
   Tensor t_ids = at::empty({(int64_t)ids.size()}, at::kInt);
   std::copy(offsets.begin(), offsets.end(), t_off.data_ptr<int64_t>());

@@ -2,11 +2,17 @@
 // pixel centres at +0.5, alpha = min(0.999, o * exp(-sigma)), skip sigma < 0 or alpha < 1/255, a pixel stops
 // before the Gaussian that would bring its transmittance to <= 1e-4.
 //
-// CPU-specific design: one task per (camera, tile) scheduled dynamically over OpenMP threads; inside a tile each
-// Gaussian only visits the pixels of the bounding box of its alpha >= 1/255 ellipse (sigma <= log(255 o)),
-// padded by a pixel so that rounding can never drop a pixel the exact test would keep; the per-pixel test itself
-// is the gsplat one, so results are unchanged. The backward pass walks each tile back to front and accumulates
-// per-Gaussian gradients in per-thread buffers (no atomics), reduced at the end.
+// CPU-specific design:
+// * one task per (camera, tile), scheduled dynamically over OpenMP threads;
+// * inside a tile, each Gaussian visits, row by row, only the pixels of its alpha >= 1/255 ellipse
+//   (sigma <= log(255 o), slightly inflated and padded by a pixel so rounding never drops a pixel the exact test
+//   keeps), widened to groups of 8 pixels; the per-pixel test itself is gsplat's, so results are unchanged;
+// * tile state is structure-of-arrays with rows padded to 8 ("dead" pixels never contribute), so every group
+//   loop has a constant trip count and vectorises (AVX2 when available); finished rows/spans are skipped via
+//   per-row bit masks;
+// * the backward pass walks each tile back to front (recovering T by division, as gsplat does, from the stored
+//   final transmittance), accumulates per-lane partial sums per Gaussian and adds them once per (Gaussian,
+//   tile) into per-thread gradient buffers (no atomics), which are reduced at the end.
 #include <omp.h>
 
 #include <algorithm>
