@@ -31,6 +31,28 @@ class Intrinsics:
     height: int
 
 
+def _ordered_scene_class(pr):
+    """A pyrender Scene that iterates its mesh and light nodes in name order.
+
+    pyrender keeps nodes in Python sets (iteration order follows memory addresses, so it changes from run to run).
+    Its renderer draws meshes in that order after a stable sort by node distance -- all our nodes sit at the origin,
+    so the order decides which of two coplanar faces wins the depth test -- and sums lights in that order (float
+    rounding). Both made repeated renders differ by a few pixel levels; name order makes them byte-identical.
+    """
+
+    class OrderedScene(pr.Scene):
+        @property
+        def mesh_nodes(self):
+            return sorted(self._mesh_nodes, key=lambda n: n.name or "")
+
+        @property
+        def light_nodes(self):
+            nodes = self.point_light_nodes | self.spot_light_nodes | self.directional_light_nodes
+            return sorted(nodes, key=lambda n: n.name or "")
+
+    return OrderedScene
+
+
 class SpecRenderer:
     """Holds one pyrender OffscreenRenderer (one GL context) per output size and renders scene specs.
 
@@ -42,6 +64,7 @@ class SpecRenderer:
 
     def __init__(self) -> None:
         self._pr = import_pyrender()
+        self._scene_cls = _ordered_scene_class(self._pr)
         self._renderers: dict[tuple[int, int], object] = {}
 
     def _renderer(self, width: int, height: int):
@@ -53,16 +76,17 @@ class SpecRenderer:
     def build(self, spec: SceneSpec):
         """spec -> pyrender.Scene (meshes double-sided: Sweet Home 3D models have inconsistent winding)."""
         pr = self._pr
-        scene = pr.Scene(bg_color=list(map(float, spec.bg_color)), ambient_light=[float(spec.ambient)] * 3)
-        for mesh, smooth in spec.meshes:
+        scene = self._scene_cls(bg_color=list(map(float, spec.bg_color)), ambient_light=[float(spec.ambient)] * 3)
+        for i, (mesh, smooth) in enumerate(spec.meshes):
             pm = pr.Mesh.from_trimesh(mesh, smooth=smooth and mesh.vertex_normals is not None)
             for prim in pm.primitives:
                 if prim.material is not None:
                     prim.material.doubleSided = True
-            scene.add(pm)
-        for light in spec.lights:
+            scene.add(pm, name=f"mesh{i:06d}")
+        for i, light in enumerate(spec.lights):
             cls = pr.PointLight if light.kind == "point" else pr.DirectionalLight
-            scene.add(cls(color=light.color.astype(float), intensity=float(light.intensity)), pose=light.pose)
+            scene.add(cls(color=light.color.astype(float), intensity=float(light.intensity)), pose=light.pose,
+                      name=f"light{i:06d}")
         return scene
 
     def render(self, spec: SceneSpec, intr: Intrinsics, poses_gl: np.ndarray, rgba: bool = False,
@@ -87,7 +111,7 @@ class SpecRenderer:
         cam = scene.add(pr.IntrinsicsCamera(intr.fx * s, intr.fy * s, intr.cx * s, intr.cy * s, znear=znear,
                                             zfar=zfar))
         if headlight > 0:  # a light that follows the camera: evenly lit object turntables
-            scene.add(pr.DirectionalLight(color=np.ones(3), intensity=headlight), parent_node=cam)
+            scene.add(pr.DirectionalLight(color=np.ones(3), intensity=headlight), parent_node=cam, name="light_head")
         renderer = self._renderer(w * s, h * s)
         mid = (s - 1) // 2
         for pose in poses_gl:
