@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tttlrm_ns.render import cpu_backend, rasterize
+from tttlrm_ns.render import cpu_backend, rasterize, reference
 from test_render_reference import make_scene  # tests/ is on sys.path (rootdir conftest, no package)
 
 NAMES = ("means", "quats", "scales", "opacities", "colors", "viewmats")
@@ -207,3 +207,21 @@ def test_cpu_matches_gsplat_cuda(mode, deg):
     for k in ("means", "quats", "scales", "opacities", "colors"):
         scale = float(g1[k].abs().max()) or 1.0
         assert float((g2[k].cpu() - g1[k]).abs().max()) <= 1e-3 * scale, k
+
+
+# ------------------------------------------------------------------------------------------ binning vs gsplat
+def test_binning_matches_gsplat_isect_tiles():
+    gsplat_impl = pytest.importorskip("gsplat.cuda._torch_impl")
+    s = make_scene(n=70, c=2, width=45, height=30, seed=17)
+    s["scales"][:5] *= 20  # Gaussians spanning many tiles
+    radii, means2d, depths, _, _ = cpu_backend.project_gaussians(
+        s["means"], s["quats"], s["scales"], s["viewmats"], s["Ks"], 45, 30)
+    tile, tx, ty = 8, 6, 4
+    _, isect_ids, flatten_ids = gsplat_impl._isect_tiles(means2d, radii, depths, tile, tx, ty)
+    offsets_g = gsplat_impl._isect_offset_encode(isect_ids, 2, tx, ty).flatten()
+    offsets, ids = cpu_backend.load_extension().bin_gaussians(means2d, radii, depths, tile, tx, ty)
+    assert torch.equal(ids.long(), flatten_ids.long())  # same (camera, tile, depth) order, same members
+    assert torch.equal(offsets[:-1], offsets_g.long()) and offsets[-1] == len(flatten_ids)
+    assert len(ids) > 200
+    offsets_r, ids_r = reference.bin_gaussians(means2d, radii, depths, tile, tx, ty)
+    assert torch.equal(offsets_r, offsets) and torch.equal(ids_r, ids.long() % 70)
