@@ -6,8 +6,10 @@
 
 Resumable (finished items are skipped; each item appears atomically), deterministic by --seed (item i depends on
 (seed, kind, i) only, so --start/--num can split a run across machines). Layout and conventions:
-tttlrm_ns/synth/generate.py; asset licences: DATA_LICENSES.md. Needs `apt-get install libosmesa6` (and, for real
-furniture, `apt-get install sweethome3d-furniture`); see docs/bench_synthetic_data.md for speed.
+tttlrm_ns/synth/generate.py; asset licences: DATA_LICENSES.md. Needs `apt-get install libosmesa6`; optional:
+`apt-get install sweethome3d-furniture` (furniture) and `apt-get download sweethome3d && dpkg -x sweethome3d_*.deb
+~/.cache/tttlrm_ns/sweethome3d` (wall/floor textures); without them assets are procedural. Install lines and speed:
+docs/bench_synthetic_data.md.
 """
 
 from __future__ import annotations
