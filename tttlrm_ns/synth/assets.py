@@ -98,7 +98,7 @@ def load_furniture_catalog(libraries: Sequence[str], furniture_dir: Path = FURNI
         archive = Path(furniture_dir) / f"{lib}.sh3f"
         if not archive.is_file():
             raise AssetError(f"furniture library {archive} not found (apt-get install -y sweethome3d-furniture, "
-                             f"or pass --furniture-dir / use --procedural)")
+                             f"or pass --furniture-dir DIR, or --assets procedural)")
         with zipfile.ZipFile(archive) as zf:
             props = _read_properties(zf.read("PluginFurnitureCatalog.properties").decode("latin-1"))
         indices = sorted(int(k.split("#")[1]) for k in props if k.startswith("model#"))
