@@ -277,6 +277,10 @@ def _view_directions(rng, cfg: RoomConfig, layout: RoomLayout, pts: np.ndarray) 
             if best is None or score > best[0]:
                 best = (score, yaw)
         yaw = best[1] if best else (prev or 0.0)
+        if prev is not None:  # hard limit: opposite consecutive directions would interpolate through zero
+            turn = (yaw - prev + math.pi) % (2 * math.pi) - math.pi
+            if abs(turn) > math.radians(100):
+                yaw = prev + math.copysign(math.radians(100), turn)
         pitch = math.radians(rng.uniform(*cfg.pitch_range))
         dirs.append([math.cos(pitch) * math.sin(yaw), math.sin(pitch), math.cos(pitch) * math.cos(yaw)])
         prev = yaw
