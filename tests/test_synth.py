@@ -295,6 +295,20 @@ def test_rooms_render_byte_identical_twice(tmp_path):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
 
 
+def test_bundled_sample_scene_is_valid_small_and_cc0():
+    """The sample scene of the README's first command: loadable, small, only CC0 inputs, provenance documented."""
+    from tttlrm_ns.data.scene import load_scene
+
+    folder = REPO / "tttlrm_ns/assets/sample_scene"
+    scene = load_scene(folder)  # validates poses, intrinsics, image files and sizes
+    assert len(scene) == 64 and (scene.width, scene.height) == (480, 270)
+    assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) < 4 * 2 ** 20
+    meta = json.loads((folder / "opencv_cameras.json").read_text())
+    assert meta["assets"] and all(a["license"] == "CC0-1.0" for a in meta["assets"])
+    readme = (folder / "README.md").read_text()
+    assert f"--seed {meta['generator']['seed']} --assets cc0" in readme and "CC0" in readme
+
+
 def test_cli_bad_resolution_message(tmp_path):
     r = _cli("--kind", "scenes", "--out", str(tmp_path), "--res", "144by256")
     assert r.returncode == 2 and "--res must look like HxW" in r.stderr
