@@ -149,7 +149,9 @@ def reference_worker(args) -> None:
         print(json.dumps({"ok": False, "error": f"{type(e).__name__}: {str(e)[:200]}"}))
 
 
-def run_reference(n: int, n_full: int, height: int, width: int, sh: int, args) -> Optional[Tuple[float, float]]:
+def run_reference(n: int, n_full: int, height: int, width: int, sh: int,
+                  args) -> Tuple[Optional[Tuple[float, float]], str]:
+    """(forward, F+B) seconds of the reference on the first ``n`` Gaussians, or (None, why it failed)."""
     cmd = [sys.executable, __file__, "--_ref-worker", "--n", str(n), "--n-full", str(n_full), "--height",
            str(height), "--width", str(width), "--sh", str(sh), "--threads", str(args.threads), "--runs",
            str(args.ref_runs), "--budget", str(args.ref_budget), "--mem-cap-gb", str(args.ref_mem_gb)]
@@ -157,33 +159,37 @@ def run_reference(n: int, n_full: int, height: int, width: int, sh: int, args) -
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(120.0, 8 * args.ref_budget))
     except subprocess.TimeoutExpired:
         print(f"  reference n={n}: timed out", flush=True)
-        return None
+        return None, "timed out"
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         print(f"  reference n={n}: failed (rc={proc.returncode}) {proc.stderr[-300:]}", flush=True)
-        return None
+        return None, f"failed (exit code {proc.returncode})"
     res = json.loads(lines[-1])
     if not res["ok"]:
         print(f"  reference n={n}: {res['error']}", flush=True)
-        return None
-    return res["f"], res["fb"]
+        oom = "allocate" in res["error"] or "MemoryError" in res["error"]
+        return None, (f"out of memory under the {args.ref_mem_gb:g} GB cap" if oom else "failed")
+    return (res["f"], res["fb"]), ""
 
 
-def reference_scaling(n_full: int, height: int, width: int, sh: int, args) -> List[Tuple[int, float, float]]:
-    """Measure the reference at growing N (doubling from a small count) while the next size fits the budget."""
-    n = max(256, n_full // 256)
+def reference_scaling(n_full: int, height: int, width: int, sh: int,
+                      args) -> Tuple[List[Tuple[int, float, float]], str]:
+    """Time the reference at N = n_full / 2^k, k = 8, 7, ..., 0, while the next size fits budget and memory.
+
+    Returns the measured (N, forward s, F+B s) points and why it stopped short of n_full ("" if it did not).
+    """
     points: List[Tuple[int, float, float]] = []
-    while n <= n_full:
-        res = run_reference(n, n_full, height, width, sh, args)
+    for k in range(8, -1, -1):
+        n = max(1, round(n_full / 2**k))
+        res, why = run_reference(n, n_full, height, width, sh, args)
         if res is None:
-            break
+            return points, f"N={n:,}: {why}"
         points.append((n, *res))
         print(f"  reference N={n:>7} {height}x{width} sh{sh}: F {res[0]:.3f} s  F+B {res[1]:.3f} s", flush=True)
         # Doubling N roughly doubles the time; stop when the next size would exceed the budget.
-        if 2 * (res[0] + res[1]) * args.ref_runs > args.ref_budget or n == n_full:
-            break
-        n = min(2 * n, n_full)
-    return points
+        if k > 0 and 2 * (res[0] + res[1]) * args.ref_runs > args.ref_budget:
+            return points, f"N={round(n_full / 2 ** (k - 1)):,}: over the {args.ref_budget:g} s budget"
+    return points, ""
 
 
 # --------------------------------------------------------------------------------------------------- cuda check
@@ -269,6 +275,8 @@ class Row:
     ref_fb: Optional[float] = None
     cpu_f_at_ref_n: Optional[float] = None
     cpu_fb_at_ref_n: Optional[float] = None
+    ref_stop: str = ""
+    """Why the reference was not timed at a larger N ("" if it reached the full N)."""
 
 
 def write_markdown(rows: List[Row], sweep: List[Row], args, path: Path, elapsed: float) -> None:
@@ -296,17 +304,21 @@ def write_markdown(rows: List[Row], sweep: List[Row], args, path: Path, elapsed:
         target = TARGETS.get((r.height, r.width))
         ok = "" if target is None else (f"{target} s " + ("met" if r.fb <= target else "**missed**"))
         if r.ref_n is None:
-            ref_cols = "not measured | n/a | n/a | n/a | n/a"
+            ref_cols = f"not measured ({r.ref_stop}) | n/a | n/a | n/a | n/a"
         else:
-            ref_cols = (f"{r.ref_n:,} | {fmt(r.ref_f)} / {fmt(r.ref_fb)} | {fmt(r.cpu_f_at_ref_n)} / "
+            full = r.ref_n == r.n
+            where = f"{r.ref_n:,}" + ("" if full else f" (next {r.ref_stop})")
+            ref_cols = (f"{where} | {fmt(r.ref_f)} / {fmt(r.ref_fb)} | {fmt(r.cpu_f_at_ref_n)} / "
                         f"{fmt(r.cpu_fb_at_ref_n)} | {r.ref_f / r.cpu_f_at_ref_n:.0f}x / "
-                        f"{r.ref_fb / r.cpu_fb_at_ref_n:.0f}x | >= {r.ref_fb / r.fb:.0f}x")
+                        f"{r.ref_fb / r.cpu_fb_at_ref_n:.0f}x | {'' if full else '>= '}{r.ref_fb / r.fb:.0f}x")
         lines.append(f"| {r.n:,} | {r.height}x{r.width} | {r.sh} | {fmt(r.f)} | {fmt(r.fb)} | {ok} | {ref_cols} |")
     lines += [
         "",
-        "The pure-torch reference does not fit time or memory at the full sizes, so it was timed on a subsample of "
-        "the same scene (first N Gaussians, same image size); no value is extrapolated. The last column is a lower "
-        "bound: reference F+B at the subsample divided by C++ F+B at the full N.",
+        "Where the pure-torch reference does not fit the time budget or memory cap at the full size it was timed "
+        "on a subsample of the same scene (first N Gaussians, same image size; the column says why it stopped); "
+        "no value is extrapolated. The last column is then a lower bound (\">=\"): reference F+B at the "
+        "subsample divided by C++ F+B at the full N. The C++ times at the subsample come from a separate run and "
+        "can differ slightly from the sweep's.",
         "",
         "## Sweep (SH 3)",
         "",
@@ -400,7 +412,7 @@ def main() -> None:
             f, fb = time_config(cpu, scene, w, h, sh, args.warmup, args.runs)
             print(f"CPU N={n:>7} {h}x{w} sh{sh}: F {f:.3f} s  F+B {fb:.3f} s", flush=True)
             row = Row(n, h, w, sh, f, fb)
-            pts = reference_scaling(n, h, w, sh, args)
+            pts, row.ref_stop = reference_scaling(n, h, w, sh, args)
             if sh == 3:
                 ref_points[(h, w)] = pts
             if pts:
