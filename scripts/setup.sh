@@ -6,9 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
-# System packages: libusb for open3d (ns-export), OSMesa for the synthetic-data renderer, a C++ compiler for
-# the CPU rasterizer extension.
-APT_PKGS="libusb-1.0-0 libosmesa6 libgl1 g++"
+# System packages: libusb for open3d (ns-export), OSMesa for the synthetic-data renderer, a C++ compiler and
+# ninja for the CPU rasterizer extension (torch.utils.cpp_extension builds with ninja), headless Chromium for the
+# viewer test (optional for users: set TTTLRM_NO_CHROMIUM=1 to skip it).
+APT_PKGS="libusb-1.0-0 libosmesa6 libgl1 g++ ninja-build"
+[ "${TTTLRM_NO_CHROMIUM:-0}" = 1 ] || APT_PKGS="$APT_PKGS chromium"
 missing=""
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
@@ -22,11 +24,13 @@ if [ ! -x .venv/bin/python ]; then
   $PY -m venv .venv
 fi
 VPY=.venv/bin/python
-if ! $VPY -c "import torch, torchvision, nerfstudio, gsplat, tttlrm_ns" >/dev/null 2>&1; then
+if ! $VPY -c "import torch, torchvision, nerfstudio, gsplat, pyrender, tttlrm_ns" >/dev/null 2>&1; then
   echo "[setup] installing torch + torchvision"
   $VPY -m pip install -q torch==2.14.1 torchvision==0.29.1
   echo "[setup] installing tttlrm_ns and its pinned dependencies"
   $VPY -m pip install -q -e ".[dev]"
+  # pyrender pins PyOpenGL==3.1.0; we run it with the PyOpenGL pinned in pyproject.toml (OSMesa works there).
+  $VPY -m pip install -q --no-deps pyrender==0.1.45
 fi
 
 if [ -f scripts/install_lpips_weights.py ]; then
