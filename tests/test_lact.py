@@ -11,7 +11,9 @@ from tttlrm_ns.model.lact import (
     apply_fast_weights,
     ar_schedule,
     full_schedule,
+    emulate_bf16_on,
     newton_schulz,
+    newton_schulz_reference,
     ttt_scan,
     update_deltas,
 )
@@ -51,6 +53,38 @@ def test_newton_schulz_orthogonalises(shape):
     xb = newton_schulz(g.float(), 5, torch.bfloat16)
     assert xb.dtype == torch.bfloat16
     assert (xb.double() - x).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 48), (2, 48, 16), (3, 32, 32)])
+@pytest.mark.parametrize("steps", [0, 1, 5])
+def test_emulated_bf16_newton_schulz_is_bitwise_the_native_one(shape, steps):
+    # Small inner dimensions: torch's bfloat16 GEMM and our float32 GEMM on bfloat16-rounded values sum in the
+    # same order, so every rounding must agree bit for bit; a missing or extra rounding shows up as a mismatch
+    # (the float32 iteration differs by ~3e-2 after 5 steps).
+    g = torch.randn(*shape, generator=torch.Generator().manual_seed(steps))
+    native = newton_schulz_reference(g, steps, torch.bfloat16)
+    emulated = newton_schulz(g, steps, torch.bfloat16, emulate_bf16=True)
+    assert emulated.dtype == native.dtype == torch.bfloat16
+    assert torch.equal(emulated, native)
+
+
+def test_emulated_bf16_newton_schulz_large_within_rounding():
+    # Large inner dimensions: the summation order may differ, so a few last-bit flips are allowed; the result is
+    # still far closer to the native bfloat16 iteration than the float32 iteration is.
+    g = torch.randn(2, 96, 384, generator=torch.Generator().manual_seed(0))
+    native = newton_schulz_reference(g, 5, torch.bfloat16).float()
+    emulated = newton_schulz(g, 5, torch.bfloat16, emulate_bf16=True).float()
+    fp32 = newton_schulz_reference(g, 5, torch.float32)
+    err = ((emulated - native).norm() / native.norm()).item()
+    assert err < 0.5 * ((fp32 - native).norm() / native.norm()).item(), err
+
+
+def test_bf16_emulation_switch_resolution():
+    cpu = torch.device("cpu")
+    assert emulate_bf16_on(cpu, "on") and not emulate_bf16_on(cpu, "off")
+    assert not emulate_bf16_on(torch.device("cuda"), "auto")  # GPUs have bfloat16 tensor cores
+    with pytest.raises(ValueError, match="ns_bf16_emulation"):
+        emulate_bf16_on(cpu, "sometimes")
 
 
 def test_newton_schulz_zero_steps_only_normalises():

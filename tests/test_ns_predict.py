@@ -55,9 +55,22 @@ def test_chunked_prediction_and_pruning_match_forward(scan, chunk):
     ref = prune(full, cfg, 4, torch.Generator().manual_seed(5))
     got = predict_gaussians(model, images, c2w, k, prune=cfg, chunk_views=chunk, generator=torch.Generator().manual_seed(5))
     assert got.num == ref.num == int(0.4 * full.num) + int(0.6 * 0.1 * full.num)
+    # Same Gaussians in the same order; values differ only by float rounding of the chunked matmuls. The one
+    # exception: two most-opaque Gaussians whose opacities tie to within that rounding may swap places.
+    order = torch.arange(got.num)
+    close = lambda a, b: torch.isclose(a, b, rtol=1e-4, atol=2e-4).flatten(1).all(1)  # noqa: E731
+    bad = ~torch.stack([close(getattr(got, f), getattr(ref, f)) for f in FIELDS]).all(0)
+    k1 = int(0.4 * full.num)
+    for i in bad.nonzero().flatten().tolist():
+        if order[i] != i:
+            continue  # already paired with its neighbour
+        assert i + 1 < k1, f"row {i} differs outside the opacity-sorted part"
+        tie = (ref.opacity_logits[i] - ref.opacity_logits[i + 1]).abs().max()
+        assert tie < 1e-3, f"rows {i}, {i + 1} differ and are no opacity tie ({float(tie):.2e})"
+        order[i], order[i + 1] = i + 1, i
+    assert int(bad.sum()) <= 4, f"{int(bad.sum())} rows differ"
     for f in FIELDS:
-        # same Gaussians in the same order; values differ only by float rounding of the chunked matmuls
-        torch.testing.assert_close(getattr(got, f), getattr(ref, f), rtol=1e-4, atol=2e-4, msg=f)
+        torch.testing.assert_close(getattr(got, f)[order], getattr(ref, f), rtol=1e-4, atol=2e-4, msg=f)
 
 
 def test_keep_fraction_matches_prune_count():

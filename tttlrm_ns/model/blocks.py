@@ -66,6 +66,7 @@ class FastWeightLayer(nn.Module):
         self.hyper = TTTHyper(
             muon_steps=cfg.muon_steps,
             ns_dtype=getattr(torch, cfg.ns_dtype),
+            ns_bf16_emulation=cfg.ns_bf16_emulation,
             weight_renorm=cfg.weight_renorm,
             detach_renorm_target=cfg.detach_renorm_target,
             elastic_lambda=cfg.elastic_lambda,

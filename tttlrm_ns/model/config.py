@@ -47,6 +47,10 @@ class TttlrmConfig:
     ns_dtype: Literal["bfloat16", "float32"] = "bfloat16"
     """Precision of the Newton-Schulz iteration. The official code always uses bfloat16, even in float32
     runs; float32 is better conditioned (the reference goldens carry a float32 variant for tight tests)."""
+    ns_bf16_emulation: Literal["auto", "on", "off"] = "auto"
+    """How a bfloat16 Newton-Schulz runs: "auto" emulates it (float32 matmuls on bfloat16-rounded values, same
+    roundings as the native path) on CPUs without bfloat16 matmul instructions, where torch's bfloat16 GEMM is
+    10-100x slower than float32; "on"/"off" force it. Not a model property: checkpoints load with any value."""
     weight_renorm: bool = True
     """Rescale every fast-weight column to its initial L2 norm after each update."""
     detach_renorm_target: bool = True

@@ -21,7 +21,11 @@ to its initial norm.
 
 Precision policy: fast-weight state, learning rates and renormalisation are float32; the update matmuls
 follow the ambient autocast; Newton-Schulz runs in ``ns_dtype`` (bfloat16 in the official code, whose
-result is promoted back to float32 when added).
+result is promoted back to float32 when added). On CPUs without bfloat16 matmul instructions (no AVX512-BF16 /
+AMX) a bfloat16 GEMM falls back to a scalar path that is 10-100x slower than float32; there the bfloat16
+iteration is *emulated*: every intermediate is rounded to bfloat16 exactly as the native path stores it, and the
+matmuls run in float32 on the rounded values (products of bfloat16 numbers are exact in float32, accumulation is
+float32 in both), so only the summation order differs (see :func:`newton_schulz`).
 
 FLOPs per update of S tokens (per head): 6*S*dh*m (forward to hidden and Z) + 6*S*dh*m (three outer
 products); per applied token 6*dh*m.
@@ -74,6 +78,8 @@ class TTTHyper:
 
     muon_steps: int = 5
     ns_dtype: torch.dtype = torch.bfloat16
+    ns_bf16_emulation: str = "auto"
+    """"auto" | "on" | "off": how a bfloat16 Newton-Schulz runs (see :func:`newton_schulz`)."""
     weight_renorm: bool = True
     detach_renorm_target: bool = True
     elastic_lambda: float = 0.0
@@ -82,13 +88,58 @@ class TTTHyper:
     elastic_compat: bool = True
 
 
-def newton_schulz(g: Tensor, steps: int, dtype: torch.dtype) -> Tensor:
+_FAST_BF16_CPU: Optional[bool] = None
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AVX512-BF16 or AMX-BF16, from /proc/cpuinfo)."""
+    global _FAST_BF16_CPU
+    if _FAST_BF16_CPU is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+        except OSError:
+            flags = []
+        _FAST_BF16_CPU = "avx512_bf16" in flags or "amx_bf16" in flags
+    return _FAST_BF16_CPU
+
+
+def emulate_bf16_on(device: torch.device, mode: str = "auto") -> bool:
+    """Resolve ``ns_bf16_emulation``: "auto" emulates on CPUs without hardware bfloat16 matmuls only."""
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"ns_bf16_emulation must be 'auto', 'on' or 'off', got {mode!r}")
+    if mode != "auto":
+        return mode == "on"
+    return device.type == "cpu" and not cpu_has_fast_bf16()
+
+
+def _bf16(x: Tensor) -> Tensor:
+    """Round to the nearest bfloat16 value, kept in float32."""
+    return x.to(torch.bfloat16).float()
+
+
+def newton_schulz(g: Tensor, steps: int, dtype: torch.dtype, emulate_bf16: Optional[bool] = None) -> Tensor:
     """Approximately orthogonalise each matrix of ``g [B, r, c]`` (quintic Newton-Schulz, Muon).
 
-    The input is cast to ``dtype`` (bfloat16, or at least float32 otherwise) and divided by its Frobenius norm; tall matrices are transposed so the
-    Gram matrix is the small one. The result stays in ``dtype``. With ``steps=0`` only the normalisation
-    (and the cast) happens, as in the official code.
+    The input is cast to ``dtype`` (bfloat16, or at least float32 otherwise) and divided by its Frobenius norm;
+    tall matrices are transposed so the Gram matrix is the small one. The result stays in ``dtype``. With
+    ``steps=0`` only the normalisation (and the cast) happens, as in the official code.
+
+    ``emulate_bf16`` (bfloat16 only; None = decide from the device, see :func:`emulate_bf16_on`): compute in
+    float32 but round every intermediate to bfloat16 where the native path stores a bfloat16 tensor. Element-wise
+    bfloat16 ops are computed in float32 and rounded by torch as well, so those match exactly; the matmuls differ
+    only in summation order (both accumulate in float32). :func:`newton_schulz_reference` holds the two together.
     """
+    if dtype == torch.bfloat16:
+        if emulate_bf16 is None:
+            emulate_bf16 = emulate_bf16_on(g.device)
+        if emulate_bf16:
+            return _newton_schulz_bf16_emulated(g, steps)
+    return newton_schulz_reference(g, steps, dtype)
+
+
+def newton_schulz_reference(g: Tensor, steps: int, dtype: torch.dtype) -> Tensor:
+    """Newton-Schulz in ``dtype`` with torch's own kernels (the official computation)."""
     a, b, c = NS_COEFFS
     if dtype != torch.bfloat16:
         dtype = torch.promote_types(g.dtype, dtype)  # "float32" means at least float32
@@ -101,6 +152,23 @@ def newton_schulz(g: Tensor, steps: int, dtype: torch.dtype) -> Tensor:
         gram = x @ x.mT  # [B, r, r]
         poly = b * gram + c * gram @ gram
         x = a * x + poly @ x
+    return x.mT if transposed else x
+
+
+def _newton_schulz_bf16_emulated(g: Tensor, steps: int) -> Tensor:
+    """:func:`newton_schulz_reference` in bfloat16, op by op, with float32 matmuls on bfloat16-rounded values."""
+    a, b, c = NS_COEFFS
+    r = _bf16
+    x = r(g.float())
+    transposed = g.size(-2) > g.size(-1)
+    if transposed:
+        x = x.mT
+    x = r(x / r(r(x.norm(dim=(-2, -1), keepdim=True)) + 1e-7))
+    for _ in range(steps):
+        gram = r(x @ x.mT)
+        poly = r(r(b * gram) + r(r(c * gram) @ gram))  # b * gram + c * gram @ gram parses as (c * gram) @ gram
+        x = r(r(a * x) + r(poly @ x))
+    x = x.to(torch.bfloat16)
     return x.mT if transposed else x
 
 
@@ -184,7 +252,7 @@ def ttt_step(
     fisher = list(state.fisher) if elastic else None
     new_w = []
     for j, (wj, dw) in enumerate(zip(state.weights, deltas)):
-        upd = newton_schulz(dw, hyper.muon_steps, hyper.ns_dtype)
+        upd = newton_schulz(dw, hyper.muon_steps, hyper.ns_dtype, emulate_bf16_on(dw.device, hyper.ns_bf16_emulation))
         wj = wj + upd  # promotes a reduced-precision update back to the float32 state
         if elastic:
             wj = _elastic_pull(wj, upd, fisher, state.anchors, j, hyper)

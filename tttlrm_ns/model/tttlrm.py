@@ -12,6 +12,7 @@ the copy stays bitwise identical to its input twin; by default we decode from th
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -23,7 +24,7 @@ from ..gaussians import Gaussians
 from .blocks import LaCTBlock, layer_norm
 from .config import TttlrmConfig
 from .head import decode_gaussians
-from .lact import TTTOp, ar_schedule, full_schedule
+from .lact import TTTOp, ar_schedule, cpu_has_fast_bf16, full_schedule
 from .rays import ray_input
 
 
@@ -57,6 +58,23 @@ def _sp_reduce(group):
     import torch.distributed.nn.functional as dist_fn
 
     return lambda t: dist_fn.all_reduce(t, group=group)
+
+
+_WARNED_SLOW_BF16 = False
+
+
+def _warn_slow_cpu_bf16(device: torch.device) -> None:
+    """bfloat16 autocast on a CPU without bfloat16 matmul instructions is a slowdown, not a speed-up: say so once."""
+    global _WARNED_SLOW_BF16
+    if device.type == "cpu" and not _WARNED_SLOW_BF16 and not cpu_has_fast_bf16():
+        _WARNED_SLOW_BF16 = True
+        warnings.warn(
+            "autocast_bf16 on a CPU without AVX512-BF16/AMX: torch's bfloat16 matmuls fall back to a path that is "
+            "10-100x slower than float32 here; turn bf16 off on this machine (--pipeline.model.bf16 off, "
+            "model.autocast_bf16: false)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 class TttlrmModel(nn.Module):
@@ -175,6 +193,8 @@ class TttlrmModel(nn.Module):
             sp_size = dist.get_world_size(sp_group)
             reduce_fn = _sp_reduce(sp_group) if sp_size > 1 else None
 
+        if cfg.autocast_bf16:
+            _warn_slow_cpu_bf16(images.device)
         with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=cfg.autocast_bf16):
             x = self.input_layernorm(self.tokenizer(feats))  # [B, V*n, d]
             tok_index = (virtual_view_indices[:, None] * n + torch.arange(n, device=x.device)).reshape(-1)
