@@ -54,11 +54,11 @@ def forward_flops(cfg, views: int, h: int, w: int) -> float:
     return total
 
 
-def matmul_peak(dtype: torch.dtype, size: int = 2048, reps: int = 10) -> float:
+def matmul_peak(dtype: torch.dtype, size: int = 2048, reps: int = 10, warmup: int = 3) -> float:
     """Measured GFLOP/s of a square matmul (best of ``reps``)."""
     a = torch.randn(size, size).to(dtype)
     b = torch.randn(size, size).to(dtype)
-    for _ in range(3):
+    for _ in range(warmup):
         a @ b
     best = float("inf")
     for _ in range(reps):
@@ -149,6 +149,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--official-views", type=int, default=2, help="views for the official preset (128x128)")
     ap.add_argument("--skip-official", action="store_true")
+    ap.add_argument("--bf16-views", type=int, nargs="*", default=None,
+                    help="views for the bf16 rows (default: all, or only 4 and 8 on CPUs without bf16 instructions, "
+                    "where bf16 runs 10-100x slower than fp32)")
     ap.add_argument("--out", type=Path, default=REPO / "docs/bench_model.md")
     args = ap.parse_args()
     if args.worker:
@@ -158,11 +161,23 @@ def main() -> None:
 
     from rich.progress import Progress
 
+    from tttlrm_ns.model.lact import cpu_has_fast_bf16
+
     torch.set_num_threads(args.threads)
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    jobs = [("small_d256", v, bf) for bf in (False, True) for v in args.views]
+    fast_bf16 = cpu_has_fast_bf16()
+    load_before = os.getloadavg()[0]
+    t_start = time.time()
+    peaks = {"fp32": matmul_peak(torch.float32)}
+    # Without bf16 instructions a 2048^3 bf16 matmul takes about a minute: measure a smaller one, fewer times.
+    peaks["bf16"] = matmul_peak(torch.bfloat16) if fast_bf16 else matmul_peak(torch.bfloat16, 1024, 2, 1)
+    bf16_views = args.views if fast_bf16 else [v for v in args.views if v <= 8]
+    if args.bf16_views is not None:
+        bf16_views = args.bf16_views
+    jobs = [("small_d256", v, False) for v in args.views] + [("small_d256", v, True) for v in bf16_views]
     if not args.skip_official:
-        jobs += [("official_full", args.official_views, bf) for bf in (False, True)]
+        jobs += [("official_full", args.official_views, False)]
+        if bf16_views:
+            jobs += [("official_full", args.official_views, True)]
     rows = []
     with Progress() as prog:
         task = prog.add_task("benchmarking", total=len(jobs))
@@ -171,16 +186,21 @@ def main() -> None:
             rows.append(run_config(preset, v, args.height, args.width, bf, args.threads, args.reps, args.warmup))
             prog.advance(task)
 
-    cpu = "unknown CPU"
+    cpu, flags = "unknown CPU", []
     try:
         cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        flags = next(l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags"))
     except (OSError, StopIteration):
         pass
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
     lines = [
         "## Model forward pass (`scripts/bench_model.py`)",
         "",
-        f"Machine: {cpu}, {args.threads} threads, torch {torch.__version__}. Measured matmul peak (2048^3): "
-        f"**fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s**. Images {args.height}x{args.width}, "
+        f"Machine: {cpu} ({' '.join(isa) or 'no AVX2'}), {args.threads} threads, torch {torch.__version__}; "
+        f"1-minute load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the "
+        f"{(time.time() - t_start) / 60:.0f}-minute run (above {args.threads}, other processes share the cores). "
+        f"Measured matmul peak: **fp32 {peaks['fp32']:.0f} GFLOP/s (2048^3), bf16 {peaks['bf16']:.1f} GFLOP/s "
+        f"({'2048' if fast_bf16 else '1024'}^3)**. Images {args.height}x{args.width}, "
         "batch 1, inference mode, default (de-duplicated) sequence, full scan; median of "
         f"{args.reps} runs after {args.warmup} warm-up. GFLOP counts every matmul (see `forward_flops`). "
         "Peak RSS is the whole process (weights included), each row in its own process.",
@@ -210,6 +230,13 @@ def main() -> None:
     if speedups:
         summary.append(f"- bf16 autocast speed-up over fp32: {min(speedups):.2f}x to {max(speedups):.2f}x "
                        "(target >= 2x)")
+    if not fast_bf16:
+        summary.append(
+            "- this CPU has no bfloat16 matmul instructions (no AVX512-BF16 / AMX): torch's bf16 GEMM runs at "
+            f"{peaks['bf16']:.1f} GFLOP/s against {peaks['fp32']:.0f} in fp32, so bf16 autocast cannot be faster "
+            "here and the model warns when it is turned on; bf16 rows only for small view counts. The bf16 "
+            "Newton-Schulz of the official recipe is emulated in fp32 on such CPUs (`ns_bf16_emulation`), which is "
+            "what makes the fp32 rows fast.")
     lines += ["", *summary, "", "![time vs tokens](img/bench_model.png)", ""]
     args.out.write_text("\n".join(lines))
     plot(rows, peaks, REPO / "docs/img/bench_model.png")

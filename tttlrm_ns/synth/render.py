@@ -53,6 +53,10 @@ def _ordered_scene_class(pr):
     return OrderedScene
 
 
+_TEXTURE_ATTRS = ("baseColorTexture", "metallicRoughnessTexture", "normalTexture", "occlusionTexture",
+                  "emissiveTexture", "diffuseTexture", "specularGlossinessTexture")
+
+
 class SpecRenderer:
     """Holds one pyrender OffscreenRenderer (one GL context) per output size and renders scene specs.
 
@@ -82,6 +86,13 @@ class SpecRenderer:
             for prim in pm.primitives:
                 if prim.material is not None:
                     prim.material.doubleSided = True
+                    if prim.texcoord_0 is None:
+                        # Some furniture OBJs reference a texture but carry no UVs; pyrender would then emit a
+                        # shader that samples the texture at an undeclared uv_0 and fail to compile. Without UVs
+                        # the texture cannot be placed anyway: keep the material's base colour only.
+                        for attr in _TEXTURE_ATTRS:
+                            if getattr(prim.material, attr, None) is not None:
+                                setattr(prim.material, attr, None)
             scene.add(pm, name=f"mesh{i:06d}")
         for i, light in enumerate(spec.lights):
             cls = pr.PointLight if light.kind == "point" else pr.DirectionalLight
