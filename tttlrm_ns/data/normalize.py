@@ -34,52 +34,12 @@ import torch
 from torch import Tensor
 
 from tttlrm_ns.conventions import invert_rigid
+from tttlrm_ns.render.sh import sh_bases
 
 NormMethod = Literal["mean_cam", "first_cam", "none"]
 
-# Real SH constants of the 3DGS reference / gsplat basis (orders as in gsplat: within band l, m = -l..l).
-_C0 = 0.28209479177387814
-_C1 = 0.4886025119029199
-_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
-_C3 = (
-    -0.5900435899266435,
-    2.890611442640554,
-    -0.4570457994644658,
-    0.3731763325901154,
-    -0.4570457994644658,
-    1.445305721320277,
-    -0.5900435899266435,
-)
-
-
-def sh_basis(degree: int, dirs: Tensor) -> Tensor:
-    """Real SH basis of gsplat / 3DGS up to ``degree`` (0..3) at unit directions [..., 3] -> [..., (degree+1)^2]."""
-    if not 0 <= degree <= 3:
-        raise ValueError(f"SH degree must be 0..3, got {degree}")
-    x, y, z = dirs.unbind(-1)
-    out = [torch.full_like(x, _C0)]
-    if degree >= 1:
-        out += [-_C1 * y, _C1 * z, -_C1 * x]
-    if degree >= 2:
-        xx, yy, zz = x * x, y * y, z * z
-        out += [
-            _C2[0] * x * y,
-            _C2[1] * y * z,
-            _C2[2] * (2 * zz - xx - yy),
-            _C2[3] * x * z,
-            _C2[4] * (xx - yy),
-        ]
-    if degree >= 3:
-        out += [
-            _C3[0] * y * (3 * xx - yy),
-            _C3[1] * x * y * z,
-            _C3[2] * y * (4 * zz - xx - yy),
-            _C3[3] * z * (2 * zz - 3 * xx - 3 * yy),
-            _C3[4] * x * (4 * zz - xx - yy),
-            _C3[5] * z * (xx - yy),
-            _C3[6] * x * (xx - 3 * yy),
-        ]
-    return torch.stack(out, dim=-1)
+# The real SH basis of gsplat / 3DGS (one implementation, shared with the rasterizer).
+sh_basis = sh_bases
 
 
 def _fibonacci_sphere(n: int) -> Tensor:
