@@ -10,13 +10,20 @@ PY=${PYTHON:-python3}
 # ninja for the CPU rasterizer extension (torch.utils.cpp_extension builds with ninja), headless Chromium for the
 # viewer test (optional for users: set TTTLRM_NO_CHROMIUM=1 to skip it).
 APT_PKGS="libusb-1.0-0 libosmesa6 libgl1 g++ ninja-build"
-[ "${TTTLRM_NO_CHROMIUM:-0}" = 1 ] || APT_PKGS="$APT_PKGS chromium"
-missing=""
-for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+apt_missing() { local m=""; for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || m="$m $p"; done; echo "$m"; }
+missing=$(apt_missing $APT_PKGS)
 if [ -n "$missing" ]; then
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   echo "[setup] apt-get install$missing"
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  APT_UPDATED=1
+fi
+# Optional: without Chromium the viewer test checks the served page but takes no screenshot.
+if [ "${TTTLRM_NO_CHROMIUM:-0}" != 1 ] && [ -n "$(apt_missing chromium)" ]; then
+  echo "[setup] apt-get install chromium (optional, for the viewer screenshot test)"
+  [ "${APT_UPDATED:-0}" = 1 ] || $SUDO apt-get update -qq || true
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+    || echo "[setup] warning: chromium could not be installed; the viewer test will skip its screenshot" >&2
 fi
 
 if [ ! -x .venv/bin/python ]; then
