@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import pytest
 import torch
@@ -201,6 +202,24 @@ def test_bf16_autocast_close_to_fp32():
     assert b.raw.dtype == torch.float32 and b.gaussians.means.dtype == torch.float32
     rel = (a.raw - b.raw).abs().max() / a.raw.abs().max()
     assert 0 < rel < 0.1  # bf16 differs, but is the same function
+
+
+def test_bf16_autocast_warns_once_on_cpus_without_bf16(monkeypatch):
+    import tttlrm_ns.model.tttlrm as T
+
+    x = _inputs(v=2)
+    mbf = _model(autocast_bf16=True)
+    monkeypatch.setattr(T, "_WARNED_SLOW_BF16", False)
+    monkeypatch.setattr(T, "cpu_has_fast_bf16", lambda: True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        mbf(*x)  # a CPU with bf16 instructions: silent
+    monkeypatch.setattr(T, "cpu_has_fast_bf16", lambda: False)
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match="model.autocast_bf16: false"):
+        mbf(*x)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        mbf(*x)  # only once per process
 
 
 def test_sequence_parallel_matches_single_process(tmp_path):

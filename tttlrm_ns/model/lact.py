@@ -159,16 +159,18 @@ def _newton_schulz_bf16_emulated(g: Tensor, steps: int) -> Tensor:
     """:func:`newton_schulz_reference` in bfloat16, op by op, with float32 matmuls on bfloat16-rounded values."""
     a, b, c = NS_COEFFS
     r = _bf16
-    x = r(g.float())
-    transposed = g.size(-2) > g.size(-1)
-    if transposed:
-        x = x.mT
-    x = r(x / r(r(x.norm(dim=(-2, -1), keepdim=True)) + 1e-7))
-    for _ in range(steps):
-        gram = r(x @ x.mT)
-        poly = r(r(b * gram) + r(r(c * gram) @ gram))  # b * gram + c * gram @ gram parses as (c * gram) @ gram
-        x = r(r(a * x) + r(poly @ x))
-    x = x.to(torch.bfloat16)
+    # An ambient CPU autocast would turn the float32 matmuls back into slow bfloat16 GEMMs.
+    with torch.autocast(device_type=g.device.type, enabled=False):
+        x = r(g.float())
+        transposed = g.size(-2) > g.size(-1)
+        if transposed:
+            x = x.mT
+        x = r(x / r(r(x.norm(dim=(-2, -1), keepdim=True)) + 1e-7))
+        for _ in range(steps):
+            gram = r(x @ x.mT)
+            poly = r(r(b * gram) + r(r(c * gram) @ gram))  # b * gram + c * gram @ gram is (c * gram) @ gram
+            x = r(r(a * x) + r(poly @ x))
+        x = x.to(torch.bfloat16)
     return x.mT if transposed else x
 
 
@@ -252,7 +254,8 @@ def ttt_step(
     fisher = list(state.fisher) if elastic else None
     new_w = []
     for j, (wj, dw) in enumerate(zip(state.weights, deltas)):
-        upd = newton_schulz(dw, hyper.muon_steps, hyper.ns_dtype, emulate_bf16_on(dw.device, hyper.ns_bf16_emulation))
+        emulate = emulate_bf16_on(dw.device, hyper.ns_bf16_emulation)
+        upd = newton_schulz(dw, hyper.muon_steps, hyper.ns_dtype, emulate)
         wj = wj + upd  # promotes a reduced-precision update back to the float32 state
         if elastic:
             wj = _elastic_pull(wj, upd, fisher, state.anchors, j, hyper)
