@@ -1,4 +1,4 @@
-"""nerfstudio splatfacto on CPU through tttlrm_ns' rasteriser (tttlrm_ns.render.splatfacto_cpu)."""
+"""nerfstudio splatfacto on CPU through tttlrm_ns' rasteriser (tttlrm_ns.ns.splatfacto_cpu)."""
 
 import json
 import math
@@ -15,8 +15,8 @@ from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.engine.optimizers import Optimizers
 
-from tttlrm_ns.render import splatfacto_cpu
-from tttlrm_ns.render.splatfacto_cpu import SplatfactoCPUModel, SplatfactoCPUModelConfig, opengl_c2w_to_opencv_w2c
+from tttlrm_ns.ns import splatfacto_cpu
+from tttlrm_ns.ns.splatfacto_cpu import SplatfactoCPUModelConfig, opengl_c2w_to_opencv_w2c
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -192,7 +192,7 @@ def test_ns_train_two_iterations(tmp_path):
     data = tmp_path / "scene"
     _write_nerfstudio_scene(data)
     env = dict(os.environ)
-    env["NERFSTUDIO_METHOD_CONFIGS"] = "splatfacto-cpu=tttlrm_ns.render.splatfacto_cpu:splatfacto_cpu_method"
+    env["NERFSTUDIO_METHOD_CONFIGS"] = "splatfacto-cpu=tttlrm_ns.ns.splatfacto_cpu:splatfacto_cpu_method"
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [
         sys.executable, "-m", "nerfstudio.scripts.train", "splatfacto-cpu",

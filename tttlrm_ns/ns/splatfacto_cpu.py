@@ -15,8 +15,8 @@ subclass rather than by patching nerfstudio or gsplat globally:
 
 ``ns-export gaussian-splat`` keeps working because the model is still a ``SplatfactoModel`` with the same storage.
 Register the method with the entry point
-``splatfacto-cpu = "tttlrm_ns.render.splatfacto_cpu:splatfacto_cpu_method"`` (group
-``nerfstudio.method_configs``), or ad hoc with ``NERFSTUDIO_METHOD_CONFIGS=splatfacto-cpu=tttlrm_ns.render.splatfacto_cpu:splatfacto_cpu_method``.
+``splatfacto-cpu = "tttlrm_ns.ns.splatfacto_cpu:splatfacto_cpu_method"`` (group
+``nerfstudio.method_configs``), or ad hoc with ``NERFSTUDIO_METHOD_CONFIGS=splatfacto-cpu=tttlrm_ns.ns.splatfacto_cpu:splatfacto_cpu_method``.
 """
 
 from __future__ import annotations
