@@ -149,6 +149,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--official-views", type=int, default=2, help="views for the official preset (128x128)")
     ap.add_argument("--skip-official", action="store_true")
+    ap.add_argument("--official-bf16", action="store_true",
+                    help="also time the official preset under bf16 on CPUs without bf16 instructions (minutes)")
     ap.add_argument("--bf16-views", type=int, nargs="*", default=None,
                     help="views for the bf16 rows (default: all, or only 4 and 8 on CPUs without bf16 instructions, "
                     "where bf16 runs 10-100x slower than fp32)")
@@ -176,7 +178,7 @@ def main() -> None:
     jobs = [("small_d256", v, False) for v in args.views] + [("small_d256", v, True) for v in bf16_views]
     if not args.skip_official:
         jobs += [("official_full", args.official_views, False)]
-        if bf16_views:
+        if bf16_views and (fast_bf16 or args.official_bf16):
             jobs += [("official_full", args.official_views, True)]
     rows = []
     with Progress() as prog:

@@ -43,8 +43,11 @@ from torch import Tensor
 # Quintic Newton-Schulz coefficients (Muon), official values.
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 
-# Tokens per block when accumulating an update without autograd: bounds the [tokens, m] temporaries.
-INFERENCE_TOKEN_BLOCK = 32768
+# Without autograd, updates and applications run over token blocks whose [tokens, m] float32 temporaries stay
+# around 8 MB (2048 tokens at m = 1024): they then live in cache across the ~10 element-wise passes of an update.
+# Measured on 2 cores, d=256 preset, 32 views at 128x128: 4.86 s with 32768-token blocks, 3.54 s with 2048.
+INFERENCE_BLOCK_ELEMENTS = 1 << 21
+MIN_TOKEN_BLOCK = 256
 
 
 class TTTOp(NamedTuple):
@@ -278,7 +281,7 @@ def ttt_scan(
     ops: list[TTTOp],
     hyper: TTTHyper,
     reduce_fn: Optional[Callable[[Tensor], Tensor]] = None,
-    token_block: int = INFERENCE_TOKEN_BLOCK,
+    token_block: Optional[int] = None,
 ) -> tuple[Tensor, FastWeightState]:
     """Run a fast-weight schedule.
 
@@ -288,11 +291,14 @@ def ttt_scan(
             w2 [B, dh, m]), float32.
         ops: the schedule; the apply ops must tile ``[0, L)`` in order.
         reduce_fn: applied to each raw update before Newton-Schulz (sequence parallel: all-reduce sum).
+        token_block: tokens per block without autograd (None: about ``INFERENCE_BLOCK_ELEMENTS / m``).
     Returns:
         outputs [B, L, dh] and the final state.
     """
     if not isinstance(state, FastWeightState):
         state = FastWeightState.initial(tuple(state), hyper)
+    if token_block is None:
+        token_block = max(MIN_TOKEN_BLOCK, INFERENCE_BLOCK_ELEMENTS // state.weights[0].shape[-1])
     outs: list[Tensor] = []
     covered = 0
     for op in ops:
