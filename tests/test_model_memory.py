@@ -72,7 +72,7 @@ def test_memory_linear_in_views_and_pixels():
     views2 = _delta(16, 128, 128)  # 2x views
     res2 = _delta(8, 256, 256)  # 2x resolution = 4x pixels
     assert base > 20, f"activation memory too small to measure ({base:.1f} MB)"
-    # linear: doubling views at most doubles the activation memory (+5 % slack; measured 1.91x and 3.72x with the peak reset);
+    # linear: doubling views at most doubles the activation memory (+5 % slack; measured 1.91x and 3.72x);
     # quadratic attention across views would give 4x, materialised per-token fast weights far more.
     assert views2 <= 2.1 * base, (base, views2)
     assert res2 <= 4.2 * base, (base, res2)
