@@ -143,37 +143,30 @@ def newton_schulz(g: Tensor, steps: int, dtype: torch.dtype, emulate_bf16: Optio
 
 def newton_schulz_reference(g: Tensor, steps: int, dtype: torch.dtype) -> Tensor:
     """Newton-Schulz in ``dtype`` with torch's own kernels (the official computation)."""
-    a, b, c = NS_COEFFS
     if dtype != torch.bfloat16:
         dtype = torch.promote_types(g.dtype, dtype)  # "float32" means at least float32
-    x = g.to(dtype)
-    transposed = g.size(-2) > g.size(-1)
-    if transposed:
-        x = x.mT
-    x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)
-    for _ in range(steps):
-        gram = x @ x.mT  # [B, r, r]
-        poly = b * gram + c * gram @ gram
-        x = a * x + poly @ x
-    return x.mT if transposed else x
+    return _newton_schulz_iterate(g.to(dtype), steps, lambda t: t)
 
 
 def _newton_schulz_bf16_emulated(g: Tensor, steps: int) -> Tensor:
     """:func:`newton_schulz_reference` in bfloat16, op by op, with float32 matmuls on bfloat16-rounded values."""
-    a, b, c = NS_COEFFS
-    r = _bf16
     # An ambient CPU autocast would turn the float32 matmuls back into slow bfloat16 GEMMs.
     with torch.autocast(device_type=g.device.type, enabled=False):
-        x = r(g.float())
-        transposed = g.size(-2) > g.size(-1)
-        if transposed:
-            x = x.mT
-        x = r(x / r(r(x.norm(dim=(-2, -1), keepdim=True)) + 1e-7))
-        for _ in range(steps):
-            gram = r(x @ x.mT)
-            poly = r(r(b * gram) + r(r(c * gram) @ gram))  # b * gram + c * gram @ gram is (c * gram) @ gram
-            x = r(r(a * x) + r(poly @ x))
-        x = x.to(torch.bfloat16)
+        return _newton_schulz_iterate(_bf16(g.float()), steps, _bf16).to(torch.bfloat16)
+
+
+def _newton_schulz_iterate(x: Tensor, steps: int, r: Callable[[Tensor], Tensor]) -> Tensor:
+    """The iteration on ``x`` as given; ``r`` is applied wherever a bfloat16 run stores an intermediate (identity
+    for a native run, rounding to bfloat16 for the emulation)."""
+    a, b, c = NS_COEFFS
+    transposed = x.size(-2) > x.size(-1)
+    if transposed:
+        x = x.mT
+    x = r(x / r(r(x.norm(dim=(-2, -1), keepdim=True)) + 1e-7))
+    for _ in range(steps):
+        gram = r(x @ x.mT)  # [B, r, r]
+        poly = r(r(b * gram) + r(r(c * gram) @ gram))  # b * gram + c * gram @ gram is (c * gram) @ gram
+        x = r(r(a * x) + r(poly @ x))
     return x.mT if transposed else x
 
 
