@@ -19,11 +19,11 @@ import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanagerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
-from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from tttlrm_ns.data.dataparser import OpencvCamerasDataParserConfig
 from tttlrm_ns.data.views import ViewSelectionConfig
+from tttlrm_ns.ns.checkpoint_io import FloatExponentialDecaySchedulerConfig
 from tttlrm_ns.ns.model import TttlrmNSModelConfig
 from tttlrm_ns.ns.pipeline import TttlrmPipelineConfig
 from tttlrm_ns.ns.refine import refine_preset
@@ -44,7 +44,7 @@ def _trainer(method_name: str, pipeline: TttlrmPipelineConfig) -> TttlrmTrainerC
         optimizers={  # the Gaussian groups come from --pipeline.model.refine (see TttlrmTrainer)
             "camera_opt": {
                 "optimizer": AdamOptimizerConfig(lr=1e-4, eps=1e-15),
-                "scheduler": ExponentialDecaySchedulerConfig(lr_final=5e-7, max_steps=30000),
+                "scheduler": FloatExponentialDecaySchedulerConfig(lr_final=5e-7, max_steps=30000),
             },
         },
         viewer=ViewerConfig(num_rays_per_chunk=1 << 15),

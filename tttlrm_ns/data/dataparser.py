@@ -15,6 +15,7 @@ World frame
 Splits
     ``eval_mode="interval"`` (default, the paper's protocol): every ``eval_interval``-th frame (index ≡ 0) is held out.
     ``"fraction"``: nerfstudio's evenly spaced ``train_split_fraction``. ``"all"``: every frame in both splits.
+    ``train_frames`` restricts the train split to a list of frames (a baseline trained on exactly the N input views).
     Transforms are computed from all frames, so train and eval cameras share one frame.
 
 Metadata (``DataparserOutputs.metadata``) for the tttLRM method: ``opencv_scene_file`` (str), ``frame_indices``
@@ -69,6 +70,10 @@ class OpencvCamerasDataParserConfig(DataParserConfig):
     """Colour that RGBA images are composited over (white, as the official loader); None keeps RGBA untouched."""
     check_images: bool = True
     """Check that every image exists and has the frame's w x h (reads headers only)."""
+    train_frames: Optional[Tuple[int, ...]] = None
+    """Restrict the train split to these file frame indices (e.g. the N input views of an evaluation, so a
+    per-scene optimiser sees exactly the feed-forward model's inputs); each must be in the train split. The eval
+    split and the world transform are unchanged."""
 
 
 @dataclass
@@ -101,10 +106,28 @@ class OpencvCameras(DataParser):
             train = test = list(range(n))
         else:
             raise ValueError(f"eval_mode must be interval/fraction/all, got {cfg.eval_mode!r}")
+        if split == "train" and cfg.train_frames is not None:
+            train = self._restrict(train, cfg.train_frames, n)
         idx = train if split == "train" else test
         if not idx:
             raise ValueError(f"{self.scene.scene_file}: the {split!r} split is empty ({n} frames, eval_mode={cfg.eval_mode})")
         return [int(i) for i in idx]
+
+    def _restrict(self, train: list[int], frames: Tuple[int, ...], n: int) -> list[int]:
+        where = f"{self.scene.scene_file}: --train-frames"
+        if not frames:
+            raise ValueError(f"{where} is empty; give at least one frame index or leave it unset")
+        bad = [int(f) for f in frames if not 0 <= int(f) < n]
+        if bad:
+            raise ValueError(f"{where} lists frames {bad} outside 0..{n - 1}")
+        allowed = set(train)
+        held = [int(f) for f in frames if int(f) not in allowed]
+        if held:
+            raise ValueError(
+                f"{where} lists frames {held} that are not in the train split (eval_mode={self.config.eval_mode}, "
+                f"eval_interval={self.config.eval_interval}: they are held out for evaluation)"
+            )
+        return sorted({int(f) for f in frames})
 
     def world_transform(self) -> tuple[torch.Tensor, float, torch.Tensor]:
         """(dataparser_transform [3, 4] float64, dataparser_scale, all OpenGL c2w [F, 4, 4] float64 in ns frame)."""

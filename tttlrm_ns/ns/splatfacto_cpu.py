@@ -34,11 +34,12 @@ from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanagerConfig
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
-from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.models.splatfacto import RGB2SH, SplatfactoModel, SplatfactoModelConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
+
+from tttlrm_ns.ns.checkpoint_io import FloatExponentialDecaySchedulerConfig
 
 
 def opengl_c2w_to_opencv_w2c(c2w: Tensor) -> Tensor:
@@ -217,11 +218,12 @@ def _adam(lr: float) -> AdamOptimizerConfig:
     return AdamOptimizerConfig(lr=lr, eps=1e-15)
 
 
-def _warmup_decay(lr_final: float) -> ExponentialDecaySchedulerConfig:
-    return ExponentialDecaySchedulerConfig(lr_final=lr_final, max_steps=30000, warmup_steps=1000, lr_pre_warmup=0)
+def _warmup_decay(lr_final: float) -> FloatExponentialDecaySchedulerConfig:
+    return FloatExponentialDecaySchedulerConfig(lr_final=lr_final, max_steps=30000, warmup_steps=1000, lr_pre_warmup=0)
 
 
-# Same schedule, optimisers and data pipeline as nerfstudio's "splatfacto" preset (nerfstudio 1.1.5,
+# Same schedule (with Python-float learning rates, see tttlrm_ns.ns.checkpoint_io), optimisers and data pipeline
+# as nerfstudio's "splatfacto" preset (nerfstudio 1.1.5,
 # nerfstudio/configs/method_configs.py), on the CPU. Built here rather than copied from ``method_configs`` at
 # import time, because importing that module discovers plugins -- including this one.
 splatfacto_cpu_config = TrainerConfig(
@@ -245,7 +247,7 @@ splatfacto_cpu_config = TrainerConfig(
     optimizers={
         "means": {
             "optimizer": _adam(1.6e-4),
-            "scheduler": ExponentialDecaySchedulerConfig(lr_final=1.6e-6, max_steps=30000),
+            "scheduler": FloatExponentialDecaySchedulerConfig(lr_final=1.6e-6, max_steps=30000),
         },
         "features_dc": {"optimizer": _adam(0.0025), "scheduler": None},
         "features_rest": {"optimizer": _adam(0.0025 / 20), "scheduler": None},
