@@ -223,12 +223,20 @@ def test_depth_matches_ray_cast_through_stored_cameras(rendered):
 
 @needs_gl
 def test_projected_vertices_agree_with_depth(rendered):
-    """Mesh vertices projected with the stored K / w2c (real furniture if installed) never lie in front of the
-    rendered surface, and the visible ones land on it."""
+    """Surface points projected with the stored K / w2c (real furniture if installed, procedural otherwise) never
+    lie in front of the rendered surface, and the visible ones land on it."""
     cfg = rendered["auto"]
     folder = Path(cfg.out) / "scene_00000"
     meta = json.loads((folder / "opencv_cameras.json").read_text())
-    verts = np.concatenate([m.vertices for m, _ in _spec_of(cfg).meshes])
+    import trimesh
+
+    # Points spread over the surfaces by area (fixed seed) rather than the mesh vertices: vertices concentrate on
+    # small parts (table legs, books, door panels), which can be thinner than a pixel at 48x64 and fall between all
+    # pixel centres. How many such parts a room has depends on the asset source (Debian furniture or the procedural
+    # fallback), so a vertex-based rate measured how thin the furniture is, not whether the cameras are right.
+    scene = trimesh.util.concatenate([m for m, _ in _spec_of(cfg).meshes])
+    verts, _ = trimesh.sample.sample_surface(scene, 20000, seed=0)
+
     def check(f: dict, depth: np.ndarray, w2c: np.ndarray) -> tuple[float, float, int]:
         pc = verts @ w2c[:3, :3].T + w2c[:3, 3]
         z = pc[:, 2]
@@ -247,7 +255,7 @@ def test_projected_vertices_agree_with_depth(rendered):
         depth = np.load(folder / f["depth_path"])
         in_front, on_surface, n = check(f, depth, np.array(f["w2c"]))
         assert n > 50
-        assert in_front < 0.02, in_front  # sub-pixel-thin parts (legs, handles) missed by every pixel centre
+        assert in_front < 0.02, in_front  # silhouette pixels and sub-pixel parts only
         assert on_surface > 0.1, on_surface  # many vertices are hidden (back sides, occluded furniture)
         bad_front, _, _ = check(f, depth, yaw4 @ np.array(f["w2c"]))
         # the same check notices a camera turned by 10 degrees
