@@ -31,6 +31,9 @@ from torch.cuda.amp.grad_scaler import GradScaler
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
+# BUNDLED_CHECKPOINT: default weights when ``--pipeline.model.checkpoint`` is not given (used only if the file
+# exists). Defined once in tttlrm_ns/__init__.py; re-exported here (tests monkeypatch this module's name).
+from tttlrm_ns import BUNDLED_CHECKPOINT
 from tttlrm_ns.data.normalize import normalize_cameras
 from tttlrm_ns.data.views import ViewSelectionConfig, select_views
 from tttlrm_ns.gaussians import Gaussians, PruneConfig
@@ -38,9 +41,6 @@ from tttlrm_ns.model import TttlrmConfig, presets
 from tttlrm_ns.ns import inputs
 from tttlrm_ns.ns.model import TttlrmNSModelConfig
 from tttlrm_ns.ns.predict import GIB, available_memory, estimate_memory, keep_fraction, predict_gaussians
-
-BUNDLED_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "weights" / "tttlrm_small.safetensors"
-"""Default weights when ``--pipeline.model.checkpoint`` is not given (used only if the file exists)."""
 
 
 class PredictionError(ValueError):
