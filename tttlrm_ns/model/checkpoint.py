@@ -7,15 +7,36 @@ we check every key and shape first and load nothing unless all fit.
 
 Our format: one ``.safetensors`` file whose metadata holds the model config as JSON (key
 ``tttlrm_config``), written atomically (temporary file in the same folder, fsync, rename).
+
+What the weights were trained for (``save_model(..., trained_for=TrainedFor(...))``; ``tttlrm-train``'s exporter
+fills it from the training config). Stored as string metadata entries so a checkpoint of the wrong kind is
+refused with a message naming the right method instead of silently producing garbage (``TttlrmPipeline``):
+
+=========================  ==========================================================================================
+key                        value
+=========================  ==========================================================================================
+``trained.kind``           ``scene`` (camera paths through rooms; ``ns-train tttlrm`` / ``tttlrm-ar``) or ``object``
+                           (views on a sphere around one object, ``data.sampling: random``; ``tttlrm-object``)
+``trained.scan``           fast-weight scan trained with: ``full``, ``ar`` (autoregressive chunks) or ``stream``
+``trained.normalization``  camera normalisation of the training data: ``mean_cam`` or ``first_cam``
+``trained.resolution``     training image size ``HxW`` (e.g. ``72x128``); informative, inference may differ
+``trained.background``     background the renders were composited on: ``white``, ``black`` or ``r,g,b`` in [0, 1]
+``trained.preset``         the model preset whose shapes the weights have (``official_full``, ...) or ``custom``
+``train_step``             optimiser step of the exported weights (``tttlrm-train`` exports only)
+=========================  ==========================================================================================
+
+Files written before these keys existed load with a warning naming what could not be checked.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Literal, Mapping, Optional
 
 import torch
 from torch import Tensor
@@ -26,6 +47,7 @@ from .tttlrm import TttlrmModel
 AUXILIARY_PREFIXES = ("depth_anything.", "perceptual_loss_module.")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 CONFIG_KEY = "tttlrm_config"
+TRAINED_PREFIX = "trained."
 
 
 class CheckpointError(RuntimeError):
@@ -121,18 +143,85 @@ def _atomic_replace(path: Path, write) -> None:
         raise
 
 
-def save_model(model: TttlrmModel, path: str | Path, extra_metadata: Optional[dict[str, str]] = None) -> Path:
-    """Write weights + config to one ``.safetensors`` file atomically."""
+@dataclass(frozen=True)
+class TrainedFor:
+    """What a set of weights was trained for (the ``trained.*`` metadata of the module docstring)."""
+
+    kind: Literal["scene", "object"]
+    scan: Literal["full", "ar", "stream"]
+    normalization: Literal["mean_cam", "first_cam"]
+    resolution: str
+    """``HxW`` of the training images (e.g. ``72x128``)."""
+    background: str
+    """``white``, ``black`` or ``r,g,b``."""
+    preset: str = "custom"
+
+    def to_metadata(self) -> dict[str, str]:
+        return {TRAINED_PREFIX + f.name: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, str]) -> tuple[Optional["TrainedFor"], list[str]]:
+        """(the record, names of the missing keys); the record is None unless every key is present."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if TRAINED_PREFIX + n not in meta]
+        if missing:
+            return None, missing
+        values = {n: meta[TRAINED_PREFIX + n] for n in names}
+        bad = [(n, values[n], ok) for n, ok in _ALLOWED.items() if values[n] not in ok]
+        if bad:
+            raise CheckpointError(
+                "invalid trained.* metadata: "
+                + "; ".join(f"trained.{n}={v!r} (expected one of {sorted(ok)})" for n, v, ok in bad)
+            )
+        return cls(**values), []  # type: ignore[arg-type]
+
+
+_ALLOWED = {"kind": {"scene", "object"}, "scan": {"full", "ar", "stream"}, "normalization": {"mean_cam", "first_cam"}}
+
+
+def background_name(rgb) -> str:
+    """(r, g, b) in [0, 1] -> ``white`` / ``black`` / ``r,g,b`` (the ``trained.background`` value)."""
+    rgb = tuple(float(c) for c in rgb)
+    if rgb == (1.0, 1.0, 1.0):
+        return "white"
+    if rgb == (0.0, 0.0, 0.0):
+        return "black"
+    return ",".join(f"{c:g}" for c in rgb)
+
+
+def matching_preset(cfg: TttlrmConfig) -> str:
+    """Name of the model preset with the same weight shapes and scan as ``cfg``, or ``custom``."""
+    from . import presets
+
+    shape_fields = ("d", "n_layer", "patch_size", "in_channels", "attn_head_dim", "mlp_ratio", "ttt_head_dim",
+                    "ttt_inter_multi", "sh_degree")
+    for name, make in presets.PRESETS.items():
+        p = make()
+        if all(getattr(p, f) == getattr(cfg, f) for f in shape_fields) and p.scan == cfg.scan:
+            return name
+    return "custom"
+
+
+def save_model(
+    model: TttlrmModel,
+    path: str | Path,
+    extra_metadata: Optional[dict[str, str]] = None,
+    trained_for: Optional[TrainedFor] = None,
+) -> Path:
+    """Write weights + config (+ what they were trained for) to one ``.safetensors`` file atomically."""
     from safetensors.torch import save_file
 
     path = Path(path)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {CONFIG_KEY: model.cfg.to_json(), "format": "tttlrm_ns/1", **(extra_metadata or {})}
+    if trained_for is not None:
+        meta.update(trained_for.to_metadata())
     _atomic_replace(path, lambda tmp: save_file(state, tmp, metadata=meta))
     return path
 
 
-def read_config(path: str | Path) -> TttlrmConfig:
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of one of our ``.safetensors`` files (config JSON, ``trained.*``, ``train_step``)."""
     from safetensors import safe_open
 
     try:
@@ -142,7 +231,17 @@ def read_config(path: str | Path) -> TttlrmConfig:
         raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
     if CONFIG_KEY not in meta:
         raise CheckpointError(f"{path} has no '{CONFIG_KEY}' metadata: not a tttlrm_ns model file")
-    return TttlrmConfig.from_dict(json.loads(meta[CONFIG_KEY]))
+    return dict(meta)
+
+
+def read_config(path: str | Path) -> TttlrmConfig:
+    return TttlrmConfig.from_dict(json.loads(read_metadata(path)[CONFIG_KEY]))
+
+
+def read_trained_for(path: str | Path) -> tuple[Optional[TrainedFor], list[str]]:
+    """(what the file's weights were trained for, missing ``trained.*`` keys) -- None for files written before
+    the keys existed."""
+    return TrainedFor.from_metadata(read_metadata(path))
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu", **config_overrides) -> TttlrmModel:

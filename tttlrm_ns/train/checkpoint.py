@@ -9,6 +9,15 @@ over the final name (atomic on POSIX), and the folder is fsync'ed. An exception 
 leaves at most a stray ``.tmp`` file, never a truncated ``step_*.pt``; older checkpoints are removed only after the
 new one is in place. Loading picks the newest file that loads, so even a damaged file (e.g. a disk error) falls back
 to the previous one.
+
+No pickle code runs on load: files are read with ``torch.load(weights_only=True)``, whose unpickler only builds
+tensors and plain containers. Everything in a checkpoint is such a value; the numpy RNG state is stored as a tensor
+(:func:`rng_state`). Checkpoints written before that change hold numpy's state tuple with a numpy array; they are
+read with exactly the three numpy globals that array needs allow-listed (:data:`LEGACY_NUMPY_GLOBALS`), so they
+still resume.
+
+The exported ``.safetensors`` records what the weights were trained for (:func:`trained_for`, the ``trained.*``
+metadata of :mod:`tttlrm_ns.model.checkpoint`), which ``ns-train`` checks against the method.
 """
 
 from __future__ import annotations
@@ -27,9 +36,12 @@ CKPT_RE = re.compile(r"^step_(\d{9})\.pt$")
 
 
 def rng_state() -> dict[str, Any]:
+    """RNG states of this process as tensors / ints / tuples only (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -39,7 +51,11 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    npst = state["numpy"]
+    if isinstance(npst, dict):
+        npst = (npst["kind"], npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"],
+                npst["cached_gaussian"])
+    np.random.set_state(npst)  # a legacy tuple (kind, uint32 keys, pos, has_gauss, cached) as written before
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -95,11 +111,32 @@ def save_checkpoint(folder: Path, step: int, payload: dict[str, Any], keep_last:
     return path
 
 
+def _legacy_numpy_globals() -> list:
+    try:
+        from numpy._core.multiarray import _reconstruct  # type: ignore[attr-defined]
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
+    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+LEGACY_NUMPY_GLOBALS = ("numpy.core.multiarray._reconstruct", "numpy.ndarray", "numpy.dtype")
+"""The globals of checkpoints written before the RNG state became a tensor (numpy's state array), allowed on load."""
+
+
+def load_payload(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain containers only, no code from the file runs.
+
+    numpy arrays (old checkpoints' numpy RNG state) are admitted through ``torch.serialization.safe_globals``.
+    """
+    with torch.serialization.safe_globals(_legacy_numpy_globals()):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_latest(folder: Path, log=print) -> Optional[tuple[Path, dict[str, Any]]]:
     """The newest checkpoint that loads (damaged ones are reported and skipped), or None."""
     for step, path in reversed(list_checkpoints(folder)):
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=False)
+            payload = load_payload(path)
         except Exception as e:  # truncated / corrupt file: fall back to the previous one
             log(f"checkpoint {path} cannot be loaded ({type(e).__name__}: {e}); trying an older one")
             continue
@@ -110,27 +147,55 @@ def load_latest(folder: Path, log=print) -> Optional[tuple[Path, dict[str, Any]]
     return None
 
 
-def export_model(model: torch.nn.Module, path: Path, extra: Optional[dict[str, str]] = None) -> Path:
-    """Write the model in its own safetensors + config format (what ``ns-train tttlrm`` loads)."""
+def trained_for(config: Any):
+    """What a training run's weights are for (:class:`tttlrm_ns.model.checkpoint.TrainedFor`).
+
+    ``config``: a ``TrainConfig`` or its plain dict (as stored in checkpoints). Kind: ``object`` when views are
+    drawn at random from all frames (``data.sampling: random``, object renders on a sphere), else ``scene``.
+    """
+    from tttlrm_ns.model import TttlrmConfig
+    from tttlrm_ns.model.checkpoint import TrainedFor, background_name, matching_preset
+
+    if not isinstance(config, dict):
+        from tttlrm_ns.train.config import config_to_dict
+
+        config = config_to_dict(config)
+    data, model = config["data"], TttlrmConfig.from_dict(config["model"])
+    return TrainedFor(
+        kind="object" if data.get("sampling") == "random" else "scene",
+        scan=model.scan,
+        normalization=data.get("normalize", "mean_cam"),
+        resolution=f"{int(data['height'])}x{int(data['width'])}",
+        background=background_name(data.get("background", (1.0, 1.0, 1.0))),
+        preset=matching_preset(model),
+    )
+
+
+def export_model(
+    model: torch.nn.Module, path: Path, extra: Optional[dict[str, str]] = None, config: Any = None
+) -> Path:
+    """Write the model in its own safetensors + config format (what ``ns-train tttlrm`` loads); with the training
+    ``config`` (``TrainConfig`` or dict) the file records what the weights were trained for."""
     from tttlrm_ns.model.checkpoint import save_model
 
-    return save_model(model, path, extra_metadata=extra)
+    return save_model(model, path, extra_metadata=extra,
+                      trained_for=trained_for(config) if config is not None else None)
 
 
 def export_checkpoint(checkpoint: Path, out: Path) -> Path:
     """Export a training checkpoint file to ``out`` (``.safetensors`` with the model config in its metadata)."""
     from tttlrm_ns.model import TttlrmConfig, TttlrmModel
 
-    payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    payload = load_payload(checkpoint)
     cfg = TttlrmConfig.from_dict(payload["config"]["model"])
     model = TttlrmModel(cfg)
     model.load_state_dict(payload["model"], strict=True)
-    return export_model(model, out, {"train_step": str(payload["step"])})
+    return export_model(model, out, {"train_step": str(payload["step"])}, config=payload["config"])
 
 
 __all__ = [
-    "atomic_torch_save", "export_checkpoint", "export_model", "list_checkpoints", "load_latest", "rng_state",
-    "save_checkpoint", "set_rng_state",
+    "atomic_torch_save", "export_checkpoint", "export_model", "list_checkpoints", "load_latest", "load_payload",
+    "rng_state", "save_checkpoint", "set_rng_state", "trained_for",
 ]
 
 

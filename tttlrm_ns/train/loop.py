@@ -33,7 +33,7 @@ from . import parallel as par
 from .checkpoint import export_model, load_latest, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, config_to_dict, dump_config
 from .data import RankSlots, StepBatchSampler, TrainDataset, make_loader, tokens_per_sample
-from .losses import PerceptualLoss, depth_partial, mse_partial, opacity_partial
+from .losses import PerceptualLoss, depth_partial, log_depth_partial, mse_partial, opacity_partial
 
 TERMS = ("mse", "perceptual", "opacity", "depth")
 
@@ -292,7 +292,8 @@ class Trainer:
             if lw.opacity > 0:
                 totals["opacity"] = totals["opacity"] + opacity_partial(out.gaussians.opacity_logits[i], v_all * h * w)
             if lw.depth > 0:
-                totals["depth"] = totals["depth"] + depth_partial(
+                depth_fn = log_depth_partial if lw.depth_mode == "log_depth" else depth_partial
+                totals["depth"] = totals["depth"] + depth_fn(
                     out.gaussians.means[i], batch["c2w"][i].to(dev), batch["depth"][i].to(dev),
                     cfg.model.patch_size, v_all * h * w)
             if i == 0:
@@ -447,7 +448,8 @@ class Trainer:
         if last_save is not None:
             s.checkpoint = str(last_save)
         if step >= o.max_steps and cfg.checkpoint.export and info.is_main:
-            s.export = str(export_model(self.model, self.out / "model.safetensors", {"train_step": str(step)}))
+            s.export = str(export_model(self.model, self.out / "model.safetensors", {"train_step": str(step)},
+                                        config=cfg))
         par.barrier(info)
         if info.is_main:
             self._print_summary()
