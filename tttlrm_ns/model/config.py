@@ -89,7 +89,12 @@ class TttlrmConfig:
     sh_degree: int = 3
     """Spherical-harmonics degree of the predicted colours (0-3)."""
     max_dist: float = 500.0
-    """Gaussian centres lie at ``max_dist * sigmoid(.)`` along the pixel ray."""
+    """Gaussian centres lie at ``max_dist * sigmoid(. + dist_shift)`` along the pixel ray."""
+    dist_shift: float = 0.0
+    """Offset added to the position logit: the depth-range prior. At initialisation (decoder output ~0) every
+    Gaussian sits at ``max_dist * sigmoid(dist_shift)`` along its ray; the official value 0 puts it at
+    ``max_dist / 2`` = 250 units in a frame whose cameras lie in [-1, 1]^3, far outside any scene, and the network
+    first has to learn a large negative bias. ``logit(d0 / max_dist)`` starts at a typical depth ``d0``."""
     scale_shift: float = -2.3
     """Offset added to the raw log-scale."""
     max_log_scale: float = -1.2

@@ -38,7 +38,7 @@ def decode_gaussians(raw: Tensor, origins: Tensor, directions: Tensor, cfg: Tttl
     k = cfg.sh_coeffs
     xyz, sh, scale, quat, opacity = torch.split(y, [3, 3 * k, 3, 4, 1], dim=-1)
     # Distance along the unit ray; only the mean of the three position channels is used (Q16).
-    dist = torch.sigmoid(xyz.mean(dim=-1, keepdim=True)) * cfg.max_dist
+    dist = torch.sigmoid(xyz.mean(dim=-1, keepdim=True) + cfg.dist_shift) * cfg.max_dist
     if cfg.geometry_bf16_compat:
         dist = dist.to(torch.bfloat16).float()
     return Gaussians(

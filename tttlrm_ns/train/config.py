@@ -106,7 +106,11 @@ class LossConfig:
     opacity: float = 0.0
     """Weight of the mean opacity of all (pre-pruning) Gaussians."""
     depth: float = 0.0
-    """Weight of the normalised-disparity SmoothL1 against the data's depth (needs ``data.load_depth``)."""
+    """Weight of the depth term against the data's depth (needs ``data.load_depth``)."""
+    depth_mode: Literal["disparity", "log_depth"] = "disparity"
+    """'disparity': the official scale- and shift-invariant normalised-disparity SmoothL1 (its teacher is a
+    relative monocular depth). 'log_depth': L1 between log z of the Gaussians and log z of the data, for data with
+    exact depth (our synthetic renders): it also teaches the absolute depth, which the invariant form leaves free."""
 
 
 @dataclass

@@ -161,7 +161,7 @@ class TrainDataset(torch.utils.data.Dataset):
 
     Item fields (``V``/``T`` = local input/target views): ``images`` [V, 3, H, W], ``c2w`` [V, 4, 4] (normalised,
     float32), ``fxfycxcy`` [V, 4], ``target_images`` [T, 3, H, W], ``target_c2w`` [T, 4, 4], ``target_fxfycxcy``
-    [T, 4], optionally ``depth`` [V, H, W]; ``scene`` (name), ``key`` and ``skipped`` (messages of bad samples
+    [T, 4], optionally ``depth`` [V, H, W] (z-depth in the normalised frame, 0 = unknown); ``scene`` (name), ``key`` and ``skipped`` (messages of bad samples
     replaced by this one).
     """
 
@@ -187,7 +187,7 @@ class TrainDataset(torch.utils.data.Dataset):
             interleave = self.cfg.sampling == "ar"
             inputs = global_order(inputs, self.sp_size, interleave)
             # Normalise with every view's camera (cheap: poses only), load only this rank's images.
-            c2w_in, c2w_tgt, _ = normalize_views(scene.c2w[inputs], scene.c2w[targets], self.norm)
+            c2w_in, c2w_tgt, tf = normalize_views(scene.c2w[inputs], scene.c2w[targets], self.norm)
             loc_in = shard(range(len(inputs)), self.sp_rank, self.sp_size, False)
             loc_tgt = shard(range(len(targets)), self.sp_rank, self.sp_size, False)
             views_in = load_views(scene, [inputs[i] for i in loc_in], self.resize)
@@ -203,8 +203,9 @@ class TrainDataset(torch.utils.data.Dataset):
             if self.cfg.load_depth:
                 frames = json.loads(scene.scene_file.read_text())["frames"]
                 plan = plan_resize(scene.width, scene.height, self.resize)
+                # z-depth in the normalised frame (a similarity: depths scale by tf.scale), like the predicted means
                 item["depth"] = _load_depth(scene.scene_file.parent, frames, views_in.indices, self.cfg.depth_key,
-                                            plan)
+                                            plan) * float(tf.scale)
         except (SceneDataError, OSError, ValueError, KeyError, RuntimeError) as e:
             raise BadSampleError(f"bad training sample from scene {scene_dir} (step {key.step}, slot {key.slot}): "
                                  f"{type(e).__name__}: {e}") from e

@@ -56,6 +56,28 @@ def _normalized_disparity(disp: Tensor) -> Tensor:
     return dev / (dev.abs().mean(dim=-1, keepdim=True) + 1e-6)
 
 
+def _camera_depth(means: Tensor, c2w: Tensor, depth: Tensor, patch: int) -> tuple[Tensor, Tensor]:
+    """(z of the Gaussians in their own view's camera [V, P], data z-depth in the same pixel order [V, P])."""
+    from tttlrm_ns.conventions import invert_rigid
+
+    v, h, w = depth.shape
+    pts = means.view(v, h * w, 3).float()
+    w2c = invert_rigid(c2w.float())  # [V, 4, 4]
+    z = torch.einsum("vj,vpj->vp", w2c[:, 2, :3], pts) + w2c[:, 2, 3:4]
+    return z, to_patch_major(depth[:, None, None], patch).view(v, h * w)
+
+
+def log_depth_partial(means: Tensor, c2w: Tensor, depth: Tensor, patch: int, total_pixels: int) -> Tensor:
+    """L1 between ``log z`` of the Gaussians and ``log z`` of the data (exact, metric depth), summed over the valid
+    pixels / ``total_pixels`` (V * H * W of the whole sample). Shapes as :func:`depth_partial`; ``depth`` must be in
+    the normalised frame of ``c2w``. log: a relative error, the same weight near and far; z is clamped at 1e-3 so a
+    Gaussian behind the camera still gets a gradient towards the front."""
+    z, gt = _camera_depth(means, c2w, depth, patch)
+    valid = gt > 0
+    err = (torch.log(z.clamp_min(1e-3)) - torch.log(gt.clamp_min(1e-3))).abs()
+    return torch.where(valid, err, torch.zeros_like(err)).sum() / total_pixels
+
+
 def depth_partial(means: Tensor, c2w: Tensor, depth: Tensor, patch: int, total_pixels: int) -> Tensor:
     """Normalised-disparity SmoothL1 (beta 1) between the Gaussians' camera depth and the data's depth.
 
@@ -86,4 +108,4 @@ def depth_partial(means: Tensor, c2w: Tensor, depth: Tensor, patch: int, total_p
     return (loss * valid).sum() / total_pixels
 
 
-__all__ = ["PerceptualLoss", "depth_partial", "mse_partial", "opacity_partial"]
+__all__ = ["PerceptualLoss", "depth_partial", "log_depth_partial", "mse_partial", "opacity_partial"]
