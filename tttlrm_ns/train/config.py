@@ -178,6 +178,9 @@ class TrainConfig:
     stop_at_step: Optional[int] = None
     """Stop (after a checkpoint) once this many steps are done, e.g. to train in time-limited chunks; the learning
     rate schedule still follows ``optim.max_steps``. Continue with ``--resume``."""
+    stop_after_minutes: Optional[float] = None
+    """Stop (after a checkpoint) once this much wall-clock time has passed in this process: fixed-compute
+    comparisons of recipes, or training in the time a machine is available. Continue with ``--resume``."""
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     model: TttlrmConfig = field(default_factory=TttlrmConfig)

@@ -424,12 +424,16 @@ class Trainer:
                                         extra=f"mse {vals['mse']:.4f} perc {vals['perceptual']:.3f} "
                                               f"|g| {stats['grad_norm']:.2f} {rec['tokens_per_s']:.0f} tok/s")
                 stop = self._stop_requested
+                budget = cfg.stop_after_minutes
+                time_up = budget is not None and time.perf_counter() - t0 >= 60.0 * budget
+                stop = stop or time_up
                 if info.world_size > 1:
                     stop = bool(par.all_reduce_sum(torch.tensor([float(stop)]), info)[0] > 0)
                 if step % cfg.checkpoint.every == 0 or step == end or stop:
                     last_save = self._save(step)
                 if stop:
-                    self.log(f"stop requested (SIGTERM): checkpoint at step {step} written, exiting")
+                    why = "SIGTERM" if self._stop_requested else f"stop_after_minutes={cfg.stop_after_minutes}"
+                    self.log(f"stop requested ({why}): checkpoint at step {step} written, exiting")
                     break
         finally:
             if progress is not None:

@@ -1,0 +1,164 @@
+"""Held-out novel-view PSNR of a training run on synthetic scenes: the yardstick of recipe comparisons.
+
+Training losses are measured on views that overlap the inputs and on scenes the model has seen; recipes are
+compared instead on scenes of another seed with *novel* target views, with a fixed, deterministic view choice:
+
+* ``interp`` (scene paths, objects with ordered frames): ``n_in`` input frames evenly spaced over the first
+  ``span`` frames, targets = the frames half-way between consecutive inputs (interpolation, like the paper's
+  "every 8th frame held out" protocol);
+* ``sphere`` (object turntables): inputs are ``n_in`` frames spread by farthest-point sampling of the camera
+  centres, targets the next ``n_tgt`` remaining frames.
+
+Everything is rendered with the run's own render settings (pruning with a fixed seed) at the run's resolution.
+
+    python -m tttlrm_ns.train.holdout --run runs/scene_cpu --scenes '/data/rooms_val/scene_*' --num 16
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+
+from tttlrm_ns.data.normalize import NormalizeConfig, normalize_views
+from tttlrm_ns.data.scene import ResizeConfig, load_scene, load_views
+from tttlrm_ns.gaussians import Gaussians, prune
+
+from .config import TrainConfig, load_yaml_config
+from .data import discover_scenes
+
+
+@dataclass
+class HoldoutConfig:
+    """Held-out evaluation of a run (``--run``) or a weights file with a training config."""
+
+    scenes: tuple[str, ...]
+    """Held-out scene folders or globs (another seed than the training data)."""
+    run: Optional[Path] = None
+    """Run folder of ``tttlrm-train`` (its ``config.yaml`` and newest checkpoint or ``model.safetensors``)."""
+    weights: Optional[Path] = None
+    """A model ``.safetensors`` instead of the run's newest checkpoint (the run's config still gives the data)."""
+    num: int = 16
+    """Scenes evaluated (the first ``num`` of the sorted list)."""
+    views: int = 0
+    """Input views (0: the first entry of the run's ``data.num_input_views``)."""
+    targets: int = 4
+    """Novel target views per scene."""
+    span: int = 48
+    """``interp``: frames of the path used (inputs spread over the first ``span`` frames)."""
+    mode: Literal["auto", "interp", "sphere"] = "auto"
+    """'auto': 'sphere' when the run samples views at random (objects), else 'interp'."""
+    out: Optional[Path] = None
+    """Write the result as JSON here."""
+
+
+def choose_views(c2w: torch.Tensor, n_in: int, n_tgt: int, mode: str, span: int) -> tuple[list[int], list[int]]:
+    """Deterministic (inputs, novel targets) of one scene from its cameras [F, 4, 4]."""
+    f = c2w.shape[0]
+    if mode == "interp":
+        last = min(span, f) - 1
+        inputs = sorted({round(i * last / max(n_in - 1, 1)) for i in range(n_in)})
+        mids = [(a + b) // 2 for a, b in zip(inputs[:-1], inputs[1:]) if b - a >= 2]
+        step = max(len(mids) / max(n_tgt, 1), 1.0)
+        targets = [mids[int(i * step)] for i in range(min(n_tgt, len(mids)))]
+        return inputs, targets
+    centres = c2w[:, :3, 3].double()
+    chosen = [0]
+    dist = (centres - centres[0]).norm(dim=-1)
+    for _ in range(n_in - 1):  # farthest-point sampling: well-spread inputs
+        nxt = int(dist.argmax())
+        chosen.append(nxt)
+        dist = torch.minimum(dist, (centres - centres[nxt]).norm(dim=-1))
+    rest = [i for i in range(f) if i not in set(chosen)]
+    return sorted(chosen), rest[:n_tgt]
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, cfg: TrainConfig, scenes: list[Path], n_in: int, n_tgt: int, mode: str,
+             span: int = 48) -> dict:
+    """Mean novel-view PSNR over ``scenes``; the model runs in eval mode on the CPU/GPU it lives on."""
+    from .loop import render_views, resolve_rasterize
+
+    dev = next(model.parameters()).device
+    model.eval()
+    resize = ResizeConfig(height=cfg.data.height, width=cfg.data.width, mode=cfg.data.resize_mode,
+                          orientation="fixed", patch_size=cfg.model.patch_size, background=tuple(cfg.data.background))
+    norm = NormalizeConfig(method=cfg.data.normalize, stats="inputs")
+    raster = resolve_rasterize(cfg.render.backend)
+    rcfg = cfg
+    if cfg.render.deferred:  # no backward here: plain rendering
+        rcfg = dataclasses.replace(cfg, render=dataclasses.replace(cfg.render, deferred=False))
+    per_scene = []
+    for k, scene_dir in enumerate(scenes):
+        scene = load_scene(scene_dir, check_images=False)
+        inputs, targets = choose_views(scene.c2w, n_in, n_tgt, mode, span)
+        c2w_in, c2w_tgt, _ = normalize_views(scene.c2w[inputs], scene.c2w[targets], norm)
+        vin, vt = load_views(scene, inputs, resize), load_views(scene, targets, resize)
+        out = model(vin.images[None].to(dev), c2w_in[None].float().to(dev), vin.fxfycxcy[None].float().to(dev))
+        gen = torch.Generator().manual_seed(1000 + k)
+        kept = prune(_first(out.gaussians), cfg.render.prune, len(inputs), gen)
+        render = render_views(kept, c2w_tgt.float().to(dev), vt.fxfycxcy.float().to(dev), cfg.data.height,
+                              cfg.data.width, rcfg, raster).clamp(0, 1)
+        mse = (render.cpu() - vt.images).square().flatten(1).mean(1)
+        psnr = (-10 * torch.log10(mse.clamp_min(1e-10))).tolist()
+        per_scene.append({"scene": scene.scene_name, "inputs": inputs, "targets": targets,
+                          "psnr": float(np.mean(psnr))})
+    return {"psnr": float(np.mean([s["psnr"] for s in per_scene])), "num_scenes": len(per_scene),
+            "views": n_in, "targets": n_tgt, "mode": mode, "per_scene": per_scene}
+
+
+def _first(g: Gaussians) -> Gaussians:
+    """Sample 0 of a batched container (leading dims [B, N] -> [N])."""
+    return Gaussians(**{f.name: getattr(g, f.name)[0] for f in dataclasses.fields(g)})
+
+
+def load_run_model(run: Path, weights: Optional[Path] = None) -> tuple[torch.nn.Module, TrainConfig, str]:
+    """(model, the run's training config, what was loaded) from a run folder: ``weights`` if given, else the
+    newest resumable checkpoint, else ``model.safetensors``."""
+    from tttlrm_ns.model import TttlrmModel
+    from tttlrm_ns.model.checkpoint import load_model
+
+    from .checkpoint import list_checkpoints, load_payload
+
+    cfg = load_yaml_config(run / "config.yaml")
+    if weights is not None:
+        return load_model(weights), cfg, str(weights)
+    ckpts = list_checkpoints(run / "checkpoints")
+    if ckpts:
+        step, path = ckpts[-1]
+        model = TttlrmModel(cfg.model)
+        model.load_state_dict(load_payload(path)["model"])
+        return model, cfg, f"{path} (step {step})"
+    path = run / "model.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run}: no checkpoints/ and no model.safetensors to evaluate")
+    return load_model(path), cfg, str(path)
+
+
+def main(argv=None) -> int:
+    import tyro
+
+    hc = tyro.cli(HoldoutConfig, args=argv)
+    if hc.run is None:
+        raise SystemExit("--run RUN_DIR is required (its config.yaml gives resolution, normalisation, rendering)")
+    model, cfg, what = load_run_model(hc.run, hc.weights)
+    scenes = discover_scenes(hc.scenes)[: hc.num]
+    mode = hc.mode if hc.mode != "auto" else ("sphere" if cfg.data.sampling == "random" else "interp")
+    n_in = hc.views or cfg.data.num_input_views[0]
+    res = evaluate(model, cfg, scenes, n_in, hc.targets, mode, hc.span)
+    res["weights"] = what
+    print(f"{what}: held-out PSNR {res['psnr']:.2f} dB over {res['num_scenes']} scenes "
+          f"({n_in} input views, {hc.targets} novel targets each, {mode})")
+    if hc.out is not None:
+        hc.out.parent.mkdir(parents=True, exist_ok=True)
+        hc.out.write_text(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
