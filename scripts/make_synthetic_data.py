@@ -3,6 +3,7 @@
 
   make_synthetic_data.py --kind objects --num 1000 --out data/synthetic/objects --res 256x256
   make_synthetic_data.py --kind scenes  --num 200  --out data/synthetic/scenes  --res 144x256 --workers 2
+  make_synthetic_data.py --kind zeroverse --num 400 --out data/synthetic/zeroverse --res 256x256   # procedural objects
 
 Resumable (finished items are skipped; each item appears atomically), deterministic by --seed (item i depends on
 (seed, kind, i) only, so --start/--num can split a run across machines). Layout and conventions:
@@ -21,6 +22,7 @@ from pathlib import Path
 from tttlrm_ns.synth import assets as A
 from tttlrm_ns.synth.generate import GenerateConfig, ObjectsConfig, ScenesConfig, generate
 from tttlrm_ns.synth.gl import RendererUnavailable
+from tttlrm_ns.synth.zeroverse import ZeroverseConfig
 
 
 def _res(text: str) -> tuple[int, int]:
@@ -33,7 +35,9 @@ def _res(text: str) -> tuple[int, int]:
 
 def parse_args(argv=None) -> GenerateConfig:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--kind", choices=["objects", "scenes"], required=True)
+    p.add_argument("--kind", choices=["objects", "scenes", "zeroverse"], required=True,
+                   help="objects: furniture turntables; scenes: furnished rooms; zeroverse: procedural objects "
+                        "(LRM-Zero-like primitives, bumps, cut-outs, wireframes; tttlrm_ns/synth/zeroverse.py)")
     p.add_argument("--num", type=int, default=1, help="number of objects / scenes")
     p.add_argument("--out", type=Path, required=True, help="output folder (one sub-folder per item)")
     p.add_argument("--res", type=_res, default=None, help="HxW (default 256x256 objects, 144x256 scenes)")
@@ -42,7 +46,10 @@ def parse_args(argv=None) -> GenerateConfig:
     p.add_argument("--workers", type=int, default=1, help="render processes (2 on 2 cores gives ~+40%%)")
     p.add_argument("--views", type=int, default=32, help="views per object")
     p.add_argument("--frames", type=int, default=120, help="frames per scene")
-    p.add_argument("--background", choices=["rgba", "white"], default="rgba", help="objects: RGBA PNG or on white")
+    p.add_argument("--background", choices=["rgba", "white"], default=None,
+                   help="objects/zeroverse: RGBA PNG or on white (default: rgba for objects, white for zeroverse)")
+    p.add_argument("--zv-grid", type=int, default=ZeroverseConfig.grid,
+                   help="zeroverse: quads per cube-face edge of a primitive (vertex spacing = texture detail)")
     p.add_argument("--supersample", type=int, default=1,
                    help="odd S: render at S x resolution and box-filter colour (anti-aliasing); depth stays exact")
     p.add_argument("--format", choices=["png", "jpg"], default="png", dest="image_format")
@@ -60,14 +67,15 @@ def parse_args(argv=None) -> GenerateConfig:
                    help="where furniture models are extracted")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
-    h, w = a.res or ((256, 256) if a.kind == "objects" else (144, 256))
+    h, w = a.res or ((144, 256) if a.kind == "scenes" else (256, 256))
     return GenerateConfig(kind=a.kind, out=a.out, num=a.num, height=h, width=w, seed=a.seed, start=a.start,
                           image_format=a.image_format, jpeg_quality=a.jpeg_quality, save_depth=not a.no_depth,
                           assets=a.assets, libraries=tuple(s for s in a.libraries.split(",") if s),
                           furniture_dir=a.furniture_dir, textures_jar=a.textures_jar, cache_dir=a.cache_dir,
                           workers=a.workers, objects=ObjectsConfig(views=a.views, background=a.background,
                                                 supersample=a.supersample),
-                          scenes=ScenesConfig(frames=a.frames, supersample=a.supersample)), not a.no_progress
+                          scenes=ScenesConfig(frames=a.frames, supersample=a.supersample),
+                          zeroverse=ZeroverseConfig(grid=a.zv_grid)), not a.no_progress
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,7 @@
-"""Synthetic multi-view training data: object turntables and furnished rooms, written in the
-``opencv_cameras.json`` layout with per-frame depth.
+"""Synthetic multi-view training data: object turntables, furnished rooms and procedural Zeroverse-like objects
+(:mod:`tttlrm_ns.synth.zeroverse`), written in the ``opencv_cameras.json`` layout with per-frame depth.
 
-Output of one item (``<out>/object_00012/`` or ``<out>/scene_00003/``)::
+Output of one item (``<out>/object_00012/``, ``<out>/scene_00003/`` or ``<out>/zeroverse_00007/``)::
 
     opencv_cameras.json   {"scene_name", "frames": [{"file_path", "depth_path", "w2c", "w", "h", "fx", "fy",
                                                      "cx", "cy"}], "generator": {...}, "assets": [...]}
@@ -32,22 +32,29 @@ import numpy as np
 from tttlrm_ns.synth import assets as A
 from tttlrm_ns.synth.cameras import focal_from_fov, gl_c2w_to_cv_w2c, sphere_poses
 from tttlrm_ns.synth.room import AssetSources, LightSpec, RoomConfig, SceneSpec, build_room, camera_path
+from tttlrm_ns.synth.zeroverse import ZeroverseConfig, make_object
 
 SCENE_FILE = "opencv_cameras.json"
-_KIND_ID = {"objects": 1, "scenes": 2}
+_KIND_ID = {"objects": 1, "scenes": 2, "zeroverse": 3}
+_ITEM_PREFIX = {"objects": "object", "scenes": "scene", "zeroverse": "zeroverse"}
+_OBJECT_KINDS = ("objects", "zeroverse")  # object-centric kinds: ObjectsConfig cameras, views and background
 _PIXEL_RULE = ("pixel (u, v) samples the continuous point (u + 0.5, v + 0.5): cx = w / 2 is a centred camera "
                "(tttlrm_ns.conventions); strict OpenCV (integer pixel centres) needs cx - 0.5, cy - 0.5")
 
 
 @dataclass
 class ObjectsConfig:
-    """Object turntables, like ``gso_toy``: object scaled into the unit sphere, cameras on a sphere around it."""
+    """Object turntables, like ``gso_toy``: object scaled into the unit sphere, cameras on a sphere around it.
+    Also the cameras, views, lighting and background of ``zeroverse`` items (whose camera distance is random, see
+    :class:`~tttlrm_ns.synth.zeroverse.ZeroverseConfig`)."""
 
     views: int = 32
     fov_deg: float = 50.0  # gso_toy: fx = 549 px at 512 px
     distance: float = 2.7  # gso_toy camera distance
     elevation_range: tuple[float, float] = (-20.0, 60.0)
-    background: Literal["rgba", "white"] = "rgba"  # RGBA PNG (straight alpha) or composited over white (RGB)
+    # RGBA PNG (straight alpha) or rendered over white (RGB); None = the kind's default: rgba for objects, white
+    # for zeroverse (the LRM-Zero training setting)
+    background: Optional[Literal["rgba", "white"]] = None
     ambient: float = 0.35
     headlight: float = 2.5
     supersample: int = 1  # odd; 3 = 3x3 anti-aliasing (about 5-8x slower)
@@ -68,7 +75,7 @@ class GenerateConfig:
     procedural otherwise; ``debian`` = require them; ``cc0`` = CC0 furniture only + procedural textures (nothing
     that needs attribution or is copyleft); ``procedural`` = self-made assets only."""
 
-    kind: Literal["objects", "scenes"]
+    kind: Literal["objects", "scenes", "zeroverse"]
     out: Path
     num: int = 1
     height: int = 256
@@ -86,17 +93,23 @@ class GenerateConfig:
     workers: int = 1
     objects: ObjectsConfig = field(default_factory=ObjectsConfig)
     scenes: ScenesConfig = field(default_factory=ScenesConfig)
+    zeroverse: ZeroverseConfig = field(default_factory=ZeroverseConfig)
+
+    @property
+    def background(self) -> str:
+        """Object background actually used (``objects.background`` or the kind's default)."""
+        return self.objects.background or ("white" if self.kind == "zeroverse" else "rgba")
 
     def validate(self) -> None:
         if self.kind not in _KIND_ID:
-            raise ValueError(f"kind must be 'objects' or 'scenes', got {self.kind!r}")
+            raise ValueError(f"kind must be one of {sorted(_KIND_ID)}, got {self.kind!r}")
         if self.height < 8 or self.width < 8:
             raise ValueError(f"resolution {self.height}x{self.width} is too small (at least 8x8)")
         if self.num < 0 or self.start < 0:
             raise ValueError("num and start must be >= 0")
         if self.image_format not in ("png", "jpg"):
             raise ValueError(f"image format must be png or jpg, got {self.image_format!r}")
-        if self.kind == "objects" and self.objects.background == "rgba" and self.image_format == "jpg":
+        if self.kind in _OBJECT_KINDS and self.background == "rgba" and self.image_format == "jpg":
             raise ValueError("RGBA object renders need PNG: use --format png or --background white")
         bad = [lib for lib in self.libraries if lib not in A.LIBRARY_LICENSES]
         if bad:
@@ -106,12 +119,15 @@ class GenerateConfig:
         for ss in (self.objects.supersample, self.scenes.supersample):
             if ss < 1 or ss % 2 == 0:
                 raise ValueError(f"supersample must be an odd integer >= 1, got {ss}")
-        if (self.kind == "objects" and self.objects.views < 1) or (self.kind == "scenes" and self.scenes.frames < 2):
+        if ((self.kind in _OBJECT_KINDS and self.objects.views < 1)
+                or (self.kind == "scenes" and self.scenes.frames < 2)):
             raise ValueError("need at least 1 view per object / 2 frames per scene")
+        if self.kind == "zeroverse":
+            self.zeroverse.validate()
 
 
 def item_name(kind: str, index: int) -> str:
-    return f"{'object' if kind == 'objects' else 'scene'}_{index:05d}"
+    return f"{_ITEM_PREFIX[kind]}_{index:05d}"
 
 
 def item_rng(cfg: GenerateConfig, index: int) -> np.random.Generator:
@@ -123,6 +139,8 @@ def resolve_sources(cfg: GenerateConfig) -> AssetSources:
     """Load the asset catalogues the config asks for (see :class:`GenerateConfig`); missing packages fall back to
     procedural assets under ``auto`` and raise :class:`~tttlrm_ns.synth.assets.AssetError` under ``debian``/``cc0``."""
     furniture, textures = [], None
+    if cfg.kind == "zeroverse":  # fully procedural: no asset packages
+        return AssetSources(furniture=[], textures=None, cache_dir=Path(cfg.cache_dir))
     if cfg.assets != "procedural":
         try:
             # Rooms take room furniture; objects may be anything that is not a person, vehicle or garden item.
@@ -168,6 +186,20 @@ def _object_spec(rng: np.random.Generator, cfg: GenerateConfig, sources: AssetSo
     return spec, {"centre_m": centre.tolist(), "scale": float(scale)}
 
 
+def _zeroverse_spec(rng: np.random.Generator, cfg: GenerateConfig) -> tuple[SceneSpec, dict]:
+    """A Zeroverse-like procedural object (already centred, inside the unit sphere), lit like the objects kind.
+    Flat shading: boxes and cut-outs have sharp edges that averaged vertex normals would round off."""
+    obj = make_object(rng, cfg.zeroverse)
+    spec = SceneSpec(ambient=cfg.objects.ambient, bg_color=(1.0, 1.0, 1.0, 1.0))
+    spec.meshes = [(m, False) for m in obj.meshes]
+    key = np.eye(4)
+    key[:3, :3] = np.array([[1, 0, 0], [0, 0.5, 0.866], [0, -0.866, 0.5]])  # from above, tilted 60 degrees
+    spec.lights.append(LightSpec("directional", key, np.ones(3), 1.5))
+    spec.attributions.append({"name": "procedural Zeroverse-like object", "license": "CC0-1.0",
+                              "source": "procedural (tttlrm_ns.synth.zeroverse)"})
+    return spec, {"zeroverse": obj.info}
+
+
 def _encode_image(rgb: np.ndarray, alpha: Optional[np.ndarray], path: Path, cfg: GenerateConfig) -> None:
     from PIL import Image
 
@@ -195,11 +227,17 @@ def generate_item(cfg: GenerateConfig, index: int, renderer, sources: AssetSourc
     rng = item_rng(cfg, index)
     h, w = cfg.height, cfg.width
     extra = {}
-    if cfg.kind == "objects":
-        spec, extra = _object_spec(rng, cfg, sources)
+    if cfg.kind in _OBJECT_KINDS:
+        if cfg.kind == "objects":
+            spec, extra = _object_spec(rng, cfg, sources)
+            distance = cfg.objects.distance
+        else:  # geometry first, then the camera distance: the mesh depends on the rng state at the item's start
+            spec, extra = _zeroverse_spec(rng, cfg)
+            distance = float(rng.uniform(*cfg.zeroverse.distance_range))
+            extra["camera_distance"] = distance
         f = focal_from_fov(cfg.objects.fov_deg, w)
-        poses = sphere_poses(rng, cfg.objects.views, cfg.objects.distance, cfg.objects.elevation_range)
-        rgba, headlight, ss = cfg.objects.background == "rgba", cfg.objects.headlight, cfg.objects.supersample
+        poses = sphere_poses(rng, cfg.objects.views, distance, cfg.objects.elevation_range)
+        rgba, headlight, ss = cfg.background == "rgba", cfg.objects.headlight, cfg.objects.supersample
     else:
         spec, layout = build_room(rng, cfg.scenes.room, sources)
         f = focal_from_fov(rng.uniform(*cfg.scenes.room.fov_range), w)
@@ -292,7 +330,7 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> RunSummary:
     _clean_stale_tmp(out)
     todo = [i for i in range(cfg.start, cfg.start + cfg.num) if not (out / item_name(cfg.kind, i) / SCENE_FILE).is_file()]
     summary = RunSummary(skipped=cfg.num - len(todo))
-    per_item = cfg.objects.views if cfg.kind == "objects" else cfg.scenes.frames
+    per_item = cfg.objects.views if cfg.kind in _OBJECT_KINDS else cfg.scenes.frames
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
