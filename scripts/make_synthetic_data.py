@@ -4,6 +4,7 @@
   make_synthetic_data.py --kind objects --num 1000 --out data/synthetic/objects --res 256x256
   make_synthetic_data.py --kind scenes  --num 200  --out data/synthetic/scenes  --res 144x256 --workers 2
   make_synthetic_data.py --kind zeroverse --num 400 --out data/synthetic/zeroverse --res 256x256   # procedural objects
+  make_synthetic_data.py --kind megasynth --num 300 --out data/synthetic/megasynth --frames 64 --format jpg  # procedural rooms
 
 Resumable (finished items are skipped; each item appears atomically), deterministic by --seed (item i depends on
 (seed, kind, i) only, so --start/--num can split a run across machines). Layout and conventions:
@@ -20,8 +21,9 @@ import sys
 from pathlib import Path
 
 from tttlrm_ns.synth import assets as A
-from tttlrm_ns.synth.generate import GenerateConfig, ObjectsConfig, ScenesConfig, generate
+from tttlrm_ns.synth.generate import GenerateConfig, MegaSynthScenesConfig, ObjectsConfig, ScenesConfig, generate
 from tttlrm_ns.synth.gl import RendererUnavailable
+from tttlrm_ns.synth.megasynth import MegaSynthConfig
 from tttlrm_ns.synth.zeroverse import ZeroverseConfig
 
 
@@ -35,9 +37,10 @@ def _res(text: str) -> tuple[int, int]:
 
 def parse_args(argv=None) -> GenerateConfig:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--kind", choices=["objects", "scenes", "zeroverse"], required=True,
+    p.add_argument("--kind", choices=["objects", "scenes", "zeroverse", "megasynth"], required=True,
                    help="objects: furniture turntables; scenes: furnished rooms; zeroverse: procedural objects "
-                        "(LRM-Zero-like primitives, bumps, cut-outs, wireframes; tttlrm_ns/synth/zeroverse.py)")
+                        "(LRM-Zero-like primitives, bumps, cut-outs, wireframes; tttlrm_ns/synth/zeroverse.py); megasynth: "
+                        "procedural rooms of primitives (MegaSynth-like; tttlrm_ns/synth/megasynth.py)")
     p.add_argument("--num", type=int, default=1, help="number of objects / scenes")
     p.add_argument("--out", type=Path, required=True, help="output folder (one sub-folder per item)")
     p.add_argument("--res", type=_res, default=None, help="HxW (default 256x256 objects, 144x256 scenes)")
@@ -46,6 +49,9 @@ def parse_args(argv=None) -> GenerateConfig:
     p.add_argument("--workers", type=int, default=1, help="render processes (2 on 2 cores gives ~+40%%)")
     p.add_argument("--views", type=int, default=32, help="views per object")
     p.add_argument("--frames", type=int, default=120, help="frames per scene")
+    p.add_argument("--camera-mode", choices=["path", "walls"], default="path",
+                   help="megasynth: handheld-like path through the room (default) or MegaSynth's layout (cameras "
+                        "along the walls looking in, in walking order, then a few in the centre)")
     p.add_argument("--background", choices=["rgba", "white"], default=None,
                    help="objects/zeroverse: RGBA PNG or on white (default: rgba for objects, white for zeroverse)")
     p.add_argument("--zv-grid", type=int, default=ZeroverseConfig.grid,
@@ -67,7 +73,7 @@ def parse_args(argv=None) -> GenerateConfig:
                    help="where furniture models are extracted")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
-    h, w = a.res or ((144, 256) if a.kind == "scenes" else (256, 256))
+    h, w = a.res or ((144, 256) if a.kind in ("scenes", "megasynth") else (256, 256))
     return GenerateConfig(kind=a.kind, out=a.out, num=a.num, height=h, width=w, seed=a.seed, start=a.start,
                           image_format=a.image_format, jpeg_quality=a.jpeg_quality, save_depth=not a.no_depth,
                           assets=a.assets, libraries=tuple(s for s in a.libraries.split(",") if s),
@@ -75,6 +81,8 @@ def parse_args(argv=None) -> GenerateConfig:
                           workers=a.workers, objects=ObjectsConfig(views=a.views, background=a.background,
                                                 supersample=a.supersample),
                           scenes=ScenesConfig(frames=a.frames, supersample=a.supersample),
+                          megasynth=MegaSynthScenesConfig(frames=a.frames, supersample=a.supersample,
+                                                          room=MegaSynthConfig(camera_mode=a.camera_mode)),
                           zeroverse=ZeroverseConfig(grid=a.zv_grid)), not a.no_progress
 
 

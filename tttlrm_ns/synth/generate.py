@@ -31,12 +31,14 @@ import numpy as np
 
 from tttlrm_ns.synth import assets as A
 from tttlrm_ns.synth.cameras import focal_from_fov, gl_c2w_to_cv_w2c, sphere_poses
+from tttlrm_ns.synth.megasynth import MegaSynthConfig, build_megasynth_room
+from tttlrm_ns.synth.megasynth import camera_poses as megasynth_camera_poses
 from tttlrm_ns.synth.room import AssetSources, LightSpec, RoomConfig, SceneSpec, build_room, camera_path
 from tttlrm_ns.synth.zeroverse import ZeroverseConfig, make_object
 
 SCENE_FILE = "opencv_cameras.json"
-_KIND_ID = {"objects": 1, "scenes": 2, "zeroverse": 3}
-_ITEM_PREFIX = {"objects": "object", "scenes": "scene", "zeroverse": "zeroverse"}
+_KIND_ID = {"objects": 1, "scenes": 2, "zeroverse": 3, "megasynth": 4}
+_ITEM_PREFIX = {"objects": "object", "scenes": "scene", "zeroverse": "zeroverse", "megasynth": "megasynth"}
 _OBJECT_KINDS = ("objects", "zeroverse")  # object-centric kinds: ObjectsConfig cameras, views and background
 _PIXEL_RULE = ("pixel (u, v) samples the continuous point (u + 0.5, v + 0.5): cx = w / 2 is a centred camera "
                "(tttlrm_ns.conventions); strict OpenCV (integer pixel centres) needs cx - 0.5, cy - 0.5")
@@ -70,12 +72,22 @@ class ScenesConfig:
 
 
 @dataclass
+class MegaSynthScenesConfig:
+    """MegaSynth-style procedural rooms (:mod:`tttlrm_ns.synth.megasynth`); cameras ``room.camera_mode``: a
+    handheld-like ``path`` (default) or the paper's ``walls`` layout (walk along the walls, then the centre)."""
+
+    frames: int = 64
+    supersample: int = 1  # odd; 3 = 3x3 anti-aliasing
+    room: MegaSynthConfig = field(default_factory=MegaSynthConfig)
+
+
+@dataclass
 class GenerateConfig:
     """What to generate and where. ``assets``: ``auto`` = Debian furniture + Sweet Home 3D textures where installed,
     procedural otherwise; ``debian`` = require them; ``cc0`` = CC0 furniture only + procedural textures (nothing
     that needs attribution or is copyleft); ``procedural`` = self-made assets only."""
 
-    kind: Literal["objects", "scenes", "zeroverse"]
+    kind: Literal["objects", "scenes", "zeroverse", "megasynth"]
     out: Path
     num: int = 1
     height: int = 256
@@ -94,6 +106,7 @@ class GenerateConfig:
     objects: ObjectsConfig = field(default_factory=ObjectsConfig)
     scenes: ScenesConfig = field(default_factory=ScenesConfig)
     zeroverse: ZeroverseConfig = field(default_factory=ZeroverseConfig)
+    megasynth: MegaSynthScenesConfig = field(default_factory=MegaSynthScenesConfig)
 
     @property
     def background(self) -> str:
@@ -116,7 +129,7 @@ class GenerateConfig:
             raise ValueError(f"unknown furniture libraries {bad}; choose from {sorted(A.LIBRARY_LICENSES)}")
         if self.assets == "cc0" and any(A.LIBRARY_LICENSES[lib] != "CC0-1.0" for lib in self.libraries):
             raise ValueError(f"--assets cc0 allows only CC0 libraries, got {list(self.libraries)}")
-        for ss in (self.objects.supersample, self.scenes.supersample):
+        for ss in (self.objects.supersample, self.scenes.supersample, self.megasynth.supersample):
             if ss < 1 or ss % 2 == 0:
                 raise ValueError(f"supersample must be an odd integer >= 1, got {ss}")
         if ((self.kind in _OBJECT_KINDS and self.objects.views < 1)
@@ -124,6 +137,10 @@ class GenerateConfig:
             raise ValueError("need at least 1 view per object / 2 frames per scene")
         if self.kind == "zeroverse":
             self.zeroverse.validate()
+        if self.kind == "megasynth" and self.megasynth.frames < 2:
+            raise ValueError("need at least 2 frames per megasynth room")
+        if self.kind == "megasynth" and self.megasynth.room.camera_mode not in ("path", "walls"):
+            raise ValueError(f"megasynth camera mode must be path or walls, got {self.megasynth.room.camera_mode!r}")
 
 
 def item_name(kind: str, index: int) -> str:
@@ -139,7 +156,7 @@ def resolve_sources(cfg: GenerateConfig) -> AssetSources:
     """Load the asset catalogues the config asks for (see :class:`GenerateConfig`); missing packages fall back to
     procedural assets under ``auto`` and raise :class:`~tttlrm_ns.synth.assets.AssetError` under ``debian``/``cc0``."""
     furniture, textures = [], None
-    if cfg.kind == "zeroverse":  # fully procedural: no asset packages
+    if cfg.kind in ("zeroverse", "megasynth"):  # fully procedural: no asset packages
         return AssetSources(furniture=[], textures=None, cache_dir=Path(cfg.cache_dir))
     if cfg.assets != "procedural":
         try:
@@ -238,6 +255,15 @@ def generate_item(cfg: GenerateConfig, index: int, renderer, sources: AssetSourc
         f = focal_from_fov(cfg.objects.fov_deg, w)
         poses = sphere_poses(rng, cfg.objects.views, distance, cfg.objects.elevation_range)
         rgba, headlight, ss = cfg.background == "rgba", cfg.objects.headlight, cfg.objects.supersample
+    elif cfg.kind == "megasynth":
+        ms = cfg.megasynth
+        scene = build_megasynth_room(rng, ms.room)
+        spec = scene.spec
+        f = focal_from_fov(rng.uniform(*ms.room.fov_range), w)
+        poses = megasynth_camera_poses(rng, ms.room, scene, ms.frames)
+        rgba, headlight, ss = False, 0.0, ms.supersample
+        extra = {"room_size_m": [scene.layout.width, scene.layout.height, scene.layout.depth],
+                 "camera_mode": ms.room.camera_mode, "contents": scene.counts}
     else:
         spec, layout = build_room(rng, cfg.scenes.room, sources)
         f = focal_from_fov(rng.uniform(*cfg.scenes.room.fov_range), w)
@@ -330,7 +356,8 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> RunSummary:
     _clean_stale_tmp(out)
     todo = [i for i in range(cfg.start, cfg.start + cfg.num) if not (out / item_name(cfg.kind, i) / SCENE_FILE).is_file()]
     summary = RunSummary(skipped=cfg.num - len(todo))
-    per_item = cfg.objects.views if cfg.kind in _OBJECT_KINDS else cfg.scenes.frames
+    per_item = (cfg.objects.views if cfg.kind in _OBJECT_KINDS
+                else cfg.megasynth.frames if cfg.kind == "megasynth" else cfg.scenes.frames)
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
@@ -368,5 +395,5 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> RunSummary:
     return summary
 
 
-__all__ = ["GenerateConfig", "ObjectsConfig", "ScenesConfig", "RunSummary", "generate", "generate_item",
+__all__ = ["GenerateConfig", "ObjectsConfig", "ScenesConfig", "MegaSynthScenesConfig", "RunSummary", "generate", "generate_item",
            "resolve_sources", "item_name", "item_rng", "SCENE_FILE"]

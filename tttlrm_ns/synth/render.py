@@ -95,9 +95,17 @@ class SpecRenderer:
                                 setattr(prim.material, attr, None)
             scene.add(pm, name=f"mesh{i:06d}")
         for i, light in enumerate(spec.lights):
-            cls = pr.PointLight if light.kind == "point" else pr.DirectionalLight
-            scene.add(cls(color=light.color.astype(float), intensity=float(light.intensity)), pose=light.pose,
-                      name=f"light{i:06d}")
+            color, intensity = light.color.astype(float), float(light.intensity)
+            if light.kind == "point":
+                node = pr.PointLight(color=color, intensity=intensity)
+            elif light.kind == "directional":
+                node = pr.DirectionalLight(color=color, intensity=intensity)
+            elif light.kind == "spot":
+                node = pr.SpotLight(color=color, intensity=intensity, innerConeAngle=float(light.inner_cone),
+                                    outerConeAngle=float(light.outer_cone))
+            else:
+                raise ValueError(f"unknown light kind {light.kind!r} (point, directional or spot)")
+            scene.add(node, pose=light.pose, name=f"light{i:06d}")
         return scene
 
     def render(self, spec: SceneSpec, intr: Intrinsics, poses_gl: np.ndarray, rgba: bool = False,

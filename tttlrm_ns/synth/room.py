@@ -52,10 +52,12 @@ class AssetSources:
 
 @dataclass
 class LightSpec:
-    kind: str  # "point" | "directional"
-    pose: np.ndarray  # [4, 4] world pose (directional lights shine along the pose's -z)
+    kind: str  # "point" | "directional" | "spot"
+    pose: np.ndarray  # [4, 4] world pose (directional and spot lights shine along the pose's -z)
     color: np.ndarray  # [3]
     intensity: float
+    inner_cone: float = 0.0  # spot lights: cone half-angles in radians (full intensity inside inner_cone)
+    outer_cone: float = math.pi / 4
 
 
 @dataclass
