@@ -133,7 +133,7 @@ def test_missing_checkpoint_says_where_to_get_weights(tmp_path, monkeypatch):
     from tttlrm_ns.ns import pipeline
     from tttlrm_ns.ns.pipeline import PredictionError
 
-    monkeypatch.setattr(pipeline, "BUNDLED_CHECKPOINT", tmp_path / "no_bundled.safetensors")
+    monkeypatch.setattr(pipeline, "WEIGHTS_DIR", tmp_path / "no_bundled")
     with pytest.raises(PredictionError, match=r"--pipeline.model.checkpoint PATH .*`tttlrm-train`.* official tttLRM .pt"):
         _setup(_config(None))
     with pytest.raises(PredictionError, match="does not exist"):
@@ -147,11 +147,21 @@ def test_autoregressive_scan_needs_whole_chunks(tiny_checkpoint):
         _setup(_config(tiny_checkpoint, method="tttlrm-ar", views=6))
 
 
-def test_iteration_count_comes_from_refine_steps(tiny_checkpoint):
-    cfg = _config(tiny_checkpoint, method="tttlrm-refine3")
-    cfg.max_num_iterations = 5
-    with pytest.raises(ValueError, match="--max-num-iterations 5 conflicts with --pipeline.model.refine.steps 3"):
-        cfg.setup(local_rank=0, world_size=1)
+def test_max_num_iterations_is_the_number_of_refinement_steps():
+    from tttlrm_ns.ns.trainer import resolve_iterations
+
+    cfg = _config(None, method="tttlrm-refine3")
+    cfg.max_num_iterations = 5  # nerfstudio's flag: 5 refinement steps instead of the method's 3
+    assert resolve_iterations(cfg) == 5 and cfg.pipeline.model.refine.steps == 5
+    cfg = _config(None, method="tttlrm")
+    assert resolve_iterations(cfg) == 0  # neither flag: the method's default (pure feed-forward)
+    cfg.pipeline.model.refine.steps = 7  # only refine.steps
+    assert resolve_iterations(cfg) == 7
+    cfg.max_num_iterations = 7  # both, same value
+    assert resolve_iterations(cfg) == 7
+    cfg.max_num_iterations = 5  # both, different values
+    with pytest.raises(ValueError, match="--max-num-iterations 5 conflicts with --pipeline.model.refine.steps 7"):
+        resolve_iterations(cfg)
 
 
 def test_refinement_three_steps_on_input_views(tiny_checkpoint, tmp_path):

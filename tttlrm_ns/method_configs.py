@@ -1,14 +1,17 @@
 """nerfstudio methods of tttlrm_ns (registered through the ``nerfstudio.method_configs`` entry point).
 
-* ``tttlrm``: the full-scan scene model (paper's main setting): 32 k-means input views, long side 960 (960x536 for
-  16:9 images), ``mean_cam`` normalisation, official pruning, pure feed-forward (no refinement).
+* ``tttlrm``: the full-scan scene model (paper's main setting): 32 k-means input views, long side up to 960 on
+  CUDA (960x536 for 16:9 images; 256 on CPU; never above the stored size), ``mean_cam`` normalisation, official
+  pruning, pure feed-forward (no refinement).
 * ``tttlrm-ar``: the autoregressive scan (fast weights updated every 4 views, ``first_cam`` normalisation);
   ``--pipeline.model.selective-update True`` turns on the elastic selective update.
-* ``tttlrm-object``: the object-level preset (patch 16), 24 input views, long side 512, white background.
+* ``tttlrm-object``: the object-level preset (patch 16), 24 input views, long side up to 512, white background.
 * ``tttlrm-refine3`` / ``tttlrm-refine10``: ``tttlrm`` followed by the paper's 3- / 10-step refinement.
 
 Every method reads ``opencv_cameras.json`` scenes by default (dataparser ``opencv-cameras``); nerfstudio's own
-dataparsers work as well (``ns-train tttlrm --data DIR nerfstudio-data``). Weights: ``--pipeline.model.checkpoint``.
+dataparsers work as well (``ns-train tttlrm --data DIR nerfstudio-data``). Weights: ``--pipeline.model.checkpoint``,
+default the method's bundled file (``DEFAULT_WEIGHTS`` in ``ns/pipeline.py``); weights trained for another method
+are refused. ``--max-num-iterations N`` = N refinement steps.
 """
 
 from __future__ import annotations
@@ -60,12 +63,12 @@ def _pipeline(model: TttlrmNSModelConfig, **kwargs) -> TttlrmPipelineConfig:
     )
 
 
-tttlrm_config = _trainer("tttlrm", _pipeline(TttlrmNSModelConfig(model_preset="official_full")))
+tttlrm_config = _trainer("tttlrm", _pipeline(TttlrmNSModelConfig()))
 
 tttlrm_ar_config = _trainer(
     "tttlrm-ar",
     _pipeline(
-        TttlrmNSModelConfig(model_preset="official_ar", scan="ar", selective_update=False),
+        TttlrmNSModelConfig(scan="ar", selective_update=False),
         normalization="first_cam",
     ),
 )
@@ -75,7 +78,8 @@ tttlrm_object_config = _trainer(
     _pipeline(
         TttlrmNSModelConfig(model_preset="object_level", background_color="white"),
         views=ViewSelectionConfig(mode="kmeans", num_views=24),
-        input_long_side=512,
+        method_kind="object",
+        auto_long_side_cuda=512,
     ),
 )
 

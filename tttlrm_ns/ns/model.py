@@ -48,8 +48,9 @@ class TttlrmNSModelConfig(SplatfactoModelConfig):
     # --- backbone weights and run-time options (used once, at the start of `ns-train`) ----------------------
     checkpoint: Optional[Path] = None
     """tttLRM weights: a .safetensors file from `tttlrm-train` (carries its config) or the official .pt checkpoint."""
-    model_preset: Literal["official_full", "official_ar", "object_level", "small_d256", "tiny"] = "official_full"
-    """Architecture used to read an official .pt checkpoint (.safetensors files carry their own config)."""
+    model_preset: Optional[Literal["official_full", "official_ar", "object_level", "small_d256", "tiny"]] = None
+    """Architecture of an official .pt checkpoint, which records neither it nor its scan (None: from the released
+    file name dl3dv_full.pt / dl3dv_ar.pt, otherwise required). .safetensors files carry their own config."""
     scan: Optional[Literal["full", "ar", "stream"]] = None
     """Override the checkpoint's fast-weight scan: 'full', 'ar' (autoregressive chunks) or 'stream' (causal)."""
     ar_chunk_views: Optional[int] = None

@@ -20,6 +20,7 @@ In the other modes (``ns-eval``, ``ns-export``, ``ns-viewer`` and ``ns-render`` 
 from __future__ import annotations
 
 import gc
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +32,8 @@ from torch.cuda.amp.grad_scaler import GradScaler
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
-# BUNDLED_CHECKPOINT: default weights when ``--pipeline.model.checkpoint`` is not given (used only if the file
-# exists). Defined once in tttlrm_ns/__init__.py; re-exported here (tests monkeypatch this module's name).
+# BUNDLED_CHECKPOINT: the bundled demo weights (defined once in tttlrm_ns/__init__.py); DEFAULT_WEIGHTS below
+# says which method uses which bundled file.
 from tttlrm_ns import BUNDLED_CHECKPOINT
 from tttlrm_ns.data.normalize import normalize_cameras
 from tttlrm_ns.data.views import ViewSelectionConfig, select_views
@@ -41,6 +42,31 @@ from tttlrm_ns.model import TttlrmConfig, presets
 from tttlrm_ns.ns import inputs
 from tttlrm_ns.ns.model import TttlrmNSModelConfig
 from tttlrm_ns.ns.predict import GIB, available_memory, estimate_memory, keep_fraction, predict_gaussians
+
+
+WEIGHTS_DIR = BUNDLED_CHECKPOINT.parent
+"""Folder of the bundled weights (``tttlrm_ns/assets/weights``)."""
+
+DEFAULT_WEIGHTS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("scene", "full"): ("tttlrm_scene.safetensors", BUNDLED_CHECKPOINT.name),
+    ("scene", "ar"): ("tttlrm_scene_ar.safetensors",),
+    ("object", "full"): ("tttlrm_object.safetensors",),
+}
+"""Default weights per (``method_kind``, scan) when ``--pipeline.model.checkpoint`` is not given: the first file of
+the tuple that exists in :data:`WEIGHTS_DIR`. A method whose files are all absent stops with a message; it never
+borrows weights trained for another method (``tttlrm`` uses the small demo model until ``tttlrm_scene`` exists)."""
+
+OFFICIAL_PRESET_BY_NAME = {"dl3dv_full.pt": "official_full", "dl3dv_ar.pt": "official_ar"}
+"""The released ``.pt`` files have the same tensors for both scans, so the scan can only come from the file name
+(these two) or ``--pipeline.model.model-preset``."""
+
+_PRESET_TRAINED = {  # what the official presets' weights were trained for: (kind, scan)
+    "official_full": ("scene", "full"),
+    "official_ar": ("scene", "ar"),
+    "object_level": ("object", "full"),
+}
+_METHOD_FOR = {("scene", "full"): "tttlrm", ("scene", "ar"): "tttlrm-ar", ("object", "full"): "tttlrm-object"}
+_SCAN_WORDS = {"full": "full scan", "ar": "autoregressive scan", "stream": "streaming scan"}
 
 
 class PredictionError(ValueError):
@@ -62,9 +88,20 @@ class TttlrmPipelineConfig(VanillaPipelineConfig):
     """Which train images are the model's input views."""
     use_precomputed_views: bool = True
     """With k-means: use the scene file's fold_8_kmeans_{N}_input list when present (the paper's exact inputs)."""
-    input_long_side: Optional[int] = 960
+    method_kind: Literal["scene", "object"] = "scene"
+    """What this method reconstructs; weights trained for the other kind (``trained.kind`` metadata) are refused."""
+    check_weights: bool = True
+    """Stop when the weights' ``trained.*`` metadata (kind, scan, normalisation, background) disagree with this run.
+    False runs them anyway (e.g. a full-scan model with --pipeline.model.scan ar on purpose)."""
+    input_long_side: Optional[int] = None
     """Long side of the model input in pixels (aspect kept, short side rounded down to the patch multiple: 16:9
-    images become 960x536 as in the paper). None: the stored size, cropped to the patch multiple."""
+    images become 960x536 as in the paper); an explicit value is used as given, also above the stored size.
+    None: automatic, the stored long side capped at auto_long_side_cuda / auto_long_side_cpu (never upsampled)."""
+    auto_long_side_cuda: int = 960
+    """Cap of the automatic input long side on CUDA (the paper's 960)."""
+    auto_long_side_cpu: int = 256
+    """Cap of the automatic input long side on CPU: 32 views of 256x144 predict in seconds and refine / export in
+    well under a minute on 2 cores; larger inputs multiply the Gaussians (one per pixel) and every later step."""
     input_height: Optional[int] = None
     """Exact input rows instead of input_long_side; give input_height and input_width together."""
     input_width: Optional[int] = None
@@ -110,30 +147,127 @@ class TttlrmPipeline(VanillaPipeline):
             max(len(self.input_indices), 1), generator=torch.Generator().manual_seed(config.seed)
         ).tolist()
 
-    # --- prediction ---------------------------------------------------------------------------------------------
-    def resolve_model_config(self) -> tuple[Path, TttlrmConfig]:
-        """The weights file and the backbone configuration with this run's overrides (nothing is loaded)."""
-        m = self.config.model
-        path = m.checkpoint
-        if path is None and BUNDLED_CHECKPOINT.is_file():
-            path = BUNDLED_CHECKPOINT
-        if path is None:
-            raise PredictionError(
-                "tttLRM needs backbone weights: pass --pipeline.model.checkpoint PATH with either a .safetensors file "
-                "written by `tttlrm-train` (or tttlrm_ns.model.checkpoint.save_model) or the official tttLRM .pt "
-                "checkpoint (read with --pipeline.model.model-preset, default official_full). To train weights "
-                "yourself see `tttlrm-train --help` and the README's training section. No bundled checkpoint is "
-                f"installed at {BUNDLED_CHECKPOINT}."
-            )
-        path = Path(path)
-        if not path.is_file():
-            raise PredictionError(f"--pipeline.model.checkpoint {path} does not exist")
-        if path.suffix == ".safetensors":
-            from tttlrm_ns.model.checkpoint import read_config
+    # --- weights ------------------------------------------------------------------------------------------------
+    def expected_scan(self) -> str:
+        """The scan this run uses: ``--pipeline.model.scan`` (set by ``tttlrm-ar``) or the full scan."""
+        return self.config.model.scan or "full"
 
-            cfg = read_config(path)
+    def default_weights(self) -> Path:
+        """The bundled weights of this method (:data:`DEFAULT_WEIGHTS`); an error when none are installed."""
+        key = (self.config.method_kind, self.expected_scan())
+        names = DEFAULT_WEIGHTS.get(key, ())
+        for name in names:
+            if (WEIGHTS_DIR / name).is_file():
+                return WEIGHTS_DIR / name
+        method = _METHOD_FOR.get(key, "this method")
+        where = f" (expected {WEIGHTS_DIR / names[0]})" if names else ""
+        raise PredictionError(
+            f"{method} ({key[0]}s, {_SCAN_WORDS.get(key[1], key[1])}) has no bundled weights{where}, and weights "
+            "trained for another method are not substituted. Pass --pipeline.model.checkpoint PATH with weights "
+            "trained for it: a .safetensors file written by `tttlrm-train` (see the README's training section and "
+            "configs/) or an official tttLRM .pt checkpoint (with --pipeline.model.model-preset "
+            f"{'object_level' if key[0] == 'object' else 'official_ar' if key[1] == 'ar' else 'official_full'})."
+        )
+
+    def _official_preset(self, path: Path) -> str:
+        """Architecture preset of an official ``.pt``: ``--pipeline.model.model-preset`` or the released file name."""
+        m = self.config.model
+        by_name = OFFICIAL_PRESET_BY_NAME.get(path.name)
+        if m.model_preset is not None:
+            if by_name is not None and by_name != m.model_preset and self.config.check_weights:
+                raise PredictionError(
+                    f"{path.name} is the released {by_name} checkpoint but --pipeline.model.model-preset is "
+                    f"{m.model_preset}; use --pipeline.model.model-preset {by_name} (or "
+                    "--pipeline.check-weights False if the file was renamed)"
+                )
+            return m.model_preset
+        if by_name is None:
+            raise PredictionError(
+                f"{path} is a .pt checkpoint, which does not record its architecture or scan (the released full and "
+                "autoregressive models have identical tensors). Say which it is: --pipeline.model.model-preset "
+                "official_full (dl3dv_full.pt, ns-train tttlrm), official_ar (dl3dv_ar.pt, ns-train tttlrm-ar) or "
+                "object_level (ns-train tttlrm-object)."
+            )
+        CONSOLE.log(f"tttLRM: {path.name} read as the released {by_name} model (from its file name)")
+        return by_name
+
+    def check_trained_for(self, path: Path, kind: Optional[str], scan: Optional[str], normalization: Optional[str],
+                          background: Optional[str]) -> None:
+        """Stop when what the weights were trained for disagrees with this run (None: unknown, not checked)."""
+        if not self.config.check_weights:
+            return
+        c, m = self.config, self.config.model
+        run_scan = self.expected_scan()
+        run_norm = c.normalization if c.normalization != "auto" else ("mean_cam" if run_scan == "full" else "first_cam")
+        problems = []
+        if kind is not None and kind != c.method_kind:
+            method = _METHOD_FOR.get((kind, scan or "full"), "tttlrm-object" if kind == "object" else "tttlrm")
+            problems.append(f"it was trained for {kind}s, this method reconstructs {c.method_kind}s: use ns-train "
+                            f"{method}")
+        elif scan is not None and scan != run_scan:
+            method = _METHOD_FOR.get((kind or c.method_kind, scan))
+            preset = {"ar": "official_ar", "full": "official_full"}.get(scan)
+            how = f"use ns-train {method}" if method else f"use --pipeline.model.scan {scan}"
+            if path.suffix == ".pt" and preset is not None:
+                how += f" (with --pipeline.model.model-preset {preset})"
+            problems.append(f"it was trained for the {_SCAN_WORDS.get(scan, scan)}, this run uses the "
+                            f"{_SCAN_WORDS.get(run_scan, run_scan)}: {how}")
+        elif normalization is not None and normalization != run_norm:
+            problems.append(f"it was trained with {normalization} camera normalisation, this run uses {run_norm}: "
+                            f"use --pipeline.normalization {normalization}")
+        if background is not None and m.background_color != "random" and background != m.background_color:
+            flag = background if background in ("white", "black") else "random"
+            problems.append(f"it was trained on a {background} background, this run renders on "
+                            f"{m.background_color}: use --pipeline.model.background-color {flag}")
+        if problems:
+            raise PredictionError(
+                f"the weights {path} do not fit this method: " + "; ".join(problems)
+                + ". (--pipeline.check-weights False runs them anyway.)"
+            )
+
+    def resolve_model_config(self) -> tuple[Path, TttlrmConfig]:
+        """The weights file and the backbone configuration with this run's overrides (nothing is loaded).
+
+        Checks what the weights were trained for against this method (:meth:`check_trained_for`) and logs the
+        file used.
+        """
+        m = self.config.model
+        if m.checkpoint is None:
+            path, source = self.default_weights(), "bundled default"
         else:
-            cfg = presets.get(m.model_preset)
+            path, source = Path(m.checkpoint), "--pipeline.model.checkpoint"
+            if not path.is_file():
+                raise PredictionError(f"--pipeline.model.checkpoint {path} does not exist")
+        if path.suffix == ".safetensors":
+            from tttlrm_ns.model.checkpoint import CheckpointError, read_config, read_metadata, read_trained_for
+
+            try:
+                cfg = read_config(path)
+                trained, missing = read_trained_for(path)
+            except CheckpointError as e:
+                raise PredictionError(str(e)) from None
+            if trained is None:
+                CONSOLE.log(
+                    f"[yellow]tttLRM: {path} has no {', '.join('trained.' + k for k in missing)} metadata (written "
+                    "before tttlrm_ns recorded it): cannot check that the weights were trained for this method's "
+                    f"kind ({self.config.method_kind}), scan ({self.expected_scan()}), camera normalisation and "
+                    f"background ({self.config.model.background_color}). Re-export them with "
+                    "`python -m tttlrm_ns.train.checkpoint` to record it."
+                )
+                detail = f"no training record; config scan {cfg.scan}"
+            else:
+                self.check_trained_for(path, trained.kind, trained.scan, trained.normalization, trained.background)
+                step = read_metadata(path).get("train_step")
+                detail = (f"trained for {trained.kind}s, {trained.scan} scan, {trained.normalization}, "
+                          f"{trained.resolution}, {trained.background} background, preset {trained.preset}"
+                          + (f", step {step}" if step else ""))
+        else:
+            preset = self._official_preset(path)
+            cfg = presets.get(preset)
+            kind, scan = _PRESET_TRAINED.get(preset, (None, None))
+            self.check_trained_for(path, kind, scan, None, None)
+            detail = f"official checkpoint read as {preset}"
+        CONSOLE.log(f"tttLRM: weights {path} ({source}; {detail})")
         overrides: dict = {"compile": m.compile}
         if m.scan is not None:
             overrides["scan"] = m.scan
@@ -207,9 +341,12 @@ class TttlrmPipeline(VanillaPipeline):
             raise PredictionError("tttLRM needs pinhole cameras; undistort fisheye / equirectangular captures first")
         width, height = sizes.pop()
         c = self.config
-        plan = inputs.make_plan(width, height, cfg.patch_size, c.input_height, c.input_width, c.input_long_side,
+        long_side, why = self._long_side(width, height, cfg.patch_size)
+        plan = inputs.make_plan(width, height, cfg.patch_size, c.input_height, c.input_width, long_side,
                                 c.resize_mode)
         v = len(idx)
+        CONSOLE.log(f"tttLRM: input size {plan.out_w}x{plan.out_h} from {width}x{height} stored images ({why})")
+        self._log_output_size(v, plan.out_h, plan.out_w)
 
         est = estimate_memory(
             cfg, v, plan.out_h, plan.out_w, keep_fraction(self.config.prune, v), self.config.chunk_views
@@ -267,6 +404,38 @@ class TttlrmPipeline(VanillaPipeline):
             f"(setup {t1 - t0:.1f} s)"
         )
         return out, idx
+
+    def _long_side(self, width: int, height: int, patch: int) -> tuple[Optional[int], str]:
+        """Input long side (None: the stored size) and why: explicit flags as given, else the device's cap, never
+        above the stored size (upsampling only adds Gaussians, not detail)."""
+        c = self.config
+        if c.input_height is not None or c.input_width is not None:
+            return None, "--pipeline.input-height / --pipeline.input-width"
+        stored = max(width, height)
+        if c.input_long_side is not None:
+            up = " (upsampled, as asked)" if c.input_long_side > stored else ""
+            return c.input_long_side, f"--pipeline.input-long-side {c.input_long_side}{up}"
+        dev = torch.device(self.device).type
+        cap = c.auto_long_side_cuda if dev == "cuda" else c.auto_long_side_cpu
+        cap -= cap % patch
+        flag = f"--pipeline.auto-long-side-{'cuda' if dev == 'cuda' else 'cpu'}"
+        if stored <= cap:
+            return None, f"automatic: the stored size (at most {cap} on {dev}, {flag}; never upsampled)"
+        return cap, f"automatic: long side capped at {cap} on {dev} ({flag}, or --pipeline.input-long-side)"
+
+    def _log_output_size(self, views: int, height: int, width: int) -> None:
+        """Say how many Gaussians the prediction makes and how large their ``ns-export gaussian-splat`` .ply is."""
+        predicted = views * height * width  # one Gaussian per input pixel
+        kept = math.ceil(keep_fraction(self.config.prune, views) * predicted)
+        degree = self.model.config.sh_degree  # type: ignore[attr-defined]
+        props = 3 + 3 + 3 * (degree + 1) ** 2 + 1 + 3 + 4  # xyz, normals, SH, opacity, scale, rotation (float32)
+        mib = kept * props * 4 / 2**20
+        CONSOLE.log(
+            f"tttLRM: will make {kept:,} Gaussians ({views} views x {height}x{width} pixels = {predicted:,}, kept "
+            f"{kept / predicted:.0%} by opacity pruning); `ns-export gaussian-splat` writes about {mib:,.0f} MiB "
+            f"({props} float32 per Gaussian; nerfstudio writes it value by value, about a minute per 0.75 M "
+            "Gaussians on a 2-core CPU). Fewer: --pipeline.views.num-views, --pipeline.input-long-side"
+        )
 
     # --- refinement on the input views ----------------------------------------------------------------------
     def get_train_loss_dict(self, step: int):

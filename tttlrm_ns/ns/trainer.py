@@ -2,8 +2,9 @@
 
 The number of iterations is the number of refinement steps (0: the run ends right after the prediction, with a
 checkpoint holding the predicted Gaussians), and the Gaussian optimizers use the refinement learning rates. Both
-live in :class:`tttlrm_ns.ns.refine.RefineConfig`, so ``max_num_iterations`` and the Gaussian ``optimizers``
-entries are derived instead of being a second place to set them.
+live in :class:`tttlrm_ns.ns.refine.RefineConfig`. nerfstudio's own ``--max-num-iterations N`` is accepted as the
+same thing (N refinement steps); it is an error only when ``--pipeline.model.refine.steps`` was also changed from
+the method's default to a different value.
 """
 
 from __future__ import annotations
@@ -23,20 +24,48 @@ class TttlrmTrainerConfig(TrainerConfig):
 
     _target: Type = field(default_factory=lambda: TttlrmTrainer)
     max_num_iterations: Optional[int] = None  # type: ignore[assignment]
-    """Leave unset: the iteration count is --pipeline.model.refine.steps (a different value is an error)."""
+    """Number of refinement steps (= --pipeline.model.refine.steps; None: the method's refine.steps)."""
+
+
+def method_default_steps(method_name: str) -> Optional[int]:
+    """refine.steps of the registered method ``method_name`` (None for an unknown name)."""
+    from tttlrm_ns import method_configs as mc
+
+    for cfg in (mc.tttlrm_config, mc.tttlrm_ar_config, mc.tttlrm_object_config, mc.tttlrm_refine3_config,
+                mc.tttlrm_refine10_config):
+        if cfg.method_name == method_name:
+            return cfg.pipeline.model.refine.steps  # type: ignore[attr-defined]
+    return None
+
+
+def resolve_iterations(config: TttlrmTrainerConfig) -> int:
+    """Reconcile ``--max-num-iterations`` with ``--pipeline.model.refine.steps``; both end up equal.
+
+    A config has no record of which flags were typed, so "given" for refine.steps means "differs from the method's
+    default": ``--max-num-iterations N`` wins over an untouched refine.steps, and two different explicit values are
+    an error.
+    """
+    refine = config.pipeline.model.refine  # type: ignore[attr-defined]
+    wanted = config.max_num_iterations
+    if wanted is None or wanted == refine.steps:
+        return refine.steps
+    if wanted < 0:
+        raise ValueError(f"--max-num-iterations must be >= 0 (refinement steps), got {wanted}")
+    default = method_default_steps(config.method_name or "")
+    if default is not None and refine.steps != default:
+        raise ValueError(
+            f"--max-num-iterations {wanted} conflicts with --pipeline.model.refine.steps {refine.steps}: both set "
+            "tttLRM's number of refinement steps; give one of them (or the same value)"
+        )
+    refine.steps = wanted
+    return wanted
 
 
 class TttlrmTrainer(Trainer):
     config: TttlrmTrainerConfig
 
     def __init__(self, config: TttlrmTrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
-        steps = config.pipeline.model.refine.steps  # type: ignore[attr-defined]
-        if config.max_num_iterations is not None and config.max_num_iterations != steps:
-            raise ValueError(
-                f"--max-num-iterations {config.max_num_iterations} conflicts with --pipeline.model.refine.steps "
-                f"{steps}: tttLRM's iterations are its refinement steps; set only --pipeline.model.refine.steps"
-            )
-        config.max_num_iterations = steps
+        config.max_num_iterations = resolve_iterations(config)
         super().__init__(config, local_rank, world_size)
 
     def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
