@@ -22,6 +22,8 @@ from typing import Any, Literal, Optional, Sequence
 
 from tttlrm_ns.gaussians import PruneConfig
 from tttlrm_ns.model.config import TttlrmConfig
+from tttlrm_ns.model.triplane import TriplaneConfig
+from tttlrm_ns.train.triplane import TriplaneTrainConfig
 
 
 @dataclass
@@ -184,6 +186,13 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     model: TttlrmConfig = field(default_factory=TttlrmConfig)
+    model_kind: Literal["gaussian", "triplane"] = "gaussian"
+    """'gaussian': per-pixel Gaussians (the paper's main model). 'triplane': the triplane object model
+    (``tttlrm_ns.model.triplane``; ``model`` is its backbone, ``triplane`` its head; needs object data)."""
+    triplane: TriplaneConfig = field(default_factory=TriplaneConfig)
+    """Triplane head (``model_kind: triplane`` only)."""
+    triplane_train: TriplaneTrainConfig = field(default_factory=TriplaneTrainConfig)
+    """Ray sampling of the triplane loss (``model_kind: triplane`` only)."""
     loss: LossConfig = field(default_factory=LossConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
@@ -237,6 +246,16 @@ class TrainConfig:
             problems.append("optim.max_steps must be >= 1 and optim.warmup_steps >= 0")
         if self.render.deferred_patch is not None and self.render.deferred_patch % 16:
             problems.append(f"render.deferred_patch={self.render.deferred_patch} must be a multiple of 16 (tile size)")
+        if self.model_kind == "triplane":
+            self.triplane.validate()
+            if sp > 1:
+                problems.append("model_kind='triplane' does not support sequence parallelism (parallel.sp_size > 1)")
+            if m.scan == "stream":
+                problems.append("model_kind='triplane' needs model.scan 'full' or 'ar' (queries read the final weights)")
+            t = self.triplane_train
+            if t.patch > min(d.height, d.width) or t.patch < 1 or t.patches_per_view < 1 or t.samples_per_ray < 1:
+                problems.append(f"triplane_train: patch={t.patch} must fit the {d.height}x{d.width} images and "
+                                "patches_per_view / samples_per_ray must be positive")
         if problems:
             raise ValueError("invalid training configuration: " + "; ".join(problems))
         return self

@@ -176,7 +176,12 @@ class Trainer:
         from tttlrm_ns.model import TttlrmModel
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank (also broadcast below)
-        self.model = TttlrmModel(cfg.model).to(dev)
+        if cfg.model_kind == "triplane":
+            from .triplane import build_model
+
+            self.model = build_model(cfg).to(dev)
+        else:
+            self.model = TttlrmModel(cfg.model).to(dev)
         if cfg.checkpoint.init_from:
             self._init_weights(cfg.checkpoint.init_from)
         o = cfg.optim
@@ -213,6 +218,10 @@ class Trainer:
             self._console.log(msg)
 
     def _init_weights(self, path: str) -> None:
+        if self.cfg.model_kind == "triplane":
+            from .triplane import init_from
+
+            return init_from(self.model, path, self.log)
         from tttlrm_ns.model.checkpoint import check_state_dict, expected_shapes, load_any
 
         src = load_any(path, cfg=self.cfg.model)
@@ -270,6 +279,10 @@ class Trainer:
     def micro_step(self, batch: dict, scale: float) -> tuple[dict[str, float], Optional[tuple[Tensor, Tensor]]]:
         """Forward + backward of one micro-batch; returns this rank's weighted partial terms and a preview pair."""
         cfg, info, dev = self.cfg, self.info, self.info.device
+        if cfg.model_kind == "triplane":
+            from .triplane import triplane_micro_step
+
+            return triplane_micro_step(self, batch, scale, _sample_seed)
         images = batch["images"].to(dev, non_blocking=True)  # [b, V_loc, 3, H, W]
         b, v_loc, _, h, w = images.shape
         out = self.ddp_model(images, batch["c2w"].to(dev), batch["fxfycxcy"].to(dev), sp_group=info.sp_group)
@@ -451,7 +464,11 @@ class Trainer:
         s.peak_memory_mb = _peak_memory_mb(info.device)
         if last_save is not None:
             s.checkpoint = str(last_save)
-        if step >= o.max_steps and cfg.checkpoint.export and info.is_main:
+        if step >= o.max_steps and cfg.checkpoint.export and info.is_main and cfg.model_kind == "triplane":
+            from .triplane import export as export_triplane
+
+            s.export = export_triplane(self.model, self.out / "model.safetensors", step, cfg)
+        elif step >= o.max_steps and cfg.checkpoint.export and info.is_main:
             s.export = str(export_model(self.model, self.out / "model.safetensors", {"train_step": str(step)},
                                         config=cfg))
         par.barrier(info)

@@ -1,0 +1,154 @@
+"""Training the triplane object model with ``tttlrm-train`` (``model_kind: triplane``).
+
+Per sample of a micro-batch: the input and target cameras (already normalised by the data pipeline, which does not
+matter: the object frame is similarity-invariant) are moved into the object frame of the input views
+(:func:`tttlrm_ns.data.object_frame.object_frame`); the backbone predicts the planes from the input views; in every
+target view ``patches_per_view`` random ``patch x patch`` pixel windows are volume-rendered (stratified samples) and
+compared with the target pixels: MSE over all rendered pixels + LPIPS over the patches. Rendering a few patches
+instead of whole views keeps the cost independent of the image size, and patches (not scattered rays) are what a
+perceptual loss needs. Patch positions and sample jitter come from the sample's seed (reproducible on resume).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from .loop import Trainer
+
+
+@dataclass
+class TriplaneTrainConfig:
+    """Ray sampling of the triplane training loss (``model_kind: triplane``)."""
+
+    patch: int = 32
+    """Side of the rendered pixel windows (LPIPS needs >= 32 with the VGG backbone's pooling)."""
+    patches_per_view: int = 1
+    """Windows per target view per step."""
+    samples_per_ray: int = 32
+    """Stratified samples per ray while training (evaluation uses the model's ``samples_per_ray``)."""
+
+
+def patch_rays(c2w: Tensor, fxfycxcy: Tensor, y0: Tensor, x0: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """Rays of ``size x size`` pixel windows: c2w [T, 4, 4], fxfycxcy [T, 4], window corners y0, x0 [T, P] (long)
+    -> origins, unit directions [T, P, size, size, 3] (pixel-centre rule of :mod:`tttlrm_ns.model.rays`)."""
+    ar = torch.arange(size, device=c2w.device)
+    ys = (y0[..., None, None] + ar[:, None]).to(c2w.dtype) + 0.5  # [T, P, s, 1]
+    xs = (x0[..., None, None] + ar[None, :]).to(c2w.dtype) + 0.5  # [T, P, 1, s]
+    fx, fy, cx, cy = (fxfycxcy[:, i, None, None, None] for i in range(4))
+    x = ((xs - cx) / fx).expand(-1, -1, size, size)
+    y = ((ys - cy) / fy).expand(-1, -1, size, size)
+    d_cam = torch.stack([x, y, torch.ones_like(x)], -1)  # [T, P, s, s, 3]
+    d = torch.einsum("tij,tpabj->tpabi", c2w[:, :3, :3], d_cam)
+    d = d / d.norm(dim=-1, keepdim=True)
+    o = c2w[:, None, None, None, :3, 3].expand_as(d)
+    return o, d
+
+
+def gather_patches(images: Tensor, y0: Tensor, x0: Tensor, size: int) -> Tensor:
+    """images [T, 3, H, W], corners [T, P] -> [T, P, 3, size, size]."""
+    t, p = y0.shape
+    ar = torch.arange(size, device=images.device)
+    rows = (y0[..., None] + ar)[..., :, None]  # [T, P, s, 1]
+    cols = (x0[..., None] + ar)[..., None, :]  # [T, P, 1, s]
+    ti = torch.arange(t, device=images.device)[:, None, None, None]
+    return images[ti, :, rows, cols].permute(0, 1, 4, 2, 3)  # advanced indexing puts the channel last
+
+
+def object_frame_cameras(c2w_in: Tensor, c2w_tgt: Tensor, camera_distance: float, where: str = ""):
+    """Input / target c2w [V, 4, 4], [T, 4, 4] -> both in the object frame of the inputs (float32)."""
+    from tttlrm_ns.data.object_frame import object_frame
+
+    tr = object_frame(c2w_in, camera_distance, where=where)
+    return tr.apply(c2w_in.double()).float(), tr.apply(c2w_tgt.double()).float()
+
+
+def triplane_micro_step(trainer: "Trainer", batch: dict, scale: float,
+                        seed_fn) -> tuple[dict[str, float], Optional[tuple[Tensor, Tensor]]]:
+    """Forward + backward of one micro-batch of the triplane model (see the module docstring)."""
+    cfg, dev = trainer.cfg, trainer.info.device
+    tc, tri = cfg.triplane_train, cfg.triplane
+    images = batch["images"].to(dev)  # [b, V, 3, H, W]
+    b, _, _, h, w = images.shape
+    s = tc.patch
+    if s > h or s > w:
+        raise ValueError(f"triplane_train.patch={s} exceeds the training images ({h}x{w})")
+    c2w_in, c2w_tgt = [], []
+    for i in range(b):
+        ci, ct = object_frame_cameras(batch["c2w"][i], batch["target_c2w"][i], tri.camera_distance,
+                                      where=f"training sample {tuple(batch['key'][i])}: ")
+        c2w_in.append(ci)
+        c2w_tgt.append(ct)
+    out = trainer.ddp_model(images, torch.stack(c2w_in).to(dev), batch["fxfycxcy"].to(dev))
+    bg = torch.tensor(cfg.data.background, dtype=torch.float32, device=dev)
+    totals = {"mse": torch.zeros((), device=dev), "perceptual": torch.zeros((), device=dev)}
+    preview = None
+    model = trainer.model
+    for i in range(b):  # micro-batches are small; each sample has its own cameras and patch positions
+        gen = torch.Generator().manual_seed(seed_fn(cfg.seed, batch["key"][i][0], batch["key"][i][1]))
+        target = batch["target_images"][i].to(dev)  # [T, 3, H, W]
+        t = target.shape[0]
+        p = tc.patches_per_view
+        y0 = torch.randint(0, h - s + 1, (t, p), generator=gen).to(dev)
+        x0 = torch.randint(0, w - s + 1, (t, p), generator=gen).to(dev)
+        o, d = patch_rays(c2w_tgt[i].to(dev), batch["target_fxfycxcy"][i].to(dev).float(), y0, x0, s)
+        r = model.field.render_rays(out.planes[i:i + 1], o.reshape(1, -1, 3), d.reshape(1, -1, 3), bg,
+                                    num_samples=tc.samples_per_ray, stratified=True, generator=gen)
+        pred = r["rgb"].view(t * p, s, s, 3).permute(0, 3, 1, 2)  # [T*P, 3, s, s]
+        gt = gather_patches(target, y0, x0, s).reshape(t * p, 3, s, s)
+        totals["mse"] = totals["mse"] + (pred - gt).square().mean()
+        if trainer.perceptual is not None:
+            totals["perceptual"] = totals["perceptual"] + trainer.perceptual(pred, gt, t * p)
+        if i == 0:
+            preview = (pred[0].detach().clamp(0, 1).cpu(), gt[0].cpu())
+    lw = cfg.loss
+    loss = (lw.mse * totals["mse"] + lw.perceptual * totals["perceptual"]) / b
+    (loss * scale).backward()
+    terms = {"mse": float(totals["mse"].detach()) / b, "perceptual": float(totals["perceptual"].detach()) / b,
+             "opacity": 0.0, "depth": 0.0, "loss": float(loss.detach())}
+    return terms, preview
+
+
+def build_model(cfg) -> torch.nn.Module:
+    from tttlrm_ns.model.triplane import TriplaneModel
+
+    return TriplaneModel(cfg.model, cfg.triplane)
+
+
+def init_from(model, path: str, log) -> None:
+    """Initial weights: a triplane file (all weights) or a Gaussian tttLRM file / official .pt (backbone only:
+    tokenizer, input LayerNorm and blocks; the queries, plane decoder and MLP keep their initialisation)."""
+    from tttlrm_ns.model.checkpoint import CheckpointError, load_any
+    from tttlrm_ns.model.triplane import KIND_KEY, load_triplane, read_triplane_metadata
+
+    if str(path).endswith(".safetensors") and read_triplane_metadata(path).get(KIND_KEY) == "triplane":
+        model.load_state_dict(load_triplane(path).state_dict(), strict=True)
+        log(f"initial weights (triplane model) from {path}")
+        return
+    src = load_any(path, cfg=model.cfg).state_dict()
+    own = model.state_dict()
+    backbone = {k: v for k, v in src.items() if k.startswith(("tokenizer.", "input_layernorm.", "blocks."))}
+    bad = [k for k, v in backbone.items() if k not in own or own[k].shape != v.shape]
+    if bad:
+        raise CheckpointError(f"{path}: backbone weights do not fit the triplane model's backbone ({bad[:6]}); use "
+                              "the same d / n_layer / patch_size / head sizes")
+    model.load_state_dict(backbone, strict=False)
+    log(f"initial backbone weights (Gaussian model) from {path}; triplane head initialised at random")
+
+
+def export(model, path, step: int, cfg) -> str:
+    from tttlrm_ns.model.checkpoint import background_name
+    from tttlrm_ns.model.triplane import save_triplane
+
+    meta = {"train_step": str(step), "trained.resolution": f"{cfg.data.height}x{cfg.data.width}",
+            "trained.background": background_name(cfg.data.background), "trained.preset": "custom",
+            "triplane.normalization": "object_frame"}
+    return str(save_triplane(model, path, meta))
+
+
+__all__ = ["TriplaneTrainConfig", "build_model", "export", "gather_patches", "init_from", "object_frame_cameras",
+           "patch_rays", "triplane_micro_step"]
