@@ -134,6 +134,9 @@ def _atomic_replace(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a weights file is as readable as any other
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
