@@ -83,13 +83,28 @@ def test_rooms_vary_and_hold_their_contents():
     metallic = np.array(metallic)
     assert (metallic == 0).mean() > 0.1 and (metallic > 0.5).mean() > 0.05  # dielectric and metal slots
     assert np.ptp(rough) > 0.5 and emissive > 0 and smooth == {True, False}
-    # height-field bumps: some box faces are not planar (vertices off the box's 6 face planes)
-    bumpy = 0
-    for mesh, sm in rooms[0].spec.meshes:
-        if not sm and len(mesh.faces) == 768:  # a subdivided box primitive (unmerged for its texture)
-            n = mesh.face_normals
-            bumpy += np.abs(np.abs(n).max(1) - 1).max() > 1e-3  # some face normals tilted away from the 3 axes
-    assert bumpy > 0
+    # parts that share a material slot are merged into one draw
+    assert max(m.metadata.get("megasynth_parts", 1) for r in rooms for m, _ in r.spec.meshes) > 1
+
+
+def test_height_field_bumps():
+    """A box primitive is bumpy (vertices off its 6 face planes, within the amplitude) unless every face stays
+    flat, and its edges stay on the box either way (a closed surface)."""
+    from tttlrm_ns.synth.megasynth import _primitive
+
+    size = np.array([1.0, 0.6, 0.8])
+    off = []
+    for flat in (0.0, 1.0):
+        cfg = MegaSynthConfig(flat_face_probability=flat)
+        mesh, smooth = _primitive(np.random.default_rng(2), "box", size, cfg)
+        assert not smooth and len(mesh.faces) == 768
+        v = mesh.vertices
+        d = np.abs(np.abs(v) - size / 2).min(1)  # distance to the nearest face plane
+        off.append(d.max())
+        edge = (np.abs(np.abs(v) - size / 2) < 1e-9).sum(1) >= 2
+        assert edge.sum() > 8
+    assert off[1] < 1e-9  # all faces flat: an exact box
+    assert 1e-3 < off[0] <= 6 / np.sqrt(3) * MegaSynthConfig().bump_amplitude * size.min() + 1e-9  # 6 waves
 
 
 @pytest.mark.parametrize("mode", ["path", "walls"])

@@ -65,7 +65,7 @@ class MegaSynthConfig:
     open_sticks_probability: float = 0.5
     emissive_sticks_probability: float = 0.7
     flat_face_probability: float = 0.1  # a primitive face without height-field bumps
-    bump_amplitude: float = 0.15  # max bump height as a fraction of the primitive's smallest side
+    bump_amplitude: float = 0.15  # RMS bump height (at most) as a fraction of the primitive's smallest side
     material_slots_range: tuple[int, int] = (6, 12)
     metallic_slot_probability: float = 0.5
     centre_reserve: float = 0.9  # floor objects keep out of this half-size square around the centre (camera room)
@@ -160,7 +160,44 @@ def _apply_material(mesh, slot: _Slot, rng: np.random.Generator, box_map: bool):
         baseColorTexture=Image.fromarray(slot.image), metallicFactor=slot.metallic, roughnessFactor=slot.roughness,
         emissiveFactor=list(slot.emissive) if any(slot.emissive) else None)
     mesh.visual = trimesh.visual.TextureVisuals(uv=uv, material=material)
+    mesh.metadata["megasynth_slot"] = slot  # parts of one slot are merged into one draw (merge_by_material)
     return mesh
+
+
+def merge_by_material(meshes: list) -> list:
+    """Merge [(mesh, smooth)] that share a material slot and shading into one mesh each (first-appearance order).
+
+    Each part would otherwise be its own pyrender draw call with its own texture upload; a room has ~100 parts but
+    only ~10 slots, and the per-draw overhead dominated the frame time. Vertices are not shared between parts, so
+    smooth normals stay per part. Meshes without a slot (the shell) pass through unchanged."""
+    import trimesh
+
+    groups: dict = {}  # (slot id, smooth) -> parts
+    order: list = []  # ("keep", (mesh, smooth)) or ("group", key), in first-appearance order
+    for mesh, smooth in meshes:
+        slot = mesh.metadata.get("megasynth_slot")
+        if slot is None:
+            order.append(("keep", (mesh, smooth)))
+            continue
+        key = (id(slot), smooth)
+        if key not in groups:
+            groups[key] = []
+            order.append(("group", key))
+        groups[key].append(mesh)
+    merged = []
+    for what, item in order:
+        if what == "keep":
+            merged.append(item)
+            continue
+        parts = groups[item]
+        offsets = np.cumsum([0] + [len(m.vertices) for m in parts[:-1]])
+        mesh = trimesh.Trimesh(np.concatenate([m.vertices for m in parts]),
+                               np.concatenate([m.faces + o for m, o in zip(parts, offsets)]), process=False)
+        mesh.visual = trimesh.visual.TextureVisuals(uv=np.concatenate([m.visual.uv for m in parts]),
+                                                    material=parts[0].visual.material)
+        mesh.metadata["megasynth_parts"] = len(parts)
+        merged.append((mesh, item[1]))
+    return merged
 
 
 # -------------------------------------------------------------------------------------------------- primitives
@@ -182,7 +219,7 @@ def _random_rotation(rng: np.random.Generator, axis_aligned: bool) -> np.ndarray
 
 def _bumps(rng: np.random.Generator, mesh, size: np.ndarray, cfg: MegaSynthConfig, per_axis_face: bool) -> None:
     """Displace vertices along their normals by a smooth random height field (a few random plane waves, wave
-    lengths 1/4 to 1 of the part), amplitude up to ``bump_amplitude`` x the smallest side. Boxes decide per face
+    lengths 1/4 to 1 of the part), RMS height up to ``bump_amplitude`` x the smallest side. Boxes decide per face
     (``per_axis_face``), other parts as a whole, to stay flat with ``flat_face_probability``."""
     amp = rng.uniform(0.3, 1.0) * cfg.bump_amplitude * float(size.min())
     k = rng.normal(size=(6, 3))
@@ -506,6 +543,7 @@ def build_megasynth_room(rng: np.random.Generator, cfg: MegaSynthConfig) -> Mega
     b = _Builder(rng, cfg, layout, spec, slots)
     _fill(b)
     _lights(rng, layout, spec)
+    spec.meshes = merge_by_material(spec.meshes)
     spec.attributions.append({"name": "procedural MegaSynth-style primitives, sticks, slabs and noise textures",
                               **_PROC})
     boxes = np.stack(b.boxes) if b.boxes else np.zeros((0, 2, 3))
