@@ -1,7 +1,9 @@
-"""Synthetic multi-view training data: object turntables, furnished rooms and procedural Zeroverse-like objects
-(:mod:`tttlrm_ns.synth.zeroverse`), written in the ``opencv_cameras.json`` layout with per-frame depth.
+"""Synthetic multi-view training data: object turntables, furnished rooms, procedural Zeroverse-like objects
+(:mod:`tttlrm_ns.synth.zeroverse`) and procedural MegaSynth-like rooms (:mod:`tttlrm_ns.synth.megasynth`), written
+in the ``opencv_cameras.json`` layout with per-frame depth (rooms of both kinds: metres).
 
-Output of one item (``<out>/object_00012/``, ``<out>/scene_00003/`` or ``<out>/zeroverse_00007/``)::
+Output of one item (``<out>/object_00012/``, ``<out>/scene_00003/``, ``<out>/zeroverse_00007/`` or
+``<out>/megasynth_00042/``)::
 
     opencv_cameras.json   {"scene_name", "frames": [{"file_path", "depth_path", "w2c", "w", "h", "fx", "fy",
                                                      "cx", "cy"}], "generator": {...}, "assets": [...]}
