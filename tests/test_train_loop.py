@@ -13,9 +13,8 @@ import torch
 import yaml
 
 from test_train_support import (  # noqa: F401  (fixtures)
-    procedural_scenes, real_renderer, renderer, single_thread, tiny_config,
+    assert_grads_close, procedural_scenes, real_renderer, renderer, single_thread, tiny_config,
 )
-from tttlrm_ns.train import loop as train_loop
 from tttlrm_ns.train.config import ConfigError, DataConfig, load_yaml_config, resolve_config
 from tttlrm_ns.train.data import BadSampleError, draw_views, global_order, shard
 from tttlrm_ns.train.loop import Trainer, lr_lambda, sanitize_gradients
@@ -24,16 +23,15 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_cli_two_step_tiny_run(tmp_path, procedural_scenes, monkeypatch):  # noqa: F811
-    """``tttlrm-train --config configs/tiny_cpu.yaml`` (shrunk by CLI flags) runs 2 steps and writes its outputs."""
-    from tttlrm_ns.eval.lpips_weights import weights_present
+def test_cli_two_step_tiny_run(tmp_path, procedural_scenes):  # noqa: F811
+    """``tttlrm-train --config configs/tiny_cpu.yaml`` (shrunk by CLI flags) runs 2 steps with the real renderer and
+    the LPIPS term (weights installed by scripts/setup.sh; missing weights fail with the install command)."""
     from tttlrm_ns.model.checkpoint import load_model
     from tttlrm_ns.train.__main__ import main
 
-    real = real_renderer()
-    monkeypatch.setattr(train_loop, "resolve_rasterize", lambda backend: real or renderer())
+    real_renderer()  # a clear failure here if the renderer is broken; the CLI resolves the same function itself
     out = tmp_path / "run"
-    perceptual = "0.5" if weights_present(("vgg",)) else "0"
+    perceptual = "0.5"
     argv = ["--config", str(REPO / "configs" / "tiny_cpu.yaml"), "--output-dir", str(out),
             "--data.scenes", *map(str, procedural_scenes), "--data.height", "16", "--data.width", "16",
             "--data.num-workers", "1", "--data.num-input-views", "4", "--data.num-target-views", "2",
@@ -45,8 +43,7 @@ def test_cli_two_step_tiny_run(tmp_path, procedural_scenes, monkeypatch):  # noq
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     assert all(math.isfinite(r["loss"]) and r["tokens_per_s"] > 0 for r in rows)
-    if perceptual != "0":
-        assert all(r["perceptual"] > 0 for r in rows)
+    assert all(r["perceptual"] > 0 for r in rows)
     assert (out / "checkpoints" / "step_000000002.pt").is_file()
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert load_model(out / "model.safetensors").cfg.d == 64
@@ -201,8 +198,6 @@ def test_missing_lpips_weights_error_is_actionable(tmp_path, monkeypatch):
 
 def test_patch_deferred_rendering_matches_whole_views(tmp_path, procedural_scenes):  # noqa: F811
     """render.deferred_patch (CPU window re-rendering in backward) gives the whole-view loss and gradients."""
-    if real_renderer() is None:
-        pytest.skip("tttlrm_ns.render.rasterize (CPU backend) is not available")
     grads = []
     for patch in (None, 16):
         cfg = tiny_config(tmp_path / f"p{patch}", procedural_scenes, optim=dict(max_steps=1, batch_size=1),
@@ -212,9 +207,7 @@ def test_patch_deferred_rendering_matches_whole_views(tmp_path, procedural_scene
         grads.append((vals["loss"], {n: p.grad.clone() for n, p in trainer.model.named_parameters()}))
     (l0, g0), (l1, g1) = grads
     assert l1 == pytest.approx(l0, rel=1e-6)
-    scale = max(float(g.abs().max()) for g in g0.values())
-    for k in g0:
-        torch.testing.assert_close(g1[k], g0[k], rtol=1e-4, atol=1e-5 * scale, msg=k)
+    assert_grads_close(g1, g0, 5e-4, "deferred patches")  # measured worst 6.2e-6 (lr_fc.weight)
 
 
 @pytest.mark.parametrize("sampling", ["window", "ar", "random"])

@@ -18,18 +18,20 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from test_train_support import procedural_scenes, renderer, single_thread, tiny_config  # noqa: F401  (fixtures)
-from tttlrm_ns.eval.lpips_weights import weights_present
+from test_train_support import (  # noqa: F401  (fixtures)
+    assert_grads_close, procedural_scenes, renderer, single_thread, tiny_config,
+)
 from tttlrm_ns.train.loop import Trainer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
+GRAD_REL = 5e-4  # per parameter, of its gradient norm; measured worst 6.9e-5 (sp_ar)
 
 SCENARIOS = {
     # name: (config sections, single-process overrides)
     # 2 ranks x 2 accumulation steps (DDP no_sync) vs one process with micro-batches of 2 scenes.
     "dp": (dict(optim=dict(batch_size=4, micro_batch_size=1)), dict(optim=dict(micro_batch_size=2))),
     "sp_full": (dict(optim=dict(batch_size=1), parallel=dict(sp_size=2), data=dict(load_depth=True),
-                     loss=dict(opacity=0.1, depth=0.1, perceptual=0.5 if weights_present(("vgg",)) else 0.0)),
+                     loss=dict(opacity=0.1, depth=0.1, perceptual=0.5)),  # LPIPS weights: scripts/setup.sh
                 dict(parallel=dict(sp_size=1))),
     "sp_ar": (dict(optim=dict(batch_size=1), parallel=dict(sp_size=2),
                    data=dict(sampling="ar", normalize="first_cam", num_input_views=[4], num_target_views=2),
@@ -103,11 +105,4 @@ def test_parallel_matches_single_process(name, request, procedural_scenes, tmp_p
         # The reported loss is the reduced one (sum over sp ranks, mean over dp groups): identical on both ranks.
         assert res["loss"] == pytest.approx(ref["loss"], rel=1e-5)
         assert res["mse"] == pytest.approx(ref["mse"], rel=1e-5)
-        assert res["grads"].keys() == ref["grads"].keys()
-        # Absolute tolerance relative to the largest gradient entry: tiny gradients (e.g. the TTT lr bias, ~1e-7)
-        # are sums with heavy cancellation, whose float32 error is relative to the summands, not to the result.
-        scale = max(float(g.abs().max()) for g in ref["grads"].values())
-        for k, g in ref["grads"].items():
-            torch.testing.assert_close(res["grads"][k], g, rtol=1e-4, atol=1e-5 * scale, msg=f"{name}: grad of {k}")
-    # Sanity: the gradient is not trivially zero, so the comparison above means something.
-    assert sum(float(g.abs().sum()) for g in ref["grads"].values()) > 0
+        assert_grads_close(res["grads"], ref["grads"], GRAD_REL, name)
