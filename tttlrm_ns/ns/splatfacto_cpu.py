@@ -71,9 +71,9 @@ class _LazyLPIPS(torch.nn.Module):
 
     def forward(self, preds: Tensor, target: Tensor) -> Tensor:
         if self.__dict__["_metric"] is None:
-            from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+            from tttlrm_ns.eval.lpips_weights import lpips_metric  # our offline backbone files, no download
 
-            self.__dict__["_metric"] = LearnedPerceptualImagePatchSimilarity(**self._kwargs)
+            self.__dict__["_metric"] = lpips_metric(**self._kwargs)
         metric = self.__dict__["_metric"].to(preds.device)
         return metric(preds, target)
 
