@@ -33,7 +33,7 @@ from nerfstudio.utils.colors import get_color
 
 from tttlrm_ns import conventions
 from tttlrm_ns.gaussians import Gaussians
-from tttlrm_ns.ns.refine import RefineConfig
+from tttlrm_ns.ns.refine import RefineConfig, RefineController, prepare_gaussians
 
 C0 = 0.28209479177387814
 """Degree-0 SH basis constant: colour = C0 * dc + 0.5."""
@@ -119,6 +119,8 @@ class TttlrmNSModel(SplatfactoModel):
             self.background_color = get_color(self.config.background_color)
         self.info: Dict = {}
         self.optimizers: Dict = {}
+        self.refine_controller = RefineController(self.config.refine)
+        self._refine_downscale = 1
         self._setup_strategy()
 
     def _setup_strategy(self) -> None:
@@ -164,6 +166,8 @@ class TttlrmNSModel(SplatfactoModel):
                 f"the backbone predicts SH degree {g.sh_degree} but the model stores degree {self.config.sh_degree}; "
                 f"set --pipeline.model.sh-degree {g.sh_degree}"
             )
+        if self.config.refine.active:  # the refinement's starting set (fewer Gaussians, opacity cap)
+            g = prepare_gaussians(g, self.config.refine)
         dev = self.device
         sh = torch.zeros(g.num, k, 3, dtype=torch.float32, device=dev)
         sh[:, : g.sh.shape[1]] = g.sh.to(dev, torch.float32)
@@ -223,7 +227,7 @@ class TttlrmNSModel(SplatfactoModel):
 
     # --- no schedules: predicted Gaussians are complete ------------------------------------------------------
     def _get_downscale_factor(self) -> int:
-        return 1
+        return self._refine_downscale if self.training else 1
 
     def get_training_callbacks(
         self, training_callback_attributes: TrainingCallbackAttributes
@@ -235,9 +239,21 @@ class TttlrmNSModel(SplatfactoModel):
                 args=[training_callback_attributes.optimizers],
             )
         ]
+        if self.config.refine.active:  # learning-rate / resolution schedule and the time budget
+            cbs.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], self._refine_before))
+            cbs.append(
+                TrainingCallback(
+                    [TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
+                    self.refine_controller.after_step,
+                    args=[training_callback_attributes.trainer],
+                )
+            )
         if self.strategy is not None:
             cbs.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self.step_post_backward))
         return cbs
+
+    def _refine_before(self, step: int) -> None:
+        self._refine_downscale = self.refine_controller.before_step(step, self.optimizers)
 
     def step_post_backward(self, step: int) -> None:
         if self.strategy is not None:
@@ -264,6 +280,10 @@ class TttlrmNSModel(SplatfactoModel):
             return self.get_empty_outputs(W, H, background)
 
         Ks = camera.get_intrinsics_matrices().to(self.device)  # [1, 3, 3]
+        scale = self._get_downscale_factor()  # refinement renders its early steps at reduced resolution
+        if scale > 1:  # same pixel grid as the loss's area-downsampled target (splatfacto's resize_image)
+            Ks = torch.cat([Ks[:, :2] / scale, Ks[:, 2:]], dim=1)
+            W, H = W // scale, H // scale
         viewmats = conventions.c2w_to_w2c(
             conventions.opengl_to_opencv_c2w(conventions.to_homogeneous_pose(c2w.to(self.device)))
         )  # [1, 4, 4] OpenCV world-to-camera
