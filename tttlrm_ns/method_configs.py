@@ -114,7 +114,18 @@ tttlrm_refine10_method = MethodSpecification(
     description="tttLRM full scan + 10 refinement steps on the input views (paper setting)",
 )
 
+# The triplane object model (tttlrm_ns/ns/triplane.py): 4 k-means views -> one triplane, volume-rendered.
+from tttlrm_ns.ns.triplane import triplane_trainer_config  # noqa: E402
+
+tttlrm_triplane_config = triplane_trainer_config()
+tttlrm_triplane_method = MethodSpecification(
+    config=tttlrm_triplane_config,
+    description="tttLRM triplane object model (4 k-means views -> triplane, volume rendering; object captures only; "
+    "--max-num-iterations N refines planes + MLP; mesh via tttlrm-export-triplane)",
+)
+
 __all__ = [
+    "tttlrm_triplane_method",
     "tttlrm_method",
     "tttlrm_ar_method",
     "tttlrm_object_method",

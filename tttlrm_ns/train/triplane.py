@@ -150,5 +150,26 @@ def export(model, path, step: int, cfg) -> str:
     return str(save_triplane(model, path, meta))
 
 
-__all__ = ["TriplaneTrainConfig", "build_model", "export", "gather_patches", "init_from", "object_frame_cameras",
+__all__ = ["TriplaneTrainConfig", "build_model", "export", "export_checkpoint", "gather_patches", "init_from", "object_frame_cameras",
            "patch_rays", "triplane_micro_step"]
+
+
+def export_checkpoint(checkpoint, out) -> str:
+    """A triplane training checkpoint (``checkpoints/step_*.pt``, e.g. of a run stopped by ``stop_after_minutes``)
+    -> the ``.safetensors`` model file that ``ns-train tttlrm-triplane`` loads."""
+    from .checkpoint import load_payload
+    from .config import config_from_dict
+
+    payload = load_payload(checkpoint)
+    cfg = config_from_dict(payload["config"])
+    if cfg.model_kind != "triplane":
+        raise ValueError(f"{checkpoint} is a checkpoint of a '{cfg.model_kind}' run, not of a triplane run")
+    model = build_model(cfg)
+    model.load_state_dict(payload["model"], strict=True)
+    return export(model, out, int(payload["step"]), cfg)
+
+
+if __name__ == "__main__":  # python -m tttlrm_ns.train.triplane CHECKPOINT.pt OUT.safetensors
+    import sys
+
+    print(export_checkpoint(sys.argv[1], sys.argv[2]))
