@@ -52,6 +52,8 @@ EOF
 fi
 CKPT_ARGS=()
 [ -n "$CKPT" ] && CKPT_ARGS=(--pipeline.model.checkpoint "$CKPT")
+# an official .pt records no architecture: this script runs the full-scan scene model (ns-train tttlrm)
+case "$CKPT" in *.pt) CKPT_ARGS+=(--pipeline.model.model-preset official_full) ;; esac
 
 RUN="$OUT/sample"
 "$BIN/ns-train" tttlrm --data "$DATA" --output-dir "$OUT/runs" --timestamp sample --vis tensorboard \

@@ -22,8 +22,17 @@ fi
 if [ "${TTTLRM_NO_CHROMIUM:-0}" != 1 ] && [ -n "$(apt_missing chromium)" ]; then
   echo "[setup] apt-get install chromium (optional, for the viewer screenshot test)"
   [ "${APT_UPDATED:-0}" = 1 ] || $SUDO apt-get update -qq || true
+  APT_UPDATED=1
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null \
     || echo "[setup] warning: chromium could not be installed; the viewer test will skip its screenshot" >&2
+fi
+# Optional: COLMAP and ffmpeg for `ns-process-data images|video` (poses for your own photos; about 20 s, 115 small
+# Debian packages). TTTLRM_NO_COLMAP=1 skips them; the capture test then skips with that reason.
+if [ "${TTTLRM_NO_COLMAP:-0}" != 1 ] && [ -n "$(apt_missing colmap ffmpeg)" ]; then
+  echo "[setup] apt-get install$(apt_missing colmap ffmpeg) (optional, for ns-process-data on your own photos)"
+  [ "${APT_UPDATED:-0}" = 1 ] || $SUDO apt-get update -qq || true
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends colmap ffmpeg >/dev/null \
+    || echo "[setup] warning: colmap / ffmpeg could not be installed; ns-process-data will not work" >&2
 fi
 
 if [ ! -x .venv/bin/python ]; then
@@ -32,12 +41,25 @@ if [ ! -x .venv/bin/python ]; then
 fi
 VPY=.venv/bin/python
 if ! $VPY -c "import torch, torchvision, nerfstudio, gsplat, pyrender, tttlrm_ns" >/dev/null 2>&1; then
-  echo "[setup] installing torch + torchvision"
-  $VPY -m pip install -q torch==2.14.1 torchvision==0.29.1
-  echo "[setup] installing tttlrm_ns and its pinned dependencies"
-  $VPY -m pip install -q -e ".[dev]"
-  # pyrender pins PyOpenGL==3.1.0; we run it with the PyOpenGL pinned in pyproject.toml (OSMesa works there).
-  $VPY -m pip install -q --no-deps pyrender==0.1.45
+  # requirements-lock.txt pins every package of the tested environment: installing it with --no-deps skips
+  # pip's resolver (most of the old 7.5 min setup), then `pip check` verifies the set is consistent.
+  if [ "${TTTLRM_NO_LOCK:-0}" != 1 ] && [ -f requirements-lock.txt ] \
+     && echo "[setup] installing the tested versions (requirements-lock.txt, no resolver)" \
+     && $VPY -m pip install -q --no-deps -r requirements-lock.txt \
+     && $VPY -m pip install -q --no-deps -e . ; then
+    # pyrender's PyOpenGL==3.1.0 pin is the one known, intended mismatch (see pyproject.toml)
+    if $VPY -m pip check 2>&1 | grep -v "^pyrender .* PyOpenGL==3.1.0" | grep -q .; then
+      $VPY -m pip check >&2 || true
+      echo "[setup] requirements-lock.txt gave an inconsistent environment (above); fix the lock file" >&2
+      exit 1
+    fi
+  else
+    echo "[setup] installing with pip's resolver (no lock file, TTTLRM_NO_LOCK=1, or the locked install failed)"
+    $VPY -m pip install -q torch==2.14.1 torchvision==0.29.1
+    $VPY -m pip install -q -e ".[dev]"
+    # pyrender pins PyOpenGL==3.1.0; we run it with the PyOpenGL pinned in pyproject.toml (OSMesa works there).
+    $VPY -m pip install -q --no-deps pyrender==0.1.45
+  fi
 fi
 
 if [ -f scripts/install_lpips_weights.py ]; then
