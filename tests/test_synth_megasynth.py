@@ -8,6 +8,7 @@ the rebuilt scene (exact point-triangle distances); the same depth through a cam
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -25,8 +26,14 @@ _OK, _REASON = osmesa_status()
 needs_gl = pytest.mark.skipif(not _OK, reason=f"OSMesa rendering unavailable: {_REASON}")
 
 
-def _room(seed: int, cfg: MegaSynthConfig = MegaSynthConfig()):
-    return build_megasynth_room(np.random.default_rng(seed), cfg)
+def _build(seed: int):
+    return build_megasynth_room(np.random.default_rng(seed), MegaSynthConfig())
+
+
+@functools.lru_cache(maxsize=None)
+def _room(seed: int):
+    """Built once per test session (rooms are only read by the tests; ~0.4 s each)."""
+    return _build(seed)
 
 
 # ------------------------------------------------------------------------------------------- GL-free unit tests
@@ -40,7 +47,7 @@ def test_min_clearance_to_boxes():
 
 
 def test_room_and_cameras_are_deterministic():
-    a, b = _room(5), _room(5)
+    a, b = _build(5), _build(5)
     assert len(a.spec.meshes) == len(b.spec.meshes) > 20
     for (ma, sa), (mb, sb) in zip(a.spec.meshes, b.spec.meshes):
         assert sa == sb
@@ -51,7 +58,7 @@ def test_room_and_cameras_are_deterministic():
         pa = camera_poses(np.random.default_rng(1), MegaSynthConfig(), a, 24, mode)
         pb = camera_poses(np.random.default_rng(1), MegaSynthConfig(), b, 24, mode)
         np.testing.assert_array_equal(pa, pb)
-    c = _room(6)
+    c = _room(0)
     assert (c.layout.width, c.layout.depth) != (a.layout.width, a.layout.depth)
 
 
