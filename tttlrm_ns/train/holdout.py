@@ -51,6 +51,10 @@ class HoldoutConfig:
     """Novel target views per scene."""
     span: int = 48
     """``interp``: frames of the path used (inputs spread over the first ``span`` frames)."""
+    height: int = 0
+    """Input and render rows (0: the run's ``data.height``): how the model does at other inference sizes."""
+    width: int = 0
+    """Input and render columns (0: the run's ``data.width``)."""
     mode: Literal["auto", "interp", "sphere"] = "auto"
     """'auto': 'sphere' when the run samples views at random (objects), else 'interp'."""
     out: Optional[Path] = None
@@ -147,13 +151,17 @@ def main(argv=None) -> int:
     if hc.run is None:
         raise SystemExit("--run RUN_DIR is required (its config.yaml gives resolution, normalisation, rendering)")
     model, cfg, what = load_run_model(hc.run, hc.weights)
+    if hc.height or hc.width:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, height=hc.height or cfg.data.height,
+                                                                width=hc.width or cfg.data.width))
     scenes = discover_scenes(hc.scenes)[: hc.num]
     mode = hc.mode if hc.mode != "auto" else ("sphere" if cfg.data.sampling == "random" else "interp")
     n_in = hc.views or cfg.data.num_input_views[0]
     res = evaluate(model, cfg, scenes, n_in, hc.targets, mode, hc.span)
     res["weights"] = what
+    res["resolution"] = [cfg.data.height, cfg.data.width]
     print(f"{what}: held-out PSNR {res['psnr']:.2f} dB over {res['num_scenes']} scenes "
-          f"({n_in} input views, {hc.targets} novel targets each, {mode})")
+          f"({n_in} input views at {cfg.data.height}x{cfg.data.width}, {hc.targets} novel targets each, {mode})")
     if hc.out is not None:
         hc.out.parent.mkdir(parents=True, exist_ok=True)
         hc.out.write_text(json.dumps(res, indent=2))
