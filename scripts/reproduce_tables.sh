@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Regenerate docs/results.md (tables, quality-vs-time plots, image grid, scaling study) from scratch on this machine.
+#
+#   scripts/reproduce_tables.sh [--quick] [--checkpoint PATH] [--object-checkpoint PATH] [--out FILE.md]
+#
+# Runs tttlrm-eval on the bundled sample scene (tttlrm, 8 views, long side 256), ../shared/data/mydesk (tttlrm, its
+# precomputed 32 input views, 144x256 inputs) and ../shared/data/gso_toy (tttlrm-object, 8 views, 256x256 inputs),
+# each with the white / mean-colour / nearest-view baselines and splatfacto-cpu on the same input views (1500 steps
+# and the same wall-clock time), refinement curve K = 0 3 10 30 100 300; then scripts/bench_scaling.py; then writes
+# the page with `python -m tttlrm_ns.eval.report`. The ../shared scenes are evaluation data only.
+#
+# --quick             smoke run (minutes): K = 0 3, splatfacto-cpu 30 steps, 8 held-out frames per scene (not the
+#                     protocol's every-8th set), scaling up to 8 views; writes outputs/reproduce_quick/results.md
+#                     unless --out is given, so smoke numbers never replace docs/results.md by accident.
+# --checkpoint        weights of the scene model (default: the bundled checkpoint)
+# --object-checkpoint weights of the object model for gso_toy (default: --checkpoint / the bundled checkpoint)
+# A full run takes about an hour on 2 CPU cores; run it on an otherwise idle machine (timings are recorded with the
+# load average). Exit status 1 if any scene failed (the page still lists it).
+set -uo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN="${BIN:-$REPO/.venv/bin}"
+[ -x "$BIN/python" ] || BIN="$(dirname "$(command -v python)")"
+SHARED="${SHARED:-$REPO/../shared/data}"
+QUICK=0
+CKPT=""
+OBJ_CKPT=""
+OUT_MD=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1; shift ;;
+    --checkpoint) CKPT="$2"; shift 2 ;;
+    --object-checkpoint) OBJ_CKPT="$2"; shift 2 ;;
+    --out) OUT_MD="$2"; shift 2 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+if [ "$QUICK" = 1 ]; then
+  OUT_MD="${OUT_MD:-$REPO/outputs/reproduce_quick/results.md}"
+  COMMON=(--curve-steps 0 3 --splatfacto.steps 30 --splatfacto.max-steps 300 --max-test-views 8)
+  SCALING=(--quick)
+else
+  OUT_MD="${OUT_MD:-$REPO/docs/results.md}"
+  COMMON=(--curve-steps 0 3 10 30 100 300 --splatfacto.steps 1500)
+  SCALING=()
+fi
+OUT_DIR="$(dirname "$OUT_MD")"
+WORK="$OUT_DIR/.eval_runs"
+[ "$QUICK" = 1 ] || WORK="$REPO/outputs/reproduce_full"
+mkdir -p "$OUT_DIR/img" "$WORK"
+rm -rf "$WORK"/{sample,mydesk,gso_toy}
+CKPT_ARGS=()
+[ -n "$CKPT" ] && CKPT_ARGS=(--checkpoint "$CKPT")
+OBJ_ARGS=("${CKPT_ARGS[@]}")
+[ -n "$OBJ_CKPT" ] && OBJ_ARGS=(--checkpoint "$OBJ_CKPT")
+
+status=0
+run_eval() {  # name, then tttlrm-eval arguments
+  local name="$1"; shift
+  echo "=== tttlrm-eval: $name ==="
+  "$BIN/python" -m tttlrm_ns.eval.cli "$@" "${COMMON[@]}" --output-dir "$WORK/$name" || status=1
+}
+run_eval sample "$REPO/tttlrm_ns/assets/sample_scene" --method tttlrm --num-views 8 --input-long-side 256 \
+  "${CKPT_ARGS[@]}"
+RESULTS=("$WORK/sample/results.json")
+if [ -d "$SHARED/mydesk" ]; then
+  run_eval mydesk "$SHARED/mydesk" --method tttlrm --num-views 32 --input-height 144 --input-width 256 \
+    "${CKPT_ARGS[@]}"
+  RESULTS+=("$WORK/mydesk/results.json")
+else
+  echo "skipping mydesk: $SHARED/mydesk not found" >&2
+fi
+if [ -d "$SHARED/gso_toy" ]; then
+  run_eval gso_toy "$SHARED/gso_toy" --method tttlrm-object --num-views 8 --input-height 256 --input-width 256 \
+    "${OBJ_ARGS[@]}"
+  RESULTS+=("$WORK/gso_toy/results.json")
+else
+  echo "skipping gso_toy: $SHARED/gso_toy not found" >&2
+fi
+
+echo "=== scaling study ==="
+SCALING_JSON="$OUT_DIR/bench_scaling.json"
+[ "$QUICK" = 1 ] || SCALING_JSON="$REPO/docs/bench_scaling.json"
+"$BIN/python" "$REPO/scripts/bench_scaling.py" "${SCALING[@]}" --out "$SCALING_JSON" \
+  --img "$OUT_DIR/img/results_scaling.png" || status=1
+
+EXISTING=()
+for r in "${RESULTS[@]}"; do [ -f "$r" ] && EXISTING+=("$r"); done
+"$BIN/python" -m tttlrm_ns.eval.report --results "${EXISTING[@]}" --scaling "$SCALING_JSON" --out "$OUT_MD" \
+  --command "scripts/reproduce_tables.sh $([ "$QUICK" = 1 ] && echo --quick)" || status=1
+echo "wrote $OUT_MD (exit status $status)"
+exit $status
