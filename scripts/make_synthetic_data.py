@@ -56,6 +56,9 @@ def parse_args(argv=None) -> GenerateConfig:
                    help="objects/zeroverse: RGBA PNG or on white (default: rgba for objects, white for zeroverse)")
     p.add_argument("--zv-grid", type=int, default=ZeroverseConfig.grid,
                    help="zeroverse: quads per cube-face edge of a primitive (vertex spacing = texture detail)")
+    p.add_argument("--zv-texture-res", type=int, default=ZeroverseConfig.texture_res,
+                   help="zeroverse: 0 = colours per vertex; N > 0 = N x N texels per primitive face (crisper "
+                        "textures on uncut solid parts)")
     p.add_argument("--supersample", type=int, default=1,
                    help="odd S: render at S x resolution and box-filter colour (anti-aliasing); depth stays exact")
     p.add_argument("--format", choices=["png", "jpg"], default="png", dest="image_format")
@@ -83,7 +86,7 @@ def parse_args(argv=None) -> GenerateConfig:
                           scenes=ScenesConfig(frames=a.frames, supersample=a.supersample),
                           megasynth=MegaSynthScenesConfig(frames=a.frames, supersample=a.supersample,
                                                           room=MegaSynthConfig(camera_mode=a.camera_mode)),
-                          zeroverse=ZeroverseConfig(grid=a.zv_grid)), not a.no_progress
+                          zeroverse=ZeroverseConfig(grid=a.zv_grid, texture_res=a.zv_texture_res)), not a.no_progress
 
 
 def main(argv=None) -> int:

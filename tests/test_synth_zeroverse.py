@@ -129,6 +129,40 @@ def test_texture_seams_cross_parts():
     assert shared > 0
 
 
+def test_texture_atlas_matches_the_solid_texture():
+    """texture_res > 0: the atlas looked up at each vertex's UV (OpenGL convention: v up from the image bottom,
+    which is how pyrender uploads images) gives the solid texture at that vertex; the geometry is unchanged."""
+    from tttlrm_ns.synth.zeroverse import _texture
+
+    # texture_res - 1 = 3 x grid: every vertex sits exactly on a texel centre, so the lookup is exact
+    cfg_v, cfg_t = ZeroverseConfig(grid=8, cutter_grid=4), ZeroverseConfig(grid=8, cutter_grid=4, texture_res=25)
+    textured = 0
+    for i in range(6):
+        plain, tex = make_object(_item_rng(7, i), cfg_v), make_object(_item_rng(7, i), cfg_t)
+        assert len(plain.meshes) == len(tex.meshes)
+        for mv, mt in zip(plain.meshes, tex.meshes):
+            # same surface: the unwelded textured grid has exactly the welded mesh's vertex positions
+            assert np.array_equal(np.unique(mv.vertices, axis=0), np.unique(mt.vertices, axis=0))
+            if mt.visual.kind != "texture":
+                continue
+            textured += 1
+            img = np.asarray(mt.visual.material.baseColorTexture).astype(float) / 255
+            gl = img[::-1]  # row = v
+            h, w = gl.shape[:2]
+            x, y = mt.visual.uv[:, 0] * w - 0.5, mt.visual.uv[:, 1] * h - 0.5
+            x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+            fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+            lookup = (gl[y0, x0] * (1 - fx) * (1 - fy) + gl[y0, x0 + 1] * fx * (1 - fy)
+                      + gl[y0 + 1, x0] * (1 - fx) * fy + gl[y0 + 1, x0 + 1] * fx * fy)
+            ref = _texture(tex.recipe, mt.vertices / tex.scale + tex.centre)
+            err = np.abs(lookup - ref).mean(1)
+            good = (err < 0.01).mean()  # 8-bit rounding only (the sub-texel remainder is float noise)
+            assert good > 0.99, good
+            flipped = np.abs(img[np.clip(y0, 0, h - 1), x0] - ref).mean(1)  # forgetting the flip is caught
+            assert (flipped < 0.01).mean() < 0.8 or np.ptp(ref, axis=0).max() < 0.1
+    assert textured >= 3
+
+
 def test_bad_config_messages():
     from tttlrm_ns.synth.generate import GenerateConfig, ObjectsConfig
 
@@ -140,6 +174,8 @@ def test_bad_config_messages():
         GenerateConfig(kind="zeroverse", out=Path("x"), image_format="jpg",
                        objects=ObjectsConfig(background="rgba")).validate()
     GenerateConfig(kind="zeroverse", out=Path("x"), image_format="jpg").validate()  # white by default: fine
+    with pytest.raises(ValueError, match="texture_res"):
+        GenerateConfig(kind="zeroverse", out=Path("x"), zeroverse=ZeroverseConfig(texture_res=1)).validate()
 
 
 # --------------------------------------------------------------------------------------------- rendering tests
@@ -158,7 +194,7 @@ def _cfg(out: Path):
 def _cli(out: Path, *extra: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     r = subprocess.run([sys.executable, str(REPO / "scripts/make_synthetic_data.py"), "--no-progress", *ARGS,
-                        "--out", str(out), *extra], capture_output=True, text=True, env=env, timeout=240)
+                        "--out", str(out), *extra], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr
 
 
@@ -203,6 +239,19 @@ def _unproject(depth: np.ndarray, frame: dict, w2c: np.ndarray) -> np.ndarray:
     cam = np.stack([(u + 0.5 - frame["cx"]) / frame["fx"] * z, (v + 0.5 - frame["cy"]) / frame["fy"] * z, z], 1)
     c2w = np.linalg.inv(w2c)
     return cam @ c2w[:3, :3].T + c2w[:3, 3]
+
+
+@needs_gl
+def test_texture_atlas_mode_renders_same_geometry(rendered, tmp_path):
+    _cli(tmp_path / "t", "--zv-texture-res", "16")
+    for item in ("zeroverse_00000", "zeroverse_00001"):
+        for k in range(3):
+            assert ((tmp_path / "t" / item / f"depth/{k:04d}.npy").read_bytes()
+                    == (rendered / item / f"depth/{k:04d}.npy").read_bytes())
+    a = np.asarray(Image.open(rendered / "zeroverse_00000/images/0000.png")).astype(int)
+    b = np.asarray(Image.open(tmp_path / "t/zeroverse_00000/images/0000.png")).astype(int)
+    assert np.abs(a - b).mean() > 1  # other colours (texels, sRGB-correct), same silhouette
+    assert np.array_equal(a.sum(2) == 765, b.sum(2) == 765) or np.mean((a.sum(2) == 765) != (b.sum(2) == 765)) < 0.01
 
 
 @needs_gl

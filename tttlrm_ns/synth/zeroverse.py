@@ -25,7 +25,9 @@ Recipe (numbers from the paper as summarised in ``procedural_data_recipes.md``; 
   spots or a plain colour -- assigned by a randomly warped nearest-centre partition of space whose centres are the
   primitive centres shifted by up to ``material_shift`` x the largest axis. A part therefore shows its neighbours'
   textures near them and texture seams run across parts and faces, never along the primitive edges. Colours are
-  evaluated per vertex (cut faces included), so the texture detail is the vertex spacing (``grid``).
+  evaluated per vertex (cut faces included), so the texture detail is the vertex spacing (``grid``); with
+  ``texture_res`` > 0 uncut solid parts instead get a texture atlas baked from the same solid texture at texel
+  resolution (:func:`textured_solid_mesh`).
 * Normalisation (deviation, see ``ZeroverseConfig.radius_range``): centred on its bounding box and scaled to a
   bounding-sphere radius U(0.75, 1.0), i.e. inside the unit sphere like the ``objects`` kind and the evaluation
   objects, instead of Zeroverse's max coordinate U(0.3, 0.45) at camera radius U(1.5, 2.8).
@@ -58,6 +60,12 @@ class ZeroverseConfig:
     cut_probability: float = 0.5
     cutter_axis_range: tuple[float, float] = (0.3, 0.6)
     cutter_grid: int = 8
+    # 0: colours per vertex (texture detail = vertex spacing; the setting of the first data sets). pyrender multiplies
+    # vertex colours into its linear shading without sRGB decoding, so these render lighter and less saturated than
+    # their sRGB values. N > 0: uncut solid parts get an N x N texel atlas tile per face baked from the same solid
+    # texture (N / grid x finer detail, colours decoded correctly); cut and wireframe parts keep vertex colours, then
+    # stored linearised so that they match.
+    texture_res: int = 0
     wire_probability: float = 0.2  # per primitive (the first primitive is always solid)
     wire_thickness_range: tuple[float, float] = (0.01, 0.03)
     material_shift: float = 0.25  # texture-partition centres shifted by up to this x the largest axis
@@ -74,6 +82,8 @@ class ZeroverseConfig:
             raise ValueError(f"zeroverse count_weights must be 1-32 non-negative weights, got {self.count_weights}")
         if not (0 < self.axis_range[0] <= self.axis_range[1]):
             raise ValueError(f"zeroverse axis_range must be 0 < lo <= hi, got {self.axis_range}")
+        if self.texture_res != 0 and self.texture_res < 2:
+            raise ValueError(f"zeroverse texture_res must be 0 (vertex colours) or >= 2, got {self.texture_res}")
         if self.grid < 2 or self.cutter_grid < 2:
             raise ValueError(f"zeroverse grid and cutter_grid must be >= 2, got {self.grid}, {self.cutter_grid}")
         if not (0 < self.radius_range[0] <= self.radius_range[1] <= 1.0):
@@ -289,17 +299,66 @@ def _weld(points: np.ndarray, tris: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return points[first], t[keep]
 
 
+def _surface(prim: Primitive, cube: np.ndarray, fid: np.ndarray) -> np.ndarray:
+    """Cube-surface points [N, 3] (face ``fid``) -> the primitive's bumped surface, local frame [N, 3]."""
+    pos, normals = _shape_surface(prim.shape, cube, fid, prim.axes)
+    if prim.heights is not None and prim.amplitude > 0:
+        pos = pos + (prim.amplitude * _upsample_heights(prim.heights, _face_uv(cube, fid), fid))[:, None] * normals
+    return pos
+
+
 def solid_mesh(prim: Primitive, grid: int):
     """The primitive as a watertight trimesh in object coordinates (height-field bumps applied)."""
     import trimesh
 
     cube, fid, tris = _cube_grid(grid)
-    pos, normals = _shape_surface(prim.shape, cube, fid, prim.axes)
-    if prim.heights is not None and prim.amplitude > 0:
-        pos = pos + (prim.amplitude * _upsample_heights(prim.heights, _face_uv(cube, fid), fid))[:, None] * normals
-    verts, faces = _weld(pos, tris)
+    verts, faces = _weld(_surface(prim, cube, fid), tris)
     verts = verts @ prim.transform[:3, :3].T + prim.transform[:3, 3]
     return trimesh.Trimesh(verts, faces, process=False)
+
+
+_ATLAS_PAD = 2  # texels around each face tile, filled by extending the face beyond its edges (mipmaps don't bleed)
+
+
+def _face_points(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cube points [N, 3] of face ``f`` [N] at face coordinates ``a, b`` [N] (0..1 on the face; outside extends it),
+    the inverse of :func:`_face_uv`."""
+    axis, sign = f // 2, 1.0 - 2.0 * (f % 2)
+    t1, t2 = (axis + 1) % 3, (axis + 2) % 3
+    swap = f % 2 == 1
+    t1, t2 = np.where(swap, t2, t1), np.where(swap, t1, t2)
+    p = np.empty((len(f), 3))
+    r = np.arange(len(f))
+    p[r, axis], p[r, t1], p[r, t2] = sign, 2 * a - 1, 2 * b - 1
+    return p
+
+
+def textured_solid_mesh(prim: Primitive, grid: int, res: int, colour_fn):
+    """The primitive as six unwelded face grids with UVs into a 3 x 2 texture atlas of ``res`` x ``res`` texels per
+    face, the atlas baked from ``colour_fn`` (object points [N, 3] -> colours [N, 3] in [0, 1]) at the bumped surface
+    point of every texel: a solid texture at texel rather than vertex resolution. Positions equal those of
+    :func:`solid_mesh` (the duplicated border vertices are bitwise equal, so there are no cracks).
+
+    Returns (trimesh with object-frame vertices [6 (grid+1)^2, 3], uv [.., 2], atlas uint8 [2 tile, 3 tile, 3] in
+    image row order)."""
+    import trimesh
+
+    cube, fid, tris = _cube_grid(grid)
+    verts = _surface(prim, cube, fid) @ prim.transform[:3, :3].T + prim.transform[:3, 3]
+    tile = res + 2 * _ATLAS_PAD
+    uvf = _face_uv(cube, fid)
+    # texel i of a tile is centred at param (i - pad) / (res - 1): the face spans texel centres pad .. pad + res - 1
+    x = (fid % 3) * tile + _ATLAS_PAD + 0.5 + uvf[:, 0] * (res - 1)
+    y = (fid // 3) * tile + _ATLAS_PAD + 0.5 + uvf[:, 1] * (res - 1)
+    uv = np.stack([x / (3 * tile), y / (2 * tile)], 1)  # v up from the atlas bottom (OpenGL / trimesh)
+    jj, ii = np.meshgrid(np.arange(2 * tile), np.arange(3 * tile), indexing="ij")  # [2 tile, 3 tile], row = v
+    f = ((jj // tile) * 3 + ii // tile).ravel()
+    a = ((ii % tile - _ATLAS_PAD) / (res - 1)).ravel()
+    b = ((jj % tile - _ATLAS_PAD) / (res - 1)).ravel()
+    cp = _face_points(f, a, b)
+    pts = _surface(prim, cp, f) @ prim.transform[:3, :3].T + prim.transform[:3, 3]
+    atlas = colour_fn(pts).reshape(2 * tile, 3 * tile, 3)[::-1]  # row 0 = top of the image (v = 1)
+    return trimesh.Trimesh(verts, tris, process=False), uv, np.rint(np.clip(atlas, 0, 1) * 255).astype(np.uint8)
 
 
 def _wire_edges(prim: Primitive) -> tuple[np.ndarray, np.ndarray]:
@@ -404,6 +463,11 @@ def material_index(recipe: Recipe, p: np.ndarray) -> np.ndarray:
     return d.argmin(1)
 
 
+def _srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    """sRGB-encoded colours in [0, 1] -> linear (the exact curve of pyrender's shader for textures)."""
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
 def _texture(recipe: Recipe, p: np.ndarray) -> np.ndarray:
     """[N, 3] colours: each point takes the solid texture of its :func:`material_index`."""
     owner = material_index(recipe, p)
@@ -463,8 +527,27 @@ def build_object(recipe: Recipe, cfg: ZeroverseConfig) -> ZeroverseObject:
     centre = (verts.min(0) + verts.max(0)) / 2
     scale = recipe.radius / np.linalg.norm(verts - centre, axis=1).max()
     meshes = []
-    for _, m in kept:
+    cut_parts = set(info["cut"]["parts"]) if info["cut"] else set()
+    for i, m in kept:
+        prim = recipe.primitives[i]
+        if cfg.texture_res > 0 and not prim.wire and i not in cut_parts:
+            from PIL import Image
+
+            tm, uv, atlas = textured_solid_mesh(prim, cfg.grid, cfg.texture_res, lambda p: _texture(recipe, p))
+            out = trimesh.Trimesh((tm.vertices - centre) * scale, tm.faces, process=False)
+            # the same material as vertex-coloured parts (pyrender's default for those): white base colour
+            # factor, metallic 0.2, roughness 0.8 -- trimesh's SimpleMaterial would scale the texture by 0.4
+            mat = trimesh.visual.material.PBRMaterial(baseColorTexture=Image.fromarray(atlas, "RGB"),
+                                                      baseColorFactor=[255, 255, 255, 255], metallicFactor=0.2,
+                                                      roughnessFactor=0.8)
+            out.visual = trimesh.visual.TextureVisuals(uv=uv, material=mat)
+            meshes.append(out)
+            continue
         rgb = _texture(recipe, m.vertices)  # textures live in the object frame before normalisation
+        if cfg.texture_res > 0:
+            # pyrender decodes texture texels from sRGB but multiplies vertex colours into the linear shading
+            # result as they are (then encodes the output): linearise so both kinds of part show the same colours
+            rgb = _srgb_to_linear(rgb)
         out = trimesh.Trimesh((m.vertices - centre) * scale, m.faces, process=False)
         out.visual = trimesh.visual.ColorVisuals(out, vertex_colors=np.c_[np.rint(rgb * 255), np.full(len(rgb), 255)]
                                                  .astype(np.uint8))
@@ -481,5 +564,5 @@ def make_object(rng: np.random.Generator, cfg: ZeroverseConfig) -> ZeroverseObje
 
 
 __all__ = ["ZeroverseConfig", "Primitive", "Material", "Recipe", "ZeroverseObject", "SHAPES", "sample_count",
-           "sample_recipe", "build_object", "make_object", "solid_mesh", "wire_mesh", "material_colors",
-           "material_index", "random_rotation"]
+           "sample_recipe", "build_object", "make_object", "solid_mesh", "textured_solid_mesh", "wire_mesh",
+           "material_colors", "material_index", "random_rotation"]
