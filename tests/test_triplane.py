@@ -236,3 +236,46 @@ def test_triplane_file_round_trip_and_gaussian_file_refused(tmp_path):
     gpath = save_model(TttlrmModel(presets.tiny()), tmp_path / "gauss.safetensors")
     with pytest.raises(CheckpointError, match="Gaussian tttLRM checkpoint.*tttlrm-object"):
         load_triplane(gpath)
+
+
+# --- bundled weights and the trainer -------------------------------------------------------------------------------
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_bundled_triplane_checkpoint_loads_and_predicts():
+    from tttlrm_ns.model.triplane import read_triplane_metadata
+
+    path = REPO / "tttlrm_ns" / "assets" / "weights" / "tttlrm_triplane.safetensors"
+    assert path.stat().st_size < 50e6
+    meta = read_triplane_metadata(path)
+    assert meta["model_kind"] == "triplane" and meta["trained.kind"] == "object"
+    assert meta["trained.resolution"] == "64x64"  # docs/model_card.md
+    model = load_triplane(path).eval()
+    images, c2w, k = _tiny_inputs(v=4, res=64)
+    with torch.no_grad():
+        planes = model(images, c2w, k).planes
+    assert planes.shape == (1, 3, 32, 64, 64) and torch.isfinite(planes).all()
+
+
+def test_tttlrm_train_triplane_tiny_run_exports_a_triplane_file(tmp_path):
+    from test_ns_triplane import make_object_capture
+
+    from tttlrm_ns.model.triplane import read_triplane_metadata
+    from tttlrm_ns.train.config import load_yaml_config
+    from tttlrm_ns.train.loop import train
+
+    for i in range(2):
+        make_object_capture(tmp_path / "objects" / f"obj{i}", n=8, res=32)
+    cfg = load_yaml_config(REPO / "configs" / "triplane_tiny_cpu.yaml")
+    cfg.data.scenes = (str(tmp_path / "objects" / "*"),)
+    cfg.data.frames_per_window = 8
+    cfg.data.window_max = 8
+    cfg.output_dir = tmp_path / "run"
+    cfg.optim.max_steps = 3
+    cfg.optim.warmup_steps = 1
+    summary = train(cfg, log=lambda msg: None)
+    assert summary.steps == 3 and all(math.isfinite(r["loss"]) and r["mse"] > 0 for r in summary.history)
+    meta = read_triplane_metadata(summary.export)
+    assert meta["model_kind"] == "triplane" and meta["train_step"] == "3"
+    assert load_triplane(summary.export).tri.tokens_per_side == 2

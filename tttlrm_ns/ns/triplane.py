@@ -85,6 +85,11 @@ class TriplaneNSModelConfig(ModelConfig):
     eval_lpips: Literal["vgg", "alex"] = "vgg"
     """LPIPS backbone of `ns-eval`."""
 
+    def __post_init__(self) -> None:
+        # The run's config.yml must name the weights absolutely: ns-eval / ns-export may run from another folder.
+        if self.checkpoint is not None:
+            self.checkpoint = Path(self.checkpoint).expanduser().resolve()
+
 
 class TriplaneNSModel(Model):
     """Planes ``[1, 3, C, R, R]`` + the triplane MLP, rendered in the object frame (see the module docstring)."""
