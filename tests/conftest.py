@@ -15,3 +15,44 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture
 def assets() -> Path:
     return ASSETS
+
+
+def optional_components() -> dict[str, bool]:
+    """System parts some tests need; a test without its part skips and says which (see DEVELOPERS.md)."""
+    import ctypes.util
+    import shutil
+
+    return {
+        "colmap": shutil.which("colmap") is not None,  # ns-process-data images (tests/test_capture.py)
+        "ffmpeg": shutil.which("ffmpeg") is not None,
+        "chromium": any(shutil.which(b) for b in ("chromium", "chromium-browser")),  # viewer screenshot
+        "sweethome3d-furniture": Path("/usr/share/sweethome3d/furniture").is_dir(),  # CC0 furniture (synth)
+        "OSMesa": ctypes.util.find_library("OSMesa") is not None,  # headless OpenGL (synth renderer)
+        "CUDA": torch.cuda.is_available(),
+        "LPIPS weights": _lpips_weights_present(),
+    }
+
+
+def _lpips_weights_present() -> bool:
+    try:
+        from tttlrm_ns.eval.lpips_weights import weights_present
+
+        return weights_present()
+    except Exception:
+        return False
+
+
+def _components_line() -> str:
+    parts = optional_components()
+    found = ", ".join(k for k, v in parts.items() if v) or "none"
+    missing = ", ".join(k for k, v in parts.items() if not v) or "none"
+    return f"optional components found: {found}; missing (their tests skip): {missing}"
+
+
+def pytest_report_header(config):
+    return _components_line()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    # repeated at the end, where CI logs are read: a green run without a component did not test what needs it
+    terminalreporter.write_line(_components_line())

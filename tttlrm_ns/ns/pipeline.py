@@ -136,7 +136,17 @@ class TttlrmPipeline(VanillaPipeline):
     ):
         if world_size > 1:
             raise PredictionError("tttLRM runs its prediction and refinement on one device; use world_size 1")
-        super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+        try:
+            super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+        except FileNotFoundError as e:  # raised from nerfstudio's image cache, deep inside a worker thread
+            if e.filename is None:
+                raise
+            raise PredictionError(
+                f"image {e.filename} is listed in the data's camera file ({config.datamanager.data}) but does not "
+                "exist: restore it, or re-run ns-process-data / remove its frame from the camera file"
+            ) from None
+        if test_mode == "val":
+            self._report_unused_images()
         self.input_indices: list[int] = []
         """Positions (in the train split) of the model's input views; empty when loaded from a finished run."""
         if test_mode == "val":  # ns-train; eval / export / viewer load the Gaussians from the checkpoint
@@ -146,6 +156,27 @@ class TttlrmPipeline(VanillaPipeline):
         self._refine_order = torch.randperm(
             max(len(self.input_indices), 1), generator=torch.Generator().manual_seed(config.seed)
         ).tolist()
+
+    # --- data -------------------------------------------------------------------------------------------------------
+    def _report_unused_images(self) -> None:
+        """Say which images next to the used ones have no camera (e.g. frames COLMAP could not register)."""
+        dm = self.datamanager
+        used = set()
+        for ds in (getattr(dm, "train_dataset", None), getattr(dm, "eval_dataset", None)):
+            outputs = getattr(ds, "_dataparser_outputs", None)
+            if outputs is not None:
+                used.update(Path(f).resolve() for f in outputs.image_filenames)
+        suffixes = {".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG"}
+        for folder in sorted({f.parent for f in used}):
+            unused = sorted(p.name for p in folder.iterdir() if p.suffix in suffixes and p.resolve() not in used)
+            if unused:
+                shown = ", ".join(unused[:8]) + (f", ... ({len(unused) - 8} more)" if len(unused) > 8 else "")
+                CONSOLE.log(
+                    f"[yellow]tttLRM: {len(unused)} of {len(unused) + sum(f.parent == folder for f in used)} images "
+                    f"in {folder} have no camera in the data's camera file and are not used: {shown}. (With "
+                    "ns-process-data: COLMAP could not register them; more overlap between photos or "
+                    "--matching-method exhaustive helps.)"
+                )
 
     # --- weights ------------------------------------------------------------------------------------------------
     def expected_scan(self) -> str:

@@ -70,6 +70,13 @@ class TttlrmTrainer(Trainer):
 
     def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
         super().setup(test_mode)
+        if self.viewer_state is not None:  # open the viewer at the first input view (not viser's default pose)
+            from tttlrm_ns.ns.viewer import open_viewer_at
+
+            dm = self.pipeline.datamanager
+            cameras = getattr(dm, "train_cameras", dm.train_dataset.cameras)  # type: ignore[union-attr]
+            inputs = getattr(self.pipeline, "input_indices", None) or [0]
+            open_viewer_at(self.viewer_state, cameras, inputs[0])
         if self.config.max_num_iterations == 0:
             # nerfstudio's console writer assumes at least one timed iteration (it reads the last step and divides
             # by the iteration count); a pure feed-forward run has none.
