@@ -61,7 +61,7 @@ def run_arm(name: str, overrides: list[str], a: argparse.Namespace) -> dict:
     cmd = [sys.executable, "-m", "tttlrm_ns.train", "--config", a.base, *scenes,
            "--output-dir", str(out), "--optim.max-steps", str(a.steps), "--optim.warmup-steps", str(a.warmup),
            "--checkpoint.every", str(max(a.steps // 2, 1)), "--checkpoint.keep-last", "1",
-           "--checkpoint.export", "False", "--logging.every", "5", "--seed", str(a.seed), *overrides]
+           "--checkpoint.no-export", "--logging.every", "5", "--seed", str(a.seed), *overrides]
     if (out / "checkpoints").is_dir():
         cmd.append("--resume")
     t0 = time.time()
