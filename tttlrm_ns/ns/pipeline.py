@@ -136,17 +136,9 @@ class TttlrmPipeline(VanillaPipeline):
     ):
         if world_size > 1:
             raise PredictionError("tttLRM runs its prediction and refinement on one device; use world_size 1")
-        try:
-            super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
-        except FileNotFoundError as e:  # raised from nerfstudio's image cache, deep inside a worker thread
-            if e.filename is None:
-                raise
-            raise PredictionError(
-                f"image {e.filename} is listed in the data's camera file ({config.datamanager.data}) but does not "
-                "exist: restore it, or re-run ns-process-data / remove its frame from the camera file"
-            ) from None
+        super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
         if test_mode == "val":
-            self._report_unused_images()
+            self._check_images()
         self.input_indices: list[int] = []
         """Positions (in the train split) of the model's input views; empty when loaded from a finished run."""
         if test_mode == "val":  # ns-train; eval / export / viewer load the Gaussians from the checkpoint
@@ -158,14 +150,23 @@ class TttlrmPipeline(VanillaPipeline):
         ).tolist()
 
     # --- data -------------------------------------------------------------------------------------------------------
-    def _report_unused_images(self) -> None:
-        """Say which images next to the used ones have no camera (e.g. frames COLMAP could not register)."""
+    def _check_images(self) -> None:
+        """Stop on images the camera file lists but that do not exist (nerfstudio would fail later, inside an image
+        cache worker thread); say which images next to the used ones have no camera (e.g. frames COLMAP could
+        not register)."""
         dm = self.datamanager
         used = set()
         for ds in (getattr(dm, "train_dataset", None), getattr(dm, "eval_dataset", None)):
             outputs = getattr(ds, "_dataparser_outputs", None)
             if outputs is not None:
                 used.update(Path(f).resolve() for f in outputs.image_filenames)
+        missing = sorted(str(f) for f in used if not f.is_file())
+        if missing:
+            shown = ", ".join(missing[:5]) + (f", ... ({len(missing) - 5} more)" if len(missing) > 5 else "")
+            raise PredictionError(
+                f"{len(missing)} image(s) listed in the data's camera file ({self.config.datamanager.data}) do not "
+                f"exist: {shown}. Restore them, or re-run ns-process-data / remove their frames from the camera file."
+            )
         suffixes = {".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG"}
         for folder in sorted({f.parent for f in used}):
             unused = sorted(p.name for p in folder.iterdir() if p.suffix in suffixes and p.resolve() not in used)
