@@ -219,8 +219,8 @@ def _gt_images(pipeline) -> Tuple[Any, Tensor, List[int]]:
     for data in dm.cached_eval:
         img = model.get_gt_img(data["image"])  # float [H, W, C] on the model's device
         gts.append(model.composite_with_background(img, bg).permute(2, 0, 1).float().clamp(0, 1).cpu())
-    meta = dm.eval_dataparser_outputs.metadata if hasattr(dm, "eval_dataparser_outputs") else {}
-    frames = meta.get("frame_indices") or list(range(len(gts)))
+    # File frame indices of the held-out cameras (opencv-cameras); other dataparsers: positions in their eval split.
+    frames = (getattr(dm.eval_dataset, "metadata", None) or {}).get("frame_indices") or list(range(len(gts)))
     return cams, torch.stack(gts), [int(f) for f in frames]
 
 
@@ -342,7 +342,7 @@ def evaluate_scene(
         cams, gt, test_frames = _subset_test(cfg, *_gt_images(pipe))
         scorer = Scorer(gt)
         H, W = gt.shape[-2:]
-        train_meta = pipe.datamanager.train_dataparser_outputs.metadata
+        train_meta = pipe.datamanager.train_dataset.metadata or {}
         train_frames = train_meta.get("frame_indices") or list(range(len(pipe.datamanager.train_dataset)))
         inputs = list(pipe.input_indices)
         input_frames = [int(train_frames[i]) for i in inputs]
@@ -465,7 +465,8 @@ def _splatfacto(cfg, scene, input_frames, test_frames, scorer, budget, out_dir, 
     if not matched:
         sample(["splatfacto_cpu_time"])
         entries["splatfacto_cpu_time"]["note"] = f"stopped at max_steps {sc.max_steps} before the time budget"
-    entries["splatfacto_cpu_time"]["budget_s"] = budget
+    if sc.match_time:
+        entries["splatfacto_cpu_time"]["budget_s"] = budget
     if cfg.save_runs:
         trainer.save_checkpoint(step)
         entries["splatfacto_cpu_steps"]["run_config"] = str(tc.get_base_dir() / "config.yml")
