@@ -32,6 +32,7 @@ import math
 import os
 import platform
 import random
+import re
 import sys
 import tempfile
 import time
@@ -133,8 +134,40 @@ def eval_psnr(pipeline, stride: int) -> float:
     return float(sum(vals) / len(vals))
 
 
+def _preload_extension() -> None:
+    """Use an already built rasterizer module (``TTTLRM_BENCH_EXT_SO=path/to/tttlrm_ns_cpu_raster_<hash>.so``).
+
+    For machines where compiling the extension again is not affordable (each build is ~1-2 CPU minutes, and a
+    shared cache directory written by two toolchains rebuilds on every load); the module name must carry the
+    hash of the current sources, which is checked here.
+    """
+    so = os.environ.get("TTTLRM_BENCH_EXT_SO")
+    if not so:
+        return
+    import hashlib
+    import importlib.machinery
+    import importlib.util
+
+    from tttlrm_ns.render import cpu_backend
+
+    h = hashlib.sha256()
+    for name in cpu_backend._SOURCES + cpu_backend._HEADERS:
+        h.update((cpu_backend._SRC_DIR / name).read_bytes())
+    cflags = ["-O3", "-fopenmp", "-fno-trapping-math", "-fno-math-errno"] + cpu_backend._cpu_flags()
+    h.update(" ".join(cflags).encode())
+    h.update(torch.__version__.encode())
+    name = Path(so).stem
+    if name != f"tttlrm_ns_cpu_raster_{h.hexdigest()[:12]}":
+        raise SystemExit(f"TTTLRM_BENCH_EXT_SO={so} was built from other sources or flags; unset it to compile")
+    loader = importlib.machinery.ExtensionFileLoader(name, so)
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader))
+    loader.exec_module(module)
+    cpu_backend._ext = module
+
+
 def run(args) -> Dict[str, Any]:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    _preload_extension()
     from nerfstudio.engine.callbacks import TrainingCallbackLocation
 
     out_dir = Path(tempfile.mkdtemp(prefix="bench_refine_"))
@@ -224,6 +257,7 @@ def run(args) -> Dict[str, Any]:
 def cost(args) -> Dict[str, Any]:
     """Per-step CPU time of the refinement's parts against the Gaussian count, resolution, SSIM and Adam variant."""
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    _preload_extension()
     out_dir = Path(tempfile.mkdtemp(prefix="bench_refine_cost_"))
     cfg = build_config("tttlrm", args.data, "input", args.num_views, args.long_side, out_dir, args.set, 10)
     trainer = cfg.setup(local_rank=0, world_size=1)
@@ -280,7 +314,23 @@ def plot(args) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [json.loads(line) for line in Path(args.runs).read_text().splitlines() if line.strip()]
+    runs = []
+    if args.runs is not None and args.runs.is_file():
+        runs = [json.loads(line) for line in args.runs.read_text().splitlines() if line.strip()]
+    for path, method, views in args.log:
+        # An interrupted run: its progress lines "[label] t=... wall=... step=... N=... psnr=..." (no summary line).
+        pts, label = [], None
+        for line in Path(path).read_text().splitlines():
+            m = re.match(r"\[(\S+)\] t=\s*([\d.]+)s wall=\s*([\d.]+)s step=\s*(\d+) N=\s*(\d+) psnr=([\d.]+)", line)
+            if m:
+                label = m.group(1)
+                pts.append({"t": float(m.group(2)), "wall": float(m.group(3)), "step": int(m.group(4)),
+                            "gaussians": int(m.group(5)), "psnr": float(m.group(6))})
+        if pts:
+            steps = pts[-1]["step"] or 1
+            run_t = pts[-1]["t"] - pts[0]["t"]
+            runs.append({"label": label + " (interrupted)", "method": method, "views": views, "points": pts,
+                         "setup_cpu_s": pts[0]["t"], "median_step_s": run_t / steps})
     if args.labels:
         runs = [r for r in runs if r["label"] in args.labels]
     groups = sorted({r["views"] for r in runs})
@@ -303,15 +353,17 @@ def plot(args) -> None:
     Path(args.png).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.png, dpi=110)
     print(f"wrote {args.png}")
-    marks = [10, 20, 30, 60, 120, 180, 300]
-    lines = ["| run | views | setup s | s/step | " + " | ".join(f"{m} s" for m in marks) + " |",
-             "|---|---|---|---|" + "---|" * len(marks)]
+    marks = [10, 15, 20, 30, 60, 120, 300]
+    lines = ["| run | views | start s | start dB | s/step | " + " | ".join(f"{m} s" for m in marks) + " |",
+             "|---|---|---|---|---|" + "---|" * len(marks)]
     for r in runs:
         cells = []
         for m in marks:
-            before = [p for p in r["points"] if p["t"] <= m + 1e-9]
-            cells.append(f"{before[-1]['psnr']:.2f}" if before and r["points"][-1]["t"] >= m * 0.97 else "-")
-        lines.append(f"| {r['label']} | {r['views']} | {r['setup_cpu_s']:.1f} | {r['median_step_s']:.3f} | "
+            # points are recorded at the first step past each mark: take the one within 10 % of it
+            near = [p for p in r["points"] if m * 0.97 <= p["t"] <= m * 1.1]
+            cells.append(f"{near[0]['psnr']:.2f}" if near else "-")
+        lines.append(f"| {r['label']} | {r['views']} | {r['points'][0]['t']:.1f} | {r['points'][0]['psnr']:.2f} | "
+                     f"{r['median_step_s']:.3f} | "
                      + " | ".join(cells) + " |")
     print("\n".join(lines))
     if args.table:
@@ -340,7 +392,9 @@ def main() -> None:
     c.add_argument("--scales", type=int, nargs="+", default=[1, 2, 4])
     c.add_argument("--reps", type=int, default=3)
     pl = sub.add_parser("plot")
-    pl.add_argument("--runs", type=Path, required=True)
+    pl.add_argument("--runs", type=Path, default=None)
+    pl.add_argument("--log", nargs=3, action="append", default=[], metavar=("LOG", "METHOD", "VIEWS"),
+                    help="progress log of an interrupted run (s/step is then the mean, evaluation excluded)")
     pl.add_argument("--png", type=Path, required=True)
     pl.add_argument("--table", type=Path, default=None)
     pl.add_argument("--title", default="")

@@ -6,7 +6,8 @@
 * ``tttlrm-ar``: the autoregressive scan (fast weights updated every 4 views, ``first_cam`` normalisation);
   ``--pipeline.model.selective-update True`` turns on the elastic selective update.
 * ``tttlrm-object``: the object-level preset (patch 16), 24 input views, long side up to 512, white background.
-* ``tttlrm-refine3`` / ``tttlrm-refine10``: ``tttlrm`` followed by the paper's 3- / 10-step refinement.
+* ``tttlrm-refine3`` / ``tttlrm-refine10``: ``tttlrm`` followed by the paper's 3- / 10-step refinement. Any method
+  refines for a time budget with ``--pipeline.model.refine.steps 100000 --pipeline.model.refine.seconds S``.
 
 Every method reads ``opencv_cameras.json`` scenes by default (dataparser ``opencv-cameras``); nerfstudio's own
 dataparsers work as well (``ns-train tttlrm --data DIR nerfstudio-data``). Weights: ``--pipeline.model.checkpoint``,
