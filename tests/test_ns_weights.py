@@ -99,15 +99,27 @@ def test_matching_weights_load_and_the_log_names_the_file(tmp_path, tiny_model, 
     assert "trained.kind" in warning and "cannot check" in warning and "background" in warning
 
 
+def test_bundled_weights_fit_their_methods():
+    """Every bundled default present in this checkout passes its own method's trained.* check."""
+    for method in ("tttlrm", "tttlrm-ar", "tttlrm-object"):
+        p = _pipe(method)
+        try:
+            path = p.default_weights()
+        except PredictionError:
+            continue  # not bundled yet (tested below)
+        assert p.resolve_model_config()[0] == path
+
+
 def test_default_weights_per_method_never_borrowed(tmp_path, tiny_model, monkeypatch):
-    assert _pipe("tttlrm").default_weights() == BUNDLED_CHECKPOINT  # the small demo model, for now
+    monkeypatch.setattr(pl, "WEIGHTS_DIR", tmp_path)  # only the small demo model installed
+    (tmp_path / BUNDLED_CHECKPOINT.name).symlink_to(BUNDLED_CHECKPOINT)
+    assert _pipe("tttlrm").default_weights() == tmp_path / BUNDLED_CHECKPOINT.name
     for method, expected in (("tttlrm-ar", "tttlrm_scene_ar.safetensors"),
                              ("tttlrm-object", "tttlrm_object.safetensors")):
         with pytest.raises(PredictionError, match=rf"{method} .*no bundled weights \(expected .*{expected}\).* not "
                                                   r"substituted.*--pipeline.model.checkpoint"):
             _pipe(method).resolve_model_config()
     # adding tttlrm_scene.safetensors switches tttlrm to it (first entry of the table)
-    monkeypatch.setattr(pl, "WEIGHTS_DIR", tmp_path)
     _weights(tmp_path, tiny_model, name="tttlrm_scene.safetensors")
     assert _pipe("tttlrm").default_weights() == tmp_path / "tttlrm_scene.safetensors"
     _weights(tmp_path, tiny_model, name="tttlrm_object.safetensors", kind="object")
