@@ -305,6 +305,11 @@ def test_stream_steps_match_forward_and_first_layer_matches_ar():
         # block 0 sees the same keys/values in both scans, so its fast-weight sequence is identical
         ar = _model(scan="ar", ar_chunk_views=2)(*x, return_intermediates=True)
     for j in range(3):
-        torch.testing.assert_close(states[0].weights[j], ar.intermediates[f"block0.ttt_w{j}"], rtol=1e-5, atol=1e-6)
+        # Same math through different matmul shapes (chunk by chunk vs the whole scan): float32 summation order
+        # gives ~5e-6 normwise; an element-wise rtol fails on near-zero entries, so compare normwise like the
+        # parity harness. A wrong fast-weight sequence is off by O(1).
+        a, b = states[0].weights[j], ar.intermediates[f"block0.ttt_w{j}"]
+        assert a.shape == b.shape
+        assert float((a - b).norm() / b.norm()) < 2e-5
     with pytest.raises(ValueError, match="not a multiple of ar_chunk_views=3"):
         _model(scan="stream", ar_chunk_views=3)(*x)
