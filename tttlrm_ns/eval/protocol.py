@@ -113,7 +113,10 @@ class PeakMemory:
         try:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")
-            self._hwm = _status_kb("VmHWM") is not None
+            # Some kernels accept the write but keep the old high-water mark: use it only if it really dropped
+            # to the current size (else an earlier, larger peak of the process would be reported for this block).
+            hwm, rss = _status_kb("VmHWM"), _status_kb("VmRSS")
+            self._hwm = hwm is not None and rss is not None and hwm <= rss + 1024
         except OSError:
             pass
         self.kind = "peak RSS" if self._hwm else "peak RSS (sampled every 20 ms)"
