@@ -168,7 +168,7 @@ def _preload_extension() -> None:
 def run(args) -> Dict[str, Any]:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     _preload_extension()
-    from nerfstudio.engine.callbacks import TrainingCallbackLocation
+    from tttlrm_ns.eval.runner import run_iterations
 
     out_dir = Path(tempfile.mkdtemp(prefix="bench_refine_"))
     cfg = build_config(args.method, args.data, args.views, args.num_views, args.long_side, out_dir, args.set,
@@ -226,12 +226,7 @@ def run(args) -> Dict[str, Any]:
             stopped = "stop_training (refine.seconds)"
             break
         c0 = time.process_time()
-        trainer.pipeline.train()
-        for cb in trainer.callbacks:
-            cb.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
-        trainer.train_iteration(step)
-        for cb in trainer.callbacks:
-            cb.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+        run_iterations(trainer, step, step + 1)  # one step exactly as nerfstudio's Trainer.train runs it
         step_times.append(time.process_time() - c0)
         now = clock()
         if next_mark < len(marks) and now >= marks[next_mark]:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from tttlrm_ns import BUNDLED_CHECKPOINT, SAMPLE_SCENE, conventions
-from tttlrm_ns.data.normalize import NormalizeConfig, normalize_views
-from tttlrm_ns.data.scene import ResizeConfig, load_scene, load_views
+from quality_floor import held_out_psnr
+
+from tttlrm_ns import BUNDLED_CHECKPOINT, SAMPLE_SCENE
 from tttlrm_ns.model import TttlrmModel
 from tttlrm_ns.model.checkpoint import load_model, read_config
-from tttlrm_ns.render import rasterize
 
 H, W = 72, 128  # the resolution the bundled model was trained at (its README)
 INPUT = list(range(2, 64, 8))  # 8 input views spread over the 64-frame path (the model's training setting)
@@ -27,32 +26,7 @@ def test_bundled_checkpoint_is_installed_small_and_documented():
 
 
 def _held_out_psnr(model: TttlrmModel) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """PSNR [T] of the model's render of each held-out view, PSNR [T] of the input views' mean colour, and the
-    number of predicted Gaussians. White background, as the nerfstudio method renders."""
-    scene = load_scene(SAMPLE_SCENE)
-    resize = ResizeConfig(height=H, width=W, orientation="fixed", patch_size=8)
-    inputs, targets = load_views(scene, INPUT, resize), load_views(scene, HELD_OUT, resize)
-    c2w, c2w_t, _ = normalize_views(scene.c2w[INPUT], scene.c2w[HELD_OUT], NormalizeConfig(method="mean_cam"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a small forward; two threads on a busy 2-core machine were 30x slower
-    try:
-        with torch.inference_mode():
-            g = model(inputs.images[None], c2w[None].float(), inputs.fxfycxcy[None].float()).gaussians[0]
-            for t in (g.means, g.sh, g.log_scales, g.quats, g.opacity_logits):
-                assert torch.isfinite(t).all()
-            rgb, alpha, _ = rasterize(g.means, g.quats, g.log_scales.exp(), torch.sigmoid(g.opacity_logits[:, 0]),
-                                      g.sh, conventions.c2w_to_w2c(c2w_t.float()),
-                                      conventions.fxfycxcy_to_K(targets.fxfycxcy.float()), W, H,
-                                      sh_degree=g.sh_degree)
-    finally:
-        torch.set_num_threads(threads)
-    gt = targets.images.permute(0, 2, 3, 1)  # [T, H, W, 3]
-    pred = (rgb + (1 - alpha)).clamp(0, 1)
-
-    def psnr(x):
-        return -10 * torch.log10(((x - gt) ** 2).mean(dim=(1, 2, 3)))
-
-    return psnr(pred), psnr(inputs.images.mean(dim=(0, 2, 3))), g.num
+    return held_out_psnr(model, SAMPLE_SCENE, H, W, INPUT, HELD_OUT)
 
 
 def test_bundled_checkpoint_beats_a_flat_colour_on_held_out_views_and_random_weights_do_not():

@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tttlrm_ns import SAMPLE_SCENE, conventions
-from tttlrm_ns.data.normalize import NormalizeConfig, normalize_views
-from tttlrm_ns.data.scene import ResizeConfig, load_scene, load_views
+from quality_floor import held_out_psnr
+
+from tttlrm_ns import SAMPLE_SCENE
 from tttlrm_ns.model import TttlrmModel
 from tttlrm_ns.model.checkpoint import load_model, read_config, read_trained_for
-from tttlrm_ns.render import rasterize
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "tttlrm_ns" / "assets" / "weights"
 
@@ -43,31 +42,8 @@ CASES = {
 
 
 def _psnr_vs_flat(model: TttlrmModel, case: Case) -> tuple[torch.Tensor, torch.Tensor]:
-    """(PSNR [T] of the model's renders of the held-out views, PSNR [T] of the inputs' mean colour), white
-    background as the nerfstudio methods render."""
-    scene = load_scene(case.scene)
-    resize = ResizeConfig(height=case.height, width=case.width, orientation="fixed", patch_size=8)
-    ins, outs = list(case.inputs), list(case.held_out)
-    inputs, targets = load_views(scene, ins, resize), load_views(scene, outs, resize)
-    c2w, c2w_t, _ = normalize_views(scene.c2w[ins], scene.c2w[outs], NormalizeConfig(method="mean_cam"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.inference_mode():
-            g = model(inputs.images[None], c2w[None].float(), inputs.fxfycxcy[None].float()).gaussians[0]
-            rgb, alpha, _ = rasterize(g.means, g.quats, g.log_scales.exp(), torch.sigmoid(g.opacity_logits[:, 0]),
-                                      g.sh, conventions.c2w_to_w2c(c2w_t.float()),
-                                      conventions.fxfycxcy_to_K(targets.fxfycxcy.float()), case.width, case.height,
-                                      sh_degree=g.sh_degree)
-    finally:
-        torch.set_num_threads(threads)
-    gt = targets.images.permute(0, 2, 3, 1)
-    pred = (rgb + (1 - alpha)).clamp(0, 1)
-
-    def psnr(x):
-        return -10 * torch.log10(((x - gt) ** 2).mean(dim=(1, 2, 3)))
-
-    return psnr(pred), psnr(inputs.images.mean(dim=(0, 2, 3)))
+    trained, flat, _ = held_out_psnr(model, case.scene, case.height, case.width, case.inputs, case.held_out)
+    return trained, flat
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -27,7 +27,8 @@ import torch
 
 from tttlrm_ns.data.normalize import NormalizeConfig, normalize_views
 from tttlrm_ns.data.scene import ResizeConfig, load_scene, load_views
-from tttlrm_ns.gaussians import Gaussians, prune
+from tttlrm_ns.eval.metrics import psnr
+from tttlrm_ns.gaussians import prune
 
 from .config import TrainConfig, load_yaml_config
 from .data import discover_scenes
@@ -105,20 +106,13 @@ def evaluate(model: torch.nn.Module, cfg: TrainConfig, scenes: list[Path], n_in:
         vin, vt = load_views(scene, inputs, resize), load_views(scene, targets, resize)
         out = model(vin.images[None].to(dev), c2w_in[None].float().to(dev), vin.fxfycxcy[None].float().to(dev))
         gen = torch.Generator().manual_seed(1000 + k)
-        kept = prune(_first(out.gaussians), cfg.render.prune, len(inputs), gen)
+        kept = prune(out.gaussians[0], cfg.render.prune, len(inputs), gen)
         render = render_views(kept, c2w_tgt.float().to(dev), vt.fxfycxcy.float().to(dev), cfg.data.height,
                               cfg.data.width, rcfg, raster).clamp(0, 1)
-        mse = (render.cpu() - vt.images).square().flatten(1).mean(1)
-        psnr = (-10 * torch.log10(mse.clamp_min(1e-10))).tolist()
         per_scene.append({"scene": scene.scene_name, "inputs": inputs, "targets": targets,
-                          "psnr": float(np.mean(psnr))})
+                          "psnr": float(psnr(render.cpu(), vt.images).mean())})
     return {"psnr": float(np.mean([s["psnr"] for s in per_scene])), "num_scenes": len(per_scene),
             "views": n_in, "targets": n_tgt, "mode": mode, "per_scene": per_scene}
-
-
-def _first(g: Gaussians) -> Gaussians:
-    """Sample 0 of a batched container (leading dims [B, N] -> [N])."""
-    return Gaussians(**{f.name: getattr(g, f.name)[0] for f in dataclasses.fields(g)})
 
 
 def load_run_model(run: Path, weights: Optional[Path] = None) -> tuple[torch.nn.Module, TrainConfig, str]:

@@ -89,12 +89,8 @@ def depth_partial(means: Tensor, c2w: Tensor, depth: Tensor, patch: int, total_p
     The official teacher is Depth-Anything-V2's relative disparity; here the data carries metric depth, which
     gives the same normalised disparity up to the teacher's error.
     """
-    v, h, w = depth.shape
-    pts = means.view(v, h * w, 3).float()
-    w2c = torch.linalg.inv(c2w.float())  # [V, 4, 4]
-    z = torch.einsum("vj,vpj->vp", w2c[:, 2, :3], pts) + w2c[:, 2, 3:4]  # [V, P] camera-space depth
+    z, gt_depth = _camera_depth(means, c2w, depth, patch)  # [V, P] each, the Gaussians' pixel order
     pred = 1.0 / z.clamp_min(0.01)
-    gt_depth = to_patch_major(depth[:, None, None], patch).view(v, h * w)  # same pixel order as the Gaussians
     valid = gt_depth > 0
     teacher = torch.where(valid, 1.0 / gt_depth.clamp_min(0.01), torch.zeros_like(gt_depth))
     if not bool(valid.all()):
