@@ -1,6 +1,6 @@
 """Scaling study: forward time of our LaCT stack vs a stack of full-attention layers, against the number of tokens.
 
-The LaCT side is the model's own block stack (``TttlrmModel.schedule`` + ``_run_blocks``: per-view attention and
+The LaCT side is the model's own block stack (``TttlrmModel.run_blocks``: per-view attention and
 the large-chunk TTT layer over all tokens), fed random tokens ``[1, L, d]`` with ``L = views x tokens_per_view``.
 The baseline is ``full_layers`` standard pre-norm transformer layers of the same width ``d`` and head size
 (attention over all L tokens with ``torch.nn.functional.scaled_dot_product_attention``, MLP ratio 4). Random
@@ -95,7 +95,7 @@ def measure(model_cfg, cfg: ScalingConfig, log=print) -> Dict[str, Any]:
         # Activations of a LaCT block ~ 32 L d floats (tttlrm_ns.ns.predict.ACTIVATION_FACTOR); SDPA on CPU is a
         # flash kernel (no L x L matrix), its layer ~ 12 L d floats.
         need = {"lact": 4 * 40 * L * d, "full": 4 * 16 * L * d}
-        for name, fn in (("lact", lambda: lact._run_blocks(x, n, lact.schedule(v, n, L))),
+        for name, fn in (("lact", lambda: lact.run_blocks(x, n)),
                          ("full", lambda: full(x))):
             if stopped[name]:
                 row[name + "_s"] = None

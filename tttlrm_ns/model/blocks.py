@@ -34,8 +34,15 @@ class ViewAttention(nn.Module):
         self.k_norm = nn.RMSNorm(head_dim, eps=None)
         self.c_proj = nn.Linear(d, d, bias=False)
 
-    def forward(self, x: Tensor, tokens_per_view: int) -> Tensor:
-        """x: [B, V*n, d] -> [B, V*n, d]; attention never mixes views."""
+    def forward(self, x: Tensor, tokens_per_view: int, query_tokens: int = 0) -> Tensor:
+        """x: [B, V*n + Q, d] -> same shape; attention never mixes views.
+
+        ``query_tokens`` (Q): the last Q tokens are not a view but one extra group that attends among itself (the
+        triplane queries: all three planes jointly); the V*n tokens before them attend within their view.
+        """
+        if query_tokens:
+            n_in = x.shape[1] - query_tokens
+            return torch.cat([self(x[:, :n_in], tokens_per_view), self(x[:, n_in:], query_tokens)], dim=1)
         b, length, d = x.shape
         views = length // tokens_per_view
         qkv = self.to_qkv(x).view(b * views, tokens_per_view, 3, self.heads, self.head_dim)
@@ -160,9 +167,11 @@ class LaCTBlock(nn.Module):
         ops: list[TTTOp],
         reduce_fn: Optional[Callable[[Tensor], Tensor]] = None,
         state: Optional[FastWeightState] = None,
+        query_tokens: int = 0,
     ) -> tuple[Tensor, FastWeightState]:
+        """x: [B, L, d] -> (x [B, L, d], final fast-weight state); ``query_tokens``: see :class:`ViewAttention`."""
         attn, ttt, mlp = self.module_list
-        x = x + attn.f(attn.ln(x), tokens_per_view)
+        x = x + attn.f(attn.ln(x), tokens_per_view, query_tokens)
         y, fast = ttt.f(ttt.ln(x), ops, reduce_fn, state)
         x = x + y
         x = x + mlp.f(mlp.ln(x))

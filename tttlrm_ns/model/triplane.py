@@ -4,7 +4,7 @@ Reading order:
 
 1. Input views are tokenised exactly as in :class:`tttlrm_ns.model.TttlrmModel` (12-channel ray encoding, patchify,
    linear, LayerNorm); the module names (``tokenizer``, ``input_layernorm``, ``blocks``) are the same, so a Gaussian
-   checkpoint's backbone can initialise a triplane model (``init_backbone_from``).
+   checkpoint's backbone can initialise a triplane model (:func:`tttlrm_ns.train.triplane.init_from`).
 2. ``3 * T * T`` learnable query tokens (three planes of ``T x T`` patches, the same patch size as the images) are
    appended to the sequence. In every LaCT block the input tokens attend within their view and the query tokens
    attend among themselves (all three planes jointly, so the planes can agree); the test-time-training layer runs
@@ -32,13 +32,12 @@ from typing import Any, Literal, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
-from .blocks import LaCTBlock, layer_norm
+from .blocks import layer_norm
 from .config import TttlrmConfig
-from .lact import FastWeightState, ar_schedule, full_schedule
-from .rays import pixel_rays, ray_input
-from .tttlrm import Patchify
+from .lact import FastWeightState
+from .rays import pixel_rays
+from .tttlrm import LaCTBackbone
 from .volume import composite, ray_box, sample_distances
 
 
@@ -199,22 +198,24 @@ class TriplaneOutput:
     """With ``return_fast_weights``: the final fast-weight state of every block."""
 
 
-class TriplaneModel(nn.Module):
-    """Posed images -> triplane (see the module docstring). ``cfg``: backbone; ``tri``: triplane head."""
+class TriplaneModel(LaCTBackbone):
+    """Posed images -> triplane (see the module docstring). ``cfg``: backbone; ``tri``: triplane head.
+
+    The tokenizer, the input checks, the fast-weight schedule and the block stack are the Gaussian model's
+    (:class:`~tttlrm_ns.model.tttlrm.LaCTBackbone`); only the query tokens and the plane decoder are its own.
+    """
 
     def __init__(self, cfg: TttlrmConfig, tri: TriplaneConfig):
-        super().__init__()
-        self.cfg = cfg.validate()
-        self.tri = tri.validate()
+        cfg, tri = cfg.validate(), tri.validate()
         if cfg.scan == "stream":
             raise ValueError("the triplane model needs all input views before its queries read the fast weights; "
                              "scan='stream' is not supported (use 'full' or 'ar')")
         if cfg.duplicate_virtual_views:
-            raise ValueError("duplicate_virtual_views has no meaning for the triplane model; set it to False")
+            raise ValueError("duplicate_virtual_views has no meaning for the triplane model (it decodes query "
+                             "tokens, not copies of the input views); set it to False")
+        super().__init__(cfg)  # tokenizer, input_layernorm, blocks (in this order: the seeded initialisation)
+        self.tri = tri
         d, p, t = cfg.d, cfg.patch_size, tri.tokens_per_side
-        self.tokenizer = nn.Sequential(Patchify(p), nn.Linear(cfg.in_channels * p * p, d, bias=False))
-        self.input_layernorm = layer_norm(d)
-        self.blocks = nn.ModuleList([LaCTBlock(cfg) for _ in range(cfg.n_layer)])
         self.plane_queries = nn.Parameter(torch.zeros(3 * t * t, d))
         self.plane_decoder = nn.Sequential(layer_norm(d), nn.Linear(d, p * p * tri.channels, bias=False))
         self.field = TriplaneField(tri)
@@ -222,78 +223,34 @@ class TriplaneModel(nn.Module):
         # Unit-variance queries: after the shared input LayerNorm they are on the scale of the image tokens.
         nn.init.normal_(self.plane_queries, std=1.0)
 
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):  # as the Gaussian model (official initialisation)
-            nn.init.normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.LayerNorm, nn.RMSNorm)) and m.weight is not None:
-            nn.init.ones_(m.weight)
-
     @property
     def plane_resolution(self) -> int:
         return self.tri.tokens_per_side * self.cfg.patch_size
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     # ------------------------------------------------------------------------------------------------------------
-    def _block(self, block: LaCTBlock, x: Tensor, n_in: int, tokens_per_view: int, ops) -> tuple[Tensor, Any]:
-        """One LaCT block with two attention groups: per input view, and all query tokens jointly.
-
-        The TTT and MLP sub-layers are the block's own (token-wise given the fast weights); only the attention
-        grouping differs from :meth:`LaCTBlock.forward`, which assumes equal-sized views.
-        """
-        attn, ttt, mlp = block.module_list
-        h = attn.ln(x)
-        a = torch.cat([attn.f(h[:, :n_in], tokens_per_view), attn.f(h[:, n_in:], x.shape[1] - n_in)], dim=1)
-        x = x + a
-        y, fast = ttt.f(ttt.ln(x), ops)
-        x = x + y
-        return x + mlp.f(mlp.ln(x)), fast
-
-    def schedule(self, num_views: int, tokens_per_view: int, total: int):
-        n_update = num_views * tokens_per_view
-        if self.cfg.scan == "full":
-            return full_schedule(n_update, total)
-        if num_views % self.cfg.ar_chunk_views:
-            raise ValueError(f"autoregressive scan: {num_views} input views are not a multiple of "
-                             f"ar_chunk_views={self.cfg.ar_chunk_views}")
-        return ar_schedule(n_update, total, self.cfg.ar_chunk_views * tokens_per_view)
-
     def forward(self, images: Tensor, c2w: Tensor, fxfycxcy: Tensor, return_fast_weights: bool = False
                 ) -> TriplaneOutput:
         """images [B, V, 3, H, W] in [0, 1], c2w [B, V, 4, 4] OpenCV in the object frame, fxfycxcy [B, V, 4]
         -> planes [B, 3, C, R, R]."""
         cfg = self.cfg
         p = cfg.patch_size
-        if images.dim() != 5 or images.shape[2] != 3:
-            raise ValueError(f"images must be [B, V, 3, H, W] in [0, 1], got shape {tuple(images.shape)}")
+        self.check_inputs(images, c2w, fxfycxcy)
         b, v, _, h, w = images.shape
-        if h % p or w % p:
-            raise ValueError(f"image size {h}x{w} (HxW) is not divisible by the patch size {p}; resize or crop")
-        if tuple(c2w.shape) != (b, v, 4, 4) or tuple(fxfycxcy.shape) != (b, v, 4):
-            raise ValueError(f"c2w must be [B, V, 4, 4] and fxfycxcy [B, V, 4] for B, V = {b}, {v}; got "
-                             f"{tuple(c2w.shape)} and {tuple(fxfycxcy.shape)}")
-        n = (h // p) * (w // p)
-        feats, _, _ = ray_input(images, c2w, fxfycxcy, cfg.geometry_bf16_compat)
-        with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=cfg.autocast_bf16):
-            x_in = self.tokenizer(feats)  # [B, V*n, d]
-            q = self.plane_queries.to(x_in.dtype).expand(b, -1, -1)  # [B, 3*T*T, d]
-            x = self.input_layernorm(torch.cat([x_in, q], dim=1))
-            ops = self.schedule(v, n, x.shape[1])
-            states = []
-            for block in self.blocks:
-                if cfg.grad_checkpoint and torch.is_grad_enabled():
-                    x, fast = checkpoint(self._block, block, x, v * n, n, ops, use_reentrant=False)
-                else:
-                    x, fast = self._block(block, x, v * n, n, ops)
-                states.append(fast)
+        n = self.tokens_per_view(h, w)
+        x_in = self.encode(images, c2w, fxfycxcy)  # [B, V*n, d]
+        # The queries enter in the dtype the tokenizer's output has (bfloat16 under autocast), as image tokens do;
+        # the input LayerNorm is per token, so normalising them apart from the image tokens gives the same values.
+        q_dtype = torch.bfloat16 if cfg.autocast_bf16 else self.tokenizer[1].weight.dtype
+        with self.autocast(images.device):
+            q = self.input_layernorm(self.plane_queries.to(q_dtype).expand(b, -1, -1))  # [B, 3*T*T, d]
+            x = torch.cat([x_in, q], dim=1)  # [B, V*n + 3*T*T, d]
+            ops = self.schedule(v, n, x.shape[1])  # updates from image tokens only; all tokens read the result
+            x, states = self._run_stack(x, n, ops, query_tokens=q.shape[1])
             raw = self.plane_decoder(x[:, v * n:])  # [B, 3*T*T, p*p*C]
         t, c = self.tri.tokens_per_side, self.tri.channels
         # Token (plane, row, col) holds a (p, p, C) patch, channel fastest (the inverse of Patchify's layout).
-        planes = raw.to(torch.promote_types(raw.dtype, torch.float32)).view(b, 3, t, t, p, p, c).permute(0, 1, 6, 2, 4, 3, 5).reshape(b, 3, c, t * p, t * p)
+        raw = raw.to(torch.promote_types(raw.dtype, torch.float32)).view(b, 3, t, t, p, p, c)
+        planes = raw.permute(0, 1, 6, 2, 4, 3, 5).reshape(b, 3, c, t * p, t * p)  # [B, 3, C, T*p, T*p]
         return TriplaneOutput(planes, states if return_fast_weights else [])
 
     # ------------------------------------------------------------------------------------------------------------

@@ -1,31 +1,40 @@
 """tttLRM: posed images -> per-pixel 3D Gaussians in one forward pass.
 
-Reading order: encode rays + colours per pixel, patchify and embed, a stack of LaCT blocks (per-view
-attention, test-time-training layer over the whole sequence, MLP), decode one Gaussian per pixel of the
-decoded ("virtual") views. Semantics: ``docs/reference_semantics.md`` §2-§5.
+Reading order: encode rays + colours per pixel, patchify and embed (:meth:`LaCTBackbone.encode`), a stack of LaCT
+blocks (:meth:`TttlrmModel.run_blocks`: per-view attention, test-time-training layer over the whole sequence, MLP),
+decode one Gaussian per pixel of the decoded ("virtual") views (:meth:`TttlrmModel.decode`). Semantics:
+``docs/reference_semantics.md`` §2-§5.
+
+One inference path. ``forward`` is exactly ``encode -> run_blocks -> decode``. The nerfstudio prediction
+(:func:`tttlrm_ns.ns.predict.predict_gaussians`) runs the same stages, encoding and decoding ``chunk_views`` views at
+a time (:meth:`TttlrmModel.decode_chunks`, :meth:`TttlrmModel.decode_pruned`) so that per-pixel buffers exist for one
+chunk only; the trainer calls ``forward`` (DDP wraps it). The sequence layout (virtual views, the fast-weight
+schedule, sequence parallelism, streaming states) is decided in ``run_blocks`` alone, so no caller can skip an
+option such as ``duplicate_virtual_views``. The triplane object model (:mod:`tttlrm_ns.model.triplane`) shares the
+tokenizer and the block stack through :class:`LaCTBackbone`.
 
 Virtual views. The official model appends the decoded views as a second copy of the input views and runs
-both halves through every block. Attention is per view and every TTT read uses the final fast weights, so
-the copy stays bitwise identical to its input twin; by default we decode from the input tokens instead
-(``duplicate_virtual_views=False``): same output at about half the cost.
+both halves through every block. Attention is per view and every TTT read uses the final fast weights (in the
+full, autoregressive and streaming scans alike), so the copy stays bitwise identical to its input twin; by default
+we decode from the input tokens instead (``duplicate_virtual_views=False``): same output at about half the cost.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from ..gaussians import Gaussians
+from ..gaussians import Gaussians, PruneConfig, prune_indices
 from .blocks import LaCTBlock, layer_norm
 from .config import TttlrmConfig
 from .head import decode_gaussians
-from .lact import TTTOp, ar_schedule, cpu_has_fast_bf16, full_schedule
-from .rays import ray_input
+from .lact import FastWeightState, TTTOp, ar_schedule, cpu_has_fast_bf16, full_schedule
+from .rays import pixel_rays, ray_input
 
 
 class Patchify(nn.Module):
@@ -77,7 +86,34 @@ def _warn_slow_cpu_bf16(device: torch.device) -> None:
         )
 
 
-class TttlrmModel(nn.Module):
+@dataclass
+class BlocksOutput:
+    """Result of :meth:`TttlrmModel.run_blocks`."""
+
+    tokens: Tensor
+    """Final tokens of the decoded views [B, Vq*n, d] (view-major, then patch row, patch column)."""
+    states: list[FastWeightState]
+    """Final fast-weight state of every block (what the next chunk of a stream continues from)."""
+
+
+def view_chunks(num_views: int, chunk_views: Optional[int]) -> list[tuple[int, int]]:
+    """``[(start, end), ...]`` covering ``num_views`` views ``chunk_views`` at a time (None: one chunk)."""
+    if chunk_views is None:
+        return [(0, num_views)]
+    if chunk_views < 1:
+        raise ValueError(f"chunk_views must be >= 1, got {chunk_views}")
+    return [(s, min(s + chunk_views, num_views)) for s in range(0, num_views, chunk_views)]
+
+
+class LaCTBackbone(nn.Module):
+    """Tokenizer, input LayerNorm and the LaCT block stack: what the Gaussian and the triplane model share.
+
+    Module names (``tokenizer``, ``input_layernorm``, ``blocks``) are the official state-dict keys, so a Gaussian
+    checkpoint's backbone also initialises a triplane model. A subclass adds its head, then calls
+    ``self.apply(self._init_weights)``: modules are built in the order tokenizer, LayerNorm, blocks, head, so a
+    seeded model draws its random numbers in the same order as the official one.
+    """
+
     def __init__(self, cfg: TttlrmConfig):
         super().__init__()
         self.cfg = cfg.validate()
@@ -85,8 +121,6 @@ class TttlrmModel(nn.Module):
         self.tokenizer = nn.Sequential(Patchify(p), nn.Linear(cfg.in_channels * p * p, d, bias=False))
         self.input_layernorm = layer_norm(d)
         self.blocks = nn.ModuleList([LaCTBlock(cfg) for _ in range(cfg.n_layer)])
-        self.decoder = nn.Sequential(layer_norm(d), nn.Linear(d, p * p * cfg.gaussian_channels, bias=False))
-        self.apply(self._init_weights)
         self._block_fns = [torch.compile(b) if cfg.compile else b for b in self.blocks]
 
     @staticmethod
@@ -99,7 +133,14 @@ class TttlrmModel(nn.Module):
         elif isinstance(m, (nn.LayerNorm, nn.RMSNorm)) and m.weight is not None:
             nn.init.ones_(m.weight)
 
-    # ------------------------------------------------------------------------------------------------
+    def num_parameters(self) -> int:
+        return sum(t.numel() for t in self.parameters())
+
+    def tokens_per_view(self, height: int, width: int) -> int:
+        """Patches (tokens) of one ``height x width`` view."""
+        p = self.cfg.patch_size
+        return (height // p) * (width // p)
+
     def check_inputs(self, images: Tensor, c2w: Tensor, fxfycxcy: Tensor) -> None:
         """Raise ``ValueError`` with the expected layout if the inputs cannot be processed."""
         p = self.cfg.patch_size
@@ -116,9 +157,14 @@ class TttlrmModel(nn.Module):
             raise ValueError(f"fxfycxcy must be [B, V, 4] = {(b, v, 4)}, got {tuple(fxfycxcy.shape)}")
 
     def schedule(self, num_views: int, tokens_per_view: int, total_tokens: int, sp_size: int = 1) -> list[TTTOp]:
-        """Fast-weight schedule for ``num_views`` (local) input views at the start of the sequence."""
+        """Fast-weight schedule for ``num_views`` (local) input views at the start of a ``total_tokens`` sequence.
+
+        ``full``: one update from all input tokens. ``ar``: one update per ``ar_chunk_views`` views. ``stream``: the
+        schedule of *one* streamed chunk, a full update from its views (:meth:`TttlrmModel.stream_step` chains the
+        chunks through the fast-weight states). In all three every token then reads the final weights.
+        """
         n_update = num_views * tokens_per_view
-        if self.cfg.scan == "full":
+        if self.cfg.scan in ("full", "stream"):
             return full_schedule(n_update, total_tokens)
         chunk_views = self.cfg.ar_chunk_views
         if chunk_views % sp_size:
@@ -131,26 +177,243 @@ class TttlrmModel(nn.Module):
             )
         return ar_schedule(n_update, total_tokens, chunk_views * tokens_per_view)
 
-    def _run_blocks(self, x, n, ops, reduce_fn=None, states=None, inter=None):
-        """All blocks over the token sequence ``x`` [B, L, d]; returns (x, per-layer fast-weight states)."""
+    def autocast(self, device: torch.device):
+        """bfloat16 autocast of the projections, attention and fast-weight matmuls when ``cfg.autocast_bf16``
+        (a no-op context otherwise). Every stage opens its own, so the stages compose in any caller."""
+        if self.cfg.autocast_bf16:
+            _warn_slow_cpu_bf16(device)
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=self.cfg.autocast_bf16)
+
+    def encode(
+        self,
+        images: Tensor,
+        c2w: Tensor,
+        fxfycxcy: Tensor,
+        chunk_views: Optional[int] = None,
+        intermediates: Optional[dict[str, Tensor]] = None,
+    ) -> Tensor:
+        """Embedded input tokens: ray encoding, patchify, linear, LayerNorm.
+
+        Args:
+            images: [B, V, 3, H, W] in [0, 1]. c2w: [B, V, 4, 4] OpenCV camera-to-world. fxfycxcy: [B, V, 4].
+            chunk_views: build the tokens this many views at a time (None: all at once). The 12-channel ray
+                encoding (48 B per pixel in float32) then exists for one chunk only. Tokens never mix views here,
+                so the tokens are the same up to the last bit (the embedding matmul over fewer rows may round
+                differently).
+            intermediates: receives ``model_input_views`` [B, V, 12, H, W] (all chunks).
+        Returns:
+            [B, V*n, d], ``n = (H/p) (W/p)``, view-major then patch row, patch column.
+        """
+        b, v, _, h, w = images.shape
+        n = self.tokens_per_view(h, w)
+        x: Optional[Tensor] = None
+        feats_seen = []
+        for s, e in view_chunks(v, chunk_views):  # chunks of views, each one batched pass over its pixels
+            # Rays and the encoding stay float32 (geometry is never autocast); the embedding follows autocast.
+            feats, _, _ = ray_input(images[:, s:e], c2w[:, s:e], fxfycxcy[:, s:e], self.cfg.geometry_bf16_compat)
+            with self.autocast(images.device):
+                t = self.input_layernorm(self.tokenizer(feats))  # [B, (e-s)*n, d]
+            if intermediates is not None:
+                feats_seen.append(feats)
+            if e - s == v:
+                x = t  # one chunk: no copy (keeps the autograd graph of training simple)
+            else:
+                if x is None:
+                    x = t.new_empty(b, v * n, t.shape[-1])
+                x[:, s * n : e * n] = t
+        if intermediates is not None:
+            intermediates["model_input_views"] = torch.cat(feats_seen, 1) if len(feats_seen) > 1 else feats_seen[0]
+        assert x is not None
+        return x
+
+    def _run_stack(
+        self,
+        x: Tensor,
+        tokens_per_view: int,
+        ops: list[TTTOp],
+        reduce_fn=None,
+        states: Optional[list[FastWeightState]] = None,
+        query_tokens: int = 0,
+        intermediates: Optional[dict[str, Tensor]] = None,
+    ) -> tuple[Tensor, list[FastWeightState]]:
+        """Every block over ``x`` [B, L, d] with the schedule ``ops``; returns (x [B, L, d], per-block final states).
+
+        ``query_tokens``: the last ones attend among themselves as one group (the triplane queries); the others
+        attend within their view. ``intermediates`` receives ``block{i}`` [B, L, d] and ``block{i}.ttt_w{j}``.
+        """
         new_states = []
-        for i, block in enumerate(self._block_fns):
+        for i, block in enumerate(self._block_fns):  # a loop over layers; each is one batched pass over all tokens
             state = states[i] if states is not None else None
             if self.cfg.grad_checkpoint and torch.is_grad_enabled():
-                x, fast = checkpoint(block, x, n, ops, reduce_fn, state, use_reentrant=False)
+                x, fast = checkpoint(block, x, tokens_per_view, ops, reduce_fn, state, query_tokens,
+                                     use_reentrant=False)
             else:
-                x, fast = block(x, n, ops, reduce_fn, state)
+                x, fast = block(x, tokens_per_view, ops, reduce_fn, state, query_tokens)
             new_states.append(fast)
-            if inter is not None:
-                inter[f"block{i}"] = x
+            if intermediates is not None:
+                intermediates[f"block{i}"] = x
                 for j, wj in enumerate(fast.weights):
-                    inter[f"block{i}.ttt_w{j}"] = wj
+                    intermediates[f"block{i}.ttt_w{j}"] = wj
         return x, new_states
 
-    def _output(self, raw: Tensor, origins: Tensor, dirs: Tensor, inter: dict) -> TttlrmOutput:
-        raw = raw.to(torch.promote_types(raw.dtype, torch.float32))
-        return TttlrmOutput(decode_gaussians(raw, origins, dirs, self.cfg), raw, inter)
 
+class TttlrmModel(LaCTBackbone):
+    """Posed images -> one Gaussian per pixel (see the module docstring for the stages)."""
+
+    def __init__(self, cfg: TttlrmConfig):
+        super().__init__(cfg)
+        d, p = cfg.d, cfg.patch_size
+        self.decoder = nn.Sequential(layer_norm(d), nn.Linear(d, p * p * cfg.gaussian_channels, bias=False))
+        self.apply(self._init_weights)
+
+    # --- stage 2: the blocks (stage 1, encode, is LaCTBackbone's) ------------------------------------------
+    def run_blocks(
+        self,
+        tokens: Tensor,
+        tokens_per_view: int,
+        virtual_view_indices: Optional[Tensor] = None,
+        sp_group=None,
+        states: Optional[list[FastWeightState]] = None,
+        intermediates: Optional[dict[str, Tensor]] = None,
+    ) -> BlocksOutput:
+        """All LaCT blocks over the input tokens; returns the final tokens of the views to decode.
+
+        The fast weights are updated from the input tokens only (:meth:`schedule`) and every token reads the final
+        weights. With ``cfg.duplicate_virtual_views`` the sequence is ``[input tokens | copies of the decoded
+        views' tokens]`` and the copies are decoded (official layout); otherwise the decoded views' own tokens are
+        (same values, see the module docstring).
+
+        Args:
+            tokens: [B, V*n, d] from :meth:`encode` (under sequence parallelism, this rank's shard of the views).
+            tokens_per_view: ``n``.
+            virtual_view_indices: long [Vq], the input views to decode (default: all, in order).
+            sp_group: process group of sequence parallelism: the TTT updates are summed over the group.
+            states: per-block fast-weight states to continue from (the ``stream`` scan: :meth:`stream_step` calls
+                this once per chunk of views; default: the initial weights).
+            intermediates: receives ``tokens`` [B, L, d] (the sequence entering block 0, virtual copy included) and
+                what :meth:`_run_stack` records.
+        Returns:
+            tokens [B, Vq*n, d] and the final states of every block.
+        """
+        cfg, n = self.cfg, tokens_per_view
+        v = tokens.shape[1] // n
+        sp_size, reduce_fn = 1, None
+        if sp_group is not None:
+            import torch.distributed as dist
+
+            sp_size = dist.get_world_size(sp_group)
+            reduce_fn = _sp_reduce(sp_group) if sp_size > 1 else None
+        tok_index = None
+        if virtual_view_indices is not None:
+            tok_index = (virtual_view_indices[:, None] * n + torch.arange(n, device=tokens.device)).reshape(-1)
+        x = tokens
+        if cfg.duplicate_virtual_views:
+            x = torch.cat([x, x if tok_index is None else x[:, tok_index]], dim=1)  # [B, (V+Vq)*n, d]
+        if intermediates is not None:
+            intermediates["tokens"] = x
+        ops = self.schedule(v, n, x.shape[1], sp_size)
+        with self.autocast(tokens.device):
+            x, states = self._run_stack(x, n, ops, reduce_fn, states, intermediates=intermediates)
+        if cfg.duplicate_virtual_views:
+            decoded = x[:, v * n :]
+        else:
+            decoded = x if tok_index is None else x[:, tok_index]
+        return BlocksOutput(decoded, states)
+
+    # --- stage 3: decoding ----------------------------------------------------------------------------------
+    def decode(self, tokens: Tensor, c2w: Tensor, fxfycxcy: Tensor, height: int, width: int) -> TttlrmOutput:
+        """Final tokens of the decoded views -> one Gaussian per pixel.
+
+        Args:
+            tokens: [B, Vq*n, d] (``run_blocks(...).tokens``). c2w: [B, Vq, 4, 4], fxfycxcy: [B, Vq, 4]: the
+                cameras of those views. height, width: pixels per view.
+        Returns:
+            Gaussians [B, Vq*H*W, ...] (patch-major order) and ``raw`` [B, Vq*n, p*p*C] (float32).
+        """
+        with self.autocast(tokens.device):
+            raw = self.decoder(tokens)  # [B, Vq*n, p*p*C]
+        raw = raw.to(torch.promote_types(raw.dtype, torch.float32))
+        origins, dirs = pixel_rays(c2w, fxfycxcy, height, width, self.cfg.geometry_bf16_compat)  # [B, Vq, 3, H, W]
+        return TttlrmOutput(decode_gaussians(raw, origins, dirs, self.cfg), raw)
+
+    def decode_chunks(
+        self, tokens: Tensor, c2w: Tensor, fxfycxcy: Tensor, height: int, width: int, chunk_views: Optional[int]
+    ) -> Iterator[tuple[int, int, Gaussians]]:
+        """:meth:`decode`, ``chunk_views`` views at a time (bounds the decoder output and rays to one chunk).
+
+        Yields ``(start, end, Gaussians [B, (end-start)*H*W, ...])`` for views ``start .. end-1`` of ``c2w``.
+        """
+        n = self.tokens_per_view(height, width)
+        for s, e in view_chunks(c2w.shape[1], chunk_views):
+            out = self.decode(tokens[:, s * n : e * n], c2w[:, s:e], fxfycxcy[:, s:e], height, width)
+            yield s, e, out.gaussians
+
+    def decode_pruned(
+        self,
+        tokens: Tensor,
+        c2w: Tensor,
+        fxfycxcy: Tensor,
+        height: int,
+        width: int,
+        prune: Optional[PruneConfig] = None,
+        chunk_views: Optional[int] = None,
+        generator: Optional[torch.Generator] = None,
+        num_views: Optional[int] = None,
+    ) -> Gaussians:
+        """Decode and opacity-prune one scene while holding one chunk of Gaussians plus the kept ones.
+
+        Same result and order as ``decode(...).gaussians[0]`` followed by :func:`tttlrm_ns.gaussians.prune`
+        (tested): a first pass keeps only the opacity logit of every Gaussian (4 bytes each), the kept set is
+        chosen globally with :func:`tttlrm_ns.gaussians.prune_indices`, and a second pass writes each chunk's
+        survivors into their output slots. The decoder is one linear layer, so decoding twice costs little.
+
+        Args:
+            tokens: [1, Vq*n, d]. c2w: [1, Vq, 4, 4]. fxfycxcy: [1, Vq, 4].
+            prune: None or ``keep_top = 0``: keep all, in view / patch-major order.
+            chunk_views: views per decoding chunk (None: one chunk).
+            generator: RNG of the random part of pruning.
+            num_views: input view count that selects the ``*_many_views`` fractions (default: Vq).
+        Returns:
+            Unbatched Gaussians [M, ...] (float32).
+        """
+        if tokens.shape[0] != 1:
+            raise ValueError(f"decode_pruned handles one scene (batch 1), got a batch of {tokens.shape[0]}")
+        vq = c2w.shape[1]
+        chunks = lambda: self.decode_chunks(tokens, c2w, fxfycxcy, height, width, chunk_views)  # noqa: E731
+        if prune is None or prune.keep_top <= 0:
+            parts = [g[0] for _, _, g in chunks()]
+            return Gaussians.cat(parts) if len(parts) > 1 else parts[0]
+
+        # Pass 1: opacity logits of every Gaussian -> the global kept set (exactly `prune` on the full output).
+        per_view = height * width
+        logits = torch.empty(vq * per_view, device=tokens.device)
+        for s, e, g in chunks():
+            logits[s * per_view : e * per_view] = g.opacity_logits[0, :, 0]
+        many = (num_views if num_views is not None else vq) >= prune.many_views
+        keep = prune_indices(
+            logits,
+            prune.keep_top_many_views if many else prune.keep_top,
+            prune.keep_random_many_views if many else prune.keep_random,
+            generator,
+        )  # [M] indices into the Vq*H*W Gaussians, in output order
+        slot = torch.full((vq * per_view,), -1, dtype=torch.long, device=tokens.device)
+        slot[keep] = torch.arange(keep.numel(), device=tokens.device)  # output slot of each Gaussian, -1: pruned
+        del logits
+
+        # Pass 2: decode each chunk again and scatter its survivors into their output slots.
+        out: Optional[Gaussians] = None
+        for s, e, g in chunks():
+            g = g[0]
+            dest = slot[s * per_view : e * per_view]
+            sel = dest >= 0
+            if out is None:
+                out = g.map(lambda t: t.new_empty(keep.numel(), *t.shape[1:]))
+            for name in ("means", "sh", "log_scales", "quats", "opacity_logits"):
+                getattr(out, name)[dest[sel]] = getattr(g, name)[sel]
+        assert out is not None
+        return out
+
+    # --- the composition ------------------------------------------------------------------------------------
     def forward(
         self,
         images: Tensor,
@@ -160,7 +423,7 @@ class TttlrmModel(nn.Module):
         sp_group=None,
         return_intermediates: bool = False,
     ) -> TttlrmOutput:
-        """Predict one Gaussian per pixel of every virtual view.
+        """Predict one Gaussian per pixel of every virtual view: ``encode -> run_blocks -> decode``.
 
         Args:
             images: [B, V, 3, H, W] in [0, 1]. c2w: [B, V, 4, 4] OpenCV camera-to-world (normalised frame).
@@ -169,6 +432,7 @@ class TttlrmModel(nn.Module):
                 views are copies of input views (§1.6), so decoding them means decoding those views' tokens.
             sp_group: process group of sequence parallelism: this rank holds one shard of the views and the
                 TTT updates are summed over the group.
+            return_intermediates: fill :attr:`TttlrmOutput.intermediates`.
         """
         cfg = self.cfg
         self.check_inputs(images, c2w, fxfycxcy)
@@ -177,42 +441,18 @@ class TttlrmModel(nn.Module):
                 raise ValueError("scan='stream' decodes every input view on one process; "
                                  "virtual_view_indices and sp_group are not supported")
             return self._forward_stream(images, c2w, fxfycxcy)
-        b, v, _, h, w = images.shape
-        p = cfg.patch_size
-        n = (h // p) * (w // p)
-        all_views = virtual_view_indices is None
-        if all_views:
-            virtual_view_indices = torch.arange(v, device=images.device)
-        feats, origins, dirs = ray_input(images, c2w, fxfycxcy, cfg.geometry_bf16_compat)
-        inter: dict[str, Tensor] = {"model_input_views": feats} if return_intermediates else {}
-        sp_size = 1
-        reduce_fn = None
-        if sp_group is not None:
-            import torch.distributed as dist
+        h, w = images.shape[-2:]
+        inter: Optional[dict[str, Tensor]] = {} if return_intermediates else None
+        x = self.encode(images, c2w, fxfycxcy, intermediates=inter)
+        blocks = self.run_blocks(x, self.tokens_per_view(h, w), virtual_view_indices, sp_group, intermediates=inter)
+        if virtual_view_indices is not None:
+            c2w, fxfycxcy = c2w[:, virtual_view_indices], fxfycxcy[:, virtual_view_indices]
+        out = self.decode(blocks.tokens, c2w, fxfycxcy, h, w)
+        if inter is not None:
+            out.intermediates = inter
+        return out
 
-            sp_size = dist.get_world_size(sp_group)
-            reduce_fn = _sp_reduce(sp_group) if sp_size > 1 else None
-
-        if cfg.autocast_bf16:
-            _warn_slow_cpu_bf16(images.device)
-        with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=cfg.autocast_bf16):
-            x = self.input_layernorm(self.tokenizer(feats))  # [B, V*n, d]
-            tok_index = (virtual_view_indices[:, None] * n + torch.arange(n, device=x.device)).reshape(-1)
-            if cfg.duplicate_virtual_views:
-                x = torch.cat([x, x[:, tok_index]], dim=1)  # [B, (V+Vq)*n, d]
-            if return_intermediates:
-                inter["tokens"] = x
-            ops = self.schedule(v, n, x.shape[1], sp_size)
-            x, _ = self._run_blocks(x, n, ops, reduce_fn, inter=inter if return_intermediates else None)
-            if cfg.duplicate_virtual_views:
-                decoded = x[:, v * n :]
-            else:
-                decoded = x if all_views else x[:, tok_index]
-            raw = self.decoder(decoded)  # [B, Vq*n, p*p*C]
-        sel = virtual_view_indices
-        return self._output(raw, origins[:, sel], dirs[:, sel], inter)
-
-    # --- causal streaming ---------------------------------------------------------------------------
+    # --- causal streaming ---------------------------------------------------------------------------------------
     def stream_step(
         self, images: Tensor, c2w: Tensor, fxfycxcy: Tensor, states: Optional[list] = None
     ) -> tuple[TttlrmOutput, list]:
@@ -226,14 +466,10 @@ class TttlrmModel(nn.Module):
         Returns the chunk's Gaussians and the states to pass with the next chunk.
         """
         self.check_inputs(images, c2w, fxfycxcy)
-        b, v, _, h, w = images.shape
-        n = (h // self.cfg.patch_size) * (w // self.cfg.patch_size)
-        feats, origins, dirs = ray_input(images, c2w, fxfycxcy, self.cfg.geometry_bf16_compat)
-        with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=self.cfg.autocast_bf16):
-            x = self.input_layernorm(self.tokenizer(feats))
-            x, states = self._run_blocks(x, n, full_schedule(v * n, v * n), states=states)
-            raw = self.decoder(x)
-        return self._output(raw, origins, dirs, {}), states
+        h, w = images.shape[-2:]
+        x = self.encode(images, c2w, fxfycxcy)
+        blocks = self.run_blocks(x, self.tokens_per_view(h, w), states=states)
+        return self.decode(blocks.tokens, c2w, fxfycxcy, h, w), blocks.states
 
     def _forward_stream(self, images: Tensor, c2w: Tensor, fxfycxcy: Tensor) -> TttlrmOutput:
         v = images.shape[1]
@@ -248,8 +484,5 @@ class TttlrmModel(nn.Module):
         gaussians = Gaussians.cat([o.gaussians for o in outs])
         return TttlrmOutput(gaussians, torch.cat([o.raw for o in outs], 1), {})
 
-    def num_parameters(self) -> int:
-        return sum(t.numel() for t in self.parameters())
 
-
-__all__ = ["TttlrmModel", "TttlrmOutput", "Patchify"]
+__all__ = ["BlocksOutput", "LaCTBackbone", "TttlrmModel", "TttlrmOutput", "Patchify", "view_chunks"]

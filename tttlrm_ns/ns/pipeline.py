@@ -313,33 +313,7 @@ class TttlrmPipeline(VanillaPipeline):
 
     def _select_inputs(self, cfg: TttlrmConfig) -> list[int]:
         """Positions in the train split of the input views (sorted, i.e. in frame order)."""
-        dm = self.datamanager
-        cameras = dm.train_dataset.cameras  # type: ignore[union-attr]
-        num = len(cameras)
-        sel = self.config.views
-        if sel.mode in ("kmeans", "evenly") and sel.num_views > num:
-            raise PredictionError(
-                f"{sel.num_views} input views requested (--pipeline.views.num-views) but the train split has only "
-                f"{num} images; lower --pipeline.views.num-views or use --pipeline.views.mode all"
-            )
-        outputs = getattr(dm, "train_dataparser_outputs", None)
-        meta = outputs.metadata if outputs is not None else {}
-        indices: Optional[list[int]] = None
-        if sel.mode == "kmeans" and self.config.use_precomputed_views:
-            listed = (meta.get("scene_extras") or {}).get(f"fold_8_kmeans_{sel.num_views}_input")
-            frames = meta.get("frame_indices")
-            if listed is not None and frames is not None:
-                pos = {int(f): i for i, f in enumerate(frames)}
-                if all(int(f) in pos for f in listed):
-                    indices = sorted(pos[int(f)] for f in listed)
-                    CONSOLE.log(f"tttLRM: using the scene's precomputed fold_8_kmeans_{sel.num_views}_input views")
-                else:
-                    CONSOLE.log("tttLRM: the precomputed input list includes held-out frames; running k-means")
-        if indices is None:
-            c2w, _ = inputs.cameras_to_opencv(cameras.camera_to_worlds, cameras.fx, cameras.fy, cameras.cx, cameras.cy)
-            if outputs is not None:  # k-means features live in the data's own frame (paper protocol)
-                c2w = inputs.dataparser_to_original(c2w, outputs.dataparser_transform, outputs.dataparser_scale)
-            indices = select_views(c2w, sel, where="train split: ")
+        indices = select_input_views(self.datamanager, self.config.views, self.config.use_precomputed_views)
         if cfg.scan != "full" and len(indices) % cfg.ar_chunk_views:
             raise PredictionError(
                 f"the '{cfg.scan}' scan updates its fast weights every {cfg.ar_chunk_views} views, but "
@@ -490,10 +464,43 @@ class TttlrmPipeline(VanillaPipeline):
         return outputs, self.model.get_loss_dict(outputs, data, metrics), metrics
 
 
+def select_input_views(datamanager, views: ViewSelectionConfig, use_precomputed: bool = True,
+                       log_prefix: str = "tttLRM") -> list[int]:
+    """Positions in the train split of the model's input views (sorted, i.e. in frame order).
+
+    With k-means and ``use_precomputed``, the scene file's ``fold_8_kmeans_{N}_input`` list when all its frames are
+    in the train split (the paper's exact inputs); else :func:`tttlrm_ns.data.views.select_views` on the cameras in
+    the data's own frame (paper protocol). Shared by ``tttlrm`` and ``tttlrm-triplane``.
+    """
+    cameras = datamanager.train_dataset.cameras
+    num = len(cameras)
+    if views.mode in ("kmeans", "evenly") and views.num_views > num:
+        raise PredictionError(
+            f"{views.num_views} input views requested (--pipeline.views.num-views) but the train split has only "
+            f"{num} images; lower --pipeline.views.num-views or use --pipeline.views.mode all"
+        )
+    outputs = getattr(datamanager, "train_dataparser_outputs", None)
+    meta = outputs.metadata if outputs is not None else {}
+    if views.mode == "kmeans" and use_precomputed:
+        listed = (meta.get("scene_extras") or {}).get(f"fold_8_kmeans_{views.num_views}_input")
+        frames = meta.get("frame_indices")
+        if listed is not None and frames is not None:
+            pos = {int(f): i for i, f in enumerate(frames)}
+            if all(int(f) in pos for f in listed):
+                CONSOLE.log(f"{log_prefix}: using the scene's precomputed fold_8_kmeans_{views.num_views}_input views")
+                return sorted(pos[int(f)] for f in listed)
+            CONSOLE.log(f"{log_prefix}: the precomputed input list includes held-out frames; running k-means")
+    c2w, _ = inputs.cameras_to_opencv(cameras.camera_to_worlds, cameras.fx, cameras.fy, cameras.cx, cameras.cy)
+    if outputs is not None:  # k-means features live in the data's own frame (paper protocol)
+        c2w = inputs.dataparser_to_original(c2w, outputs.dataparser_transform, outputs.dataparser_scale)
+    return select_views(c2w, views, where="train split: ")
+
+
 def _runtime_overrides(cfg: TttlrmConfig) -> dict:
     """Options of ``cfg`` that may differ from a .safetensors file's stored config (no shape changes)."""
     keys = ("scan", "ar_chunk_views", "elastic_lambda", "autocast_bf16", "compile")
     return {k: getattr(cfg, k) for k in keys}
 
 
-__all__ = ["TttlrmPipeline", "TttlrmPipelineConfig", "PredictionError", "InsufficientMemoryError", "BUNDLED_CHECKPOINT"]
+__all__ = ["TttlrmPipeline", "TttlrmPipelineConfig", "PredictionError", "InsufficientMemoryError", "BUNDLED_CHECKPOINT",
+           "select_input_views"]

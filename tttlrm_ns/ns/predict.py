@@ -1,23 +1,23 @@
-"""Feed-forward prediction with bounded memory: backbone once, decoding and pruning in chunks of views.
+"""Feed-forward prediction with bounded memory: what the prediction costs and how it is chunked.
 
 Pure torch (no nerfstudio): :class:`tttlrm_ns.ns.pipeline.TttlrmPipeline` prepares the views and calls
-:func:`predict_gaussians`.
+:func:`predict_gaussians`. The computation itself is the model's (:class:`tttlrm_ns.model.TttlrmModel`: ``encode
+-> run_blocks -> decode``, the stages ``forward`` composes); this module only decides how it is chunked and how much
+memory it needs.
 
 Memory. ``TttlrmModel.forward`` holds the 12-channel ray encoding of every pixel, the decoder output of every
 pixel and all Gaussians at once (about ``60 + 3 * 4 * C`` bytes per pixel, ``C = 11 + 3K``), before any pruning.
-Here the per-pixel work is chunked over views instead:
+:func:`predict_gaussians` runs the same stages chunked over views instead:
 
-1. tokens are built ``chunk_views`` views at a time (rays, encoding, patchify, embedding), so the ray encoding
-   of only one chunk exists at a time; the token matrix ``[L, d]`` is the one full-size activation;
-2. the LaCT blocks run once over all tokens (the model's own code; per-view attention and the TTT layer are
-   linear in the number of tokens);
-3. Gaussians are decoded chunk by chunk. With pruning, a first decoding pass keeps only the opacity logit of
-   every Gaussian (4 bytes each), the kept set is chosen globally with :func:`tttlrm_ns.gaussians.prune_indices`
-   (same result and order as pruning the unchunked output), and a second pass writes each chunk's survivors
-   into their final slots. The decoder is one linear layer, so decoding twice costs little next to the blocks.
+1. ``encode(..., chunk_views)``: tokens are built ``chunk_views`` views at a time, so the ray encoding of only one
+   chunk exists at a time; the token matrix ``[L, d]`` is the one full-size activation;
+2. ``run_blocks``: the LaCT blocks run once over all tokens (per-view attention and the TTT layer are linear in
+   the number of tokens; with ``duplicate_virtual_views`` the sequence is twice as long);
+3. ``decode_pruned(..., chunk_views)``: Gaussians are decoded chunk by chunk; with pruning, a first pass keeps
+   only the opacity logit of every Gaussian, a second pass writes each chunk's survivors into their final slots.
 
-The result equals ``TttlrmModel.forward`` followed by :func:`tttlrm_ns.gaussians.prune` (tested), for the
-``full`` and ``ar`` scans; the ``stream`` scan already works chunk by chunk (``TttlrmModel.stream_step``).
+The result equals ``TttlrmModel.forward`` followed by :func:`tttlrm_ns.gaussians.prune` (tested), for every scan
+and sequence layout; the ``stream`` scan is chunked by construction (``TttlrmModel.stream_step``).
 
 :func:`estimate_memory` predicts the peak of this procedure from the configuration alone (calibrated on CPU,
 see ``ACTIVATION_FACTOR``) so a request that cannot fit is refused before any weight is loaded.
@@ -32,10 +32,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from tttlrm_ns.gaussians import Gaussians, PruneConfig, prune_indices
+from tttlrm_ns.gaussians import Gaussians, PruneConfig
+from tttlrm_ns.gaussians import prune as prune_gaussians
 from tttlrm_ns.model import TttlrmConfig, TttlrmModel
-from tttlrm_ns.model.head import decode_gaussians
-from tttlrm_ns.model.rays import pixel_rays, ray_input
 
 GIB = 1024**3
 
@@ -91,7 +90,8 @@ def estimate_memory(
     take half the bytes; the token matrix and the Gaussians stay float32.
     """
     pixels_per_view = height * width
-    tokens = num_views * pixels_per_view // cfg.patch_size**2
+    # The official layout appends a copy of every decoded view to the sequence (TttlrmModel.run_blocks).
+    tokens = num_views * pixels_per_view // cfg.patch_size**2 * (2 if cfg.duplicate_virtual_views else 1)
     act_bytes = 2 if cfg.autocast_bf16 else 4
     c = cfg.gaussian_channels
     chunk = min(chunk_views, num_views) * pixels_per_view
@@ -134,39 +134,6 @@ def keep_fraction(prune: PruneConfig, num_views: int) -> float:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _chunks(num_views: int, chunk_views: int) -> list[tuple[int, int]]:
-    if chunk_views < 1:
-        raise ValueError(f"chunk_views must be >= 1, got {chunk_views}")
-    return [(s, min(s + chunk_views, num_views)) for s in range(0, num_views, chunk_views)]
-
-
-def _encode_tokens(model: TttlrmModel, images: Tensor, c2w: Tensor, fxfycxcy: Tensor, chunk_views: int) -> Tensor:
-    """Embedded input tokens [1, V*n, d], built ``chunk_views`` views at a time (tokens never mix views here)."""
-    cfg = model.cfg
-    v, _, h, w = images.shape
-    n = (h // cfg.patch_size) * (w // cfg.patch_size)
-    x = None
-    for s, e in _chunks(v, chunk_views):
-        feats, _, _ = ray_input(images[None, s:e], c2w[None, s:e], fxfycxcy[None, s:e], cfg.geometry_bf16_compat)
-        t = model.input_layernorm(model.tokenizer(feats))  # [1, (e-s)*n, d]
-        if x is None:
-            x = t.new_empty(1, v * n, t.shape[-1])
-        x[:, s * n : e * n] = t
-    assert x is not None
-    return x
-
-
-def _decode_chunk(
-    model: TttlrmModel, x: Tensor, c2w: Tensor, fxfycxcy: Tensor, s: int, e: int, h: int, w: int
-) -> Gaussians:
-    """Gaussians [(e-s)*h*w] of views s..e-1 from the final tokens ``x`` [1, V*n, d]."""
-    cfg = model.cfg
-    n = (h // cfg.patch_size) * (w // cfg.patch_size)
-    raw = model.decoder(x[:, s * n : e * n])  # [1, (e-s)*n, p*p*C]
-    origins, dirs = pixel_rays(c2w[None, s:e], fxfycxcy[None, s:e], h, w, cfg.geometry_bf16_compat)
-    return decode_gaussians(raw, origins, dirs, cfg)[0]
-
-
 @torch.no_grad()
 def predict_gaussians(
     model: TttlrmModel,
@@ -179,6 +146,10 @@ def predict_gaussians(
 ) -> Gaussians:
     """Predict and prune the Gaussians of one scene, in the model's (normalised) frame.
 
+    The model's own stages (``encode -> run_blocks -> decode_pruned``, what ``forward`` composes), with the
+    per-pixel work chunked over views; every option of the model (scan, ``duplicate_virtual_views``, autocast)
+    applies as in ``forward``.
+
     Args:
         model: the backbone (its ``cfg.autocast_bf16`` applies).
         images: [V, 3, H, W] in [0, 1]. c2w: [V, 4, 4] OpenCV, normalised. fxfycxcy: [V, 4] pixel intrinsics.
@@ -188,63 +159,20 @@ def predict_gaussians(
     Returns:
         Unbatched Gaussians [M, ...] (float32).
     """
-    cfg = model.cfg
     v, _, h, w = images.shape
-    model.check_inputs(images[None], c2w[None], fxfycxcy[None])
-    if cfg.scan == "stream":
-        # The streaming scan is causal and chunked by construction; its output is formed by the model.
-        with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=cfg.autocast_bf16):
-            g = model(images[None], c2w[None], fxfycxcy[None]).gaussians[0]
-        if prune is None or prune.keep_top <= 0:
-            return g
-        from tttlrm_ns.gaussians import prune as prune_fn
-
-        return prune_fn(g, prune, v, generator)
-
-    n = (h // cfg.patch_size) * (w // cfg.patch_size)
-    chunks = _chunks(v, chunk_views)
-    with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=cfg.autocast_bf16):
-        x = _encode_tokens(model, images, c2w, fxfycxcy, chunk_views)
-        ops = model.schedule(v, n, x.shape[1])
-        x, _ = model._run_blocks(x, n, ops)
-
-        if prune is None or prune.keep_top <= 0:
-            parts = [_decode_chunk(model, x, c2w, fxfycxcy, s, e, h, w) for s, e in chunks]
-            return Gaussians.cat(parts) if len(parts) > 1 else parts[0]
-
-        # Pass 1: opacity logits of every Gaussian -> the global kept set (exactly `prune` on the full output).
-        per_view = h * w
-        logits = torch.empty(v * per_view, device=images.device)
-        for s, e in chunks:
-            g = _decode_chunk(model, x, c2w, fxfycxcy, s, e, h, w)
-            logits[s * per_view : e * per_view] = g.opacity_logits[:, 0]
-        many = v >= prune.many_views
-        keep = prune_indices(
-            logits,
-            prune.keep_top_many_views if many else prune.keep_top,
-            prune.keep_random_many_views if many else prune.keep_random,
-            generator,
-        )  # [M] indices into the V*H*W Gaussians, in output order
-        slot = torch.full((v * per_view,), -1, dtype=torch.long, device=images.device)
-        slot[keep] = torch.arange(keep.numel(), device=images.device)
-        del logits
-
-        # Pass 2: decode each chunk again and scatter its survivors into their output slots.
-        out: Optional[Gaussians] = None
-        for s, e in chunks:
-            g = _decode_chunk(model, x, c2w, fxfycxcy, s, e, h, w)
-            dest = slot[s * per_view : e * per_view]
-            sel = dest >= 0
-            if out is None:
-                out = Gaussians(*(t.new_empty(keep.numel(), *t.shape[1:]) for t in _fields(g)))
-            for o_t, g_t in zip(_fields(out), _fields(g)):
-                o_t[dest[sel]] = g_t[sel]
-        assert out is not None
-        return out
-
-
-def _fields(g: Gaussians) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return (g.means, g.sh, g.log_scales, g.quats, g.opacity_logits)
+    if chunk_views < 1:
+        raise ValueError(f"chunk_views must be >= 1, got {chunk_views}")
+    images, c2w, fxfycxcy = images[None], c2w[None], fxfycxcy[None]  # one scene: [1, V, ...]
+    model.check_inputs(images, c2w, fxfycxcy)
+    if model.cfg.scan == "stream":
+        # The streaming scan runs ar_chunk_views views per step (TttlrmModel.stream_step: the same stages with
+        # carried fast-weight states), so its rays and encodings exist one step at a time; all its Gaussians exist
+        # before they are pruned as a whole (the scan's chunks, not chunk_views, bound that part).
+        g = model(images, c2w, fxfycxcy).gaussians[0]
+        return g if prune is None or prune.keep_top <= 0 else prune_gaussians(g, prune, v, generator)
+    x = model.encode(images, c2w, fxfycxcy, chunk_views)  # [1, V*n, d]
+    x = model.run_blocks(x, model.tokens_per_view(h, w)).tokens  # [1, V*n, d]
+    return model.decode_pruned(x, c2w, fxfycxcy, h, w, prune, chunk_views, generator)
 
 
 __all__ = [

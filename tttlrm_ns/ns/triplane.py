@@ -33,7 +33,7 @@ from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from tttlrm_ns.data.views import ViewSelectionConfig, select_views
+from tttlrm_ns.data.views import ViewSelectionConfig
 
 BUNDLED_TRIPLANE = Path(__file__).resolve().parents[1] / "assets" / "weights" / "tttlrm_triplane.safetensors"
 """Default weights of ``tttlrm-triplane`` when ``--pipeline.model.checkpoint`` is not given."""
@@ -192,28 +192,11 @@ class TriplanePipeline(VanillaPipeline):
             self.predict()
 
     def _select_inputs(self) -> list[int]:
-        dm = self.datamanager
-        cameras = dm.train_dataset.cameras  # type: ignore[union-attr]
-        sel = self.config.views
-        if sel.mode in ("kmeans", "evenly") and sel.num_views > len(cameras):
-            raise ValueError(f"{sel.num_views} input views requested (--pipeline.views.num-views) but the train split "
-                             f"has only {len(cameras)} images")
-        outputs = getattr(dm, "train_dataparser_outputs", None)
-        meta = outputs.metadata if outputs is not None else {}
-        if sel.mode == "kmeans" and self.config.use_precomputed_views:
-            listed = (meta.get("scene_extras") or {}).get(f"fold_8_kmeans_{sel.num_views}_input")
-            frames = meta.get("frame_indices")
-            if listed is not None and frames is not None:
-                pos = {int(f): i for i, f in enumerate(frames)}
-                if all(int(f) in pos for f in listed):
-                    CONSOLE.log(f"tttlrm-triplane: the scene's precomputed fold_8_kmeans_{sel.num_views}_input views")
-                    return sorted(pos[int(f)] for f in listed)
-        from tttlrm_ns.ns import inputs
+        """Positions in the train split of the input views: the same selection as ``tttlrm``."""
+        from tttlrm_ns.ns.pipeline import select_input_views
 
-        c2w, _ = inputs.cameras_to_opencv(cameras.camera_to_worlds, cameras.fx, cameras.fy, cameras.cx, cameras.cy)
-        if outputs is not None:  # k-means features in the data's own frame (paper protocol)
-            c2w = inputs.dataparser_to_original(c2w, outputs.dataparser_transform, outputs.dataparser_scale)
-        return select_views(c2w, sel, where="train split: ")
+        return select_input_views(self.datamanager, self.config.views, self.config.use_precomputed_views,
+                                  log_prefix="tttlrm-triplane")
 
     @torch.no_grad()
     def predict(self) -> None:
