@@ -13,7 +13,7 @@ from tttlrm_ns.data.normalize import NormalizeConfig, normalize_views
 from tttlrm_ns.data.scene import ResizeConfig, load_scene, load_views
 from tttlrm_ns.eval.metrics import psnr
 from tttlrm_ns.model import TttlrmModel
-from tttlrm_ns.render import rasterize
+from tttlrm_ns.render.splat import render_gaussians
 
 
 def held_out_psnr(model: TttlrmModel, scene_dir: Path, height: int, width: int, inputs: Sequence[int],
@@ -32,12 +32,10 @@ def held_out_psnr(model: TttlrmModel, scene_dir: Path, height: int, width: int, 
             g = model(vin.images[None], c2w[None].float(), vin.fxfycxcy[None].float()).gaussians[0]
             for t in (g.means, g.sh, g.log_scales, g.quats, g.opacity_logits):
                 assert torch.isfinite(t).all()
-            rgb, alpha, _ = rasterize(g.means, g.quats, g.log_scales.exp(), torch.sigmoid(g.opacity_logits[:, 0]),
-                                      g.sh, conventions.c2w_to_w2c(c2w_t.float()),
-                                      conventions.fxfycxcy_to_K(vt.fxfycxcy.float()), width, height,
-                                      sh_degree=g.sh_degree)
+            out = render_gaussians(g, c2w_t, conventions.fxfycxcy_to_K(vt.fxfycxcy.float()), width, height,
+                                   background=torch.ones(3))
     finally:
         torch.set_num_threads(threads)
-    pred = (rgb + (1 - alpha)).clamp(0, 1).permute(0, 3, 1, 2)  # [T, 3, H, W]
+    pred = out.rgb.clamp(0, 1).permute(0, 3, 1, 2)  # [T, 3, H, W]
     flat = vin.images.mean(dim=(0, 2, 3))[None, :, None, None].expand_as(vt.images)
     return psnr(pred, vt.images), psnr(flat, vt.images), g.num

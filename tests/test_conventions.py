@@ -115,3 +115,69 @@ def test_model_rays_follow_the_pixel_centre_rule():
         pts = (o[0, v] + 3.0 * d[0, v]).permute(1, 2, 0).reshape(-1, 3)
         uv = cv.project_points(pts, cv.c2w_to_w2c(c2w[v]), k4[v])
         torch.testing.assert_close(uv, cv.pixel_centers(h, w, torch.float64).reshape(-1, 2), atol=1e-9, rtol=0)
+
+
+def test_opengl_c2w_to_opencv_w2c_is_flip_then_inverse():
+    """The viewmat of a nerfstudio camera: the OpenCV inverse of the flipped pose, for [.., 4, 4] and [.., 3, 4]."""
+    gl = cv.opencv_to_opengl_c2w(random_rigid(6, seed=6))
+    want = torch.linalg.inv(cv.opengl_to_opencv_c2w(gl))
+    torch.testing.assert_close(cv.opengl_c2w_to_opencv_w2c(gl), want, atol=1e-12, rtol=0)
+    torch.testing.assert_close(cv.opengl_c2w_to_opencv_w2c(gl[:, :3]), want, atol=1e-12, rtol=0)
+    # float32, as the renderers use it: the closed form stays within rounding of the general inverse.
+    torch.testing.assert_close(cv.c2w_to_w2c(gl.float()), torch.linalg.inv(gl.float()), atol=2e-6, rtol=0)
+
+
+def _similarity(seed: int = 7) -> cv.Similarity:
+    return cv.Similarity.from_nerfstudio(random_rigid(1, seed=seed)[0, :3], 0.37)
+
+
+def test_similarity_maps_cameras_and_points_consistently():
+    sim = _similarity()
+    assert sim.align.dtype == torch.float64 and sim.align.shape == (4, 4)
+    c2w = random_rigid(5, seed=8)
+    moved = sim.apply(c2w)
+    torch.testing.assert_close(sim.invert(moved), c2w, atol=1e-12, rtol=0)
+    torch.testing.assert_close(sim.invert(moved[:, :3]), c2w[:, :3], atol=1e-12, rtol=0)  # [.., 3, 4] too
+    # Centres move like points; rotations stay rotations; points use the homogeneous matrix.
+    torch.testing.assert_close(moved[:, :3, 3], sim.apply_points(c2w[:, :3, 3]), atol=1e-12, rtol=0)
+    assert float(cv.rigidity_error(moved).max()) < 1e-12
+    pts = torch.randn(30, 3, dtype=torch.float64)
+    hom = torch.cat([pts, torch.ones(30, 1, dtype=torch.float64)], 1)
+    torch.testing.assert_close(sim.apply_points(pts), (hom @ sim.matrix().T)[:, :3], atol=1e-12, rtol=0)
+    torch.testing.assert_close(sim.invert_points(pts), (hom @ torch.linalg.inv(sim.matrix()).T)[:, :3],
+                               atol=1e-12, rtol=0)
+    # Only the world side changes: inverting commutes with the OpenCV <-> OpenGL flip.
+    torch.testing.assert_close(sim.invert(cv.opencv_to_opengl_c2w(moved)), cv.opencv_to_opengl_c2w(c2w),
+                               atol=1e-12, rtol=0)
+    assert sim.invert(moved.float()).dtype == torch.float32
+    torch.testing.assert_close(cv.Similarity.identity().apply(c2w), c2w, atol=0, rtol=0)
+
+
+def test_nerfstudio_camera_pose_helpers_are_the_similarity():
+    """ns/inputs.dataparser_to_original (used by the pipelines) is Similarity.invert of the dataparser transform."""
+    from tttlrm_ns.ns import inputs
+
+    transform = random_rigid(1, seed=9)[0, :3]
+    c2w = random_rigid(4, seed=10)
+    got = inputs.dataparser_to_original(c2w, transform, 0.5)
+    assert torch.equal(got, cv.Similarity.from_nerfstudio(transform, 0.5).invert(c2w))
+    back = cv.Similarity.from_nerfstudio(transform, 0.5).apply(got)
+    torch.testing.assert_close(back, c2w, atol=1e-12, rtol=0)
+
+
+def test_one_look_at_for_opengl_and_opencv_worlds():
+    """The OpenGL look-at of the synthetic data serves the procedural trainer scenes' OpenCV (y-down world) cameras:
+    +z looks at the target, x is horizontal, image rows (y) go down the world."""
+    import numpy as np
+
+    from tttlrm_ns.synth.cameras import gl_c2w_to_cv_w2c
+    from tttlrm_ns.train.procedural import _look_at
+
+    eye, target = np.array([1.0, 0.2, 0.5]), np.array([-0.3, 0.0, 0.1])
+    c2w = _look_at(eye, target)
+    fwd = (target - eye) / np.linalg.norm(target - eye)
+    np.testing.assert_allclose(c2w[:3, 2], fwd, atol=1e-12)
+    assert abs(c2w[1, 0]) < 1e-12 and c2w[1, 1] > 0
+    np.testing.assert_allclose(c2w[:3, 3], eye)
+    gl = cv.look_at_gl(eye, target, roll=0.2)
+    np.testing.assert_allclose(gl_c2w_to_cv_w2c(gl), np.linalg.inv(gl @ np.diag([1.0, -1.0, -1.0, 1.0])), atol=1e-12)

@@ -1,9 +1,24 @@
-"""Gaussians container and opacity pruning."""
+"""Gaussians container, opacity pruning, splatfacto layout, and similarity transforms (SH rotation)."""
+
+import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from tttlrm_ns.gaussians import Gaussians, PruneConfig, prune, prune_indices
+from tttlrm_ns.conventions import Similarity
+from tttlrm_ns.gaussians import (
+    Gaussians,
+    PruneConfig,
+    map_gaussians,
+    prune,
+    prune_indices,
+    quat_multiply,
+    rotation_to_quat,
+    sh_rotation_matrix,
+    transform_gaussians,
+)
+from tttlrm_ns.sh import sh_bases
 
 
 def _g(n=1000, seed=0):
@@ -55,3 +70,133 @@ def test_cat_along_gaussian_axis():
     assert torch.equal(c.sh[5:], b.sh) and torch.equal(c.means[:5], a.means)
     batched = Gaussians.cat([a.map(lambda t: t[None]), b.map(lambda t: t[None])])
     assert batched.means.shape == (1, 12, 3) and batched.sh.shape == (1, 12, 16, 3)
+
+
+def quat_to_rotmat(q):  # independent reference: gsplat's convention (w, x, y, z)
+    w, x, y, z = F.normalize(q, dim=-1).unbind(-1)
+    return torch.stack(
+        [
+            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        ],
+        -1,
+    ).reshape(*q.shape[:-1], 3, 3)
+
+
+def random_rotations(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return quat_to_rotmat(torch.randn(n, 4, generator=g, dtype=torch.float64))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# similarity transforms and SH rotation
+
+
+def test_sh_basis_equals_gsplat():
+    from gsplat.cuda._torch_impl import _eval_sh_bases_fast
+
+    d = F.normalize(torch.randn(200, 3, dtype=torch.float64), dim=-1)
+    for degree in range(4):
+        k = (degree + 1) ** 2
+        torch.testing.assert_close(sh_bases(degree, d), _eval_sh_bases_fast(k, d), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("degree", [0, 1, 2, 3])
+def test_sh_rotation_evaluates_consistently(degree):
+    """Rotated coefficients evaluated at R d equal the original coefficients evaluated at d."""
+    k = (degree + 1) ** 2
+    d = F.normalize(torch.randn(300, 3, dtype=torch.float64), dim=-1)
+    for rot in random_rotations(5, seed=degree):
+        dmat = sh_rotation_matrix(rot, degree)
+        coeffs = torch.randn(k, 3, dtype=torch.float64)
+        lhs = sh_bases(degree, d @ rot.T) @ (dmat @ coeffs)
+        rhs = sh_bases(degree, d) @ coeffs
+        torch.testing.assert_close(lhs, rhs, atol=1e-10, rtol=0)
+        # Wigner matrices of real SH are orthogonal, and compose like the rotations.
+        torch.testing.assert_close(dmat @ dmat.T, torch.eye(k, dtype=torch.float64), atol=1e-10, rtol=0)
+    r1, r2 = random_rotations(2, seed=10 + degree)
+    torch.testing.assert_close(
+        sh_rotation_matrix(r1 @ r2, degree),
+        sh_rotation_matrix(r1, degree) @ sh_rotation_matrix(r2, degree),
+        atol=1e-10,
+        rtol=0,
+    )
+
+
+def test_rotation_to_quat_all_branches():
+    # Random rotations plus near-180-degree ones (w ~ 0), where naive formulas lose precision.
+    rots = torch.cat([random_rotations(50, seed=3), quat_to_rotmat(torch.tensor([[1e-9, 1.0, 2.0, -0.5], [0.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0]], dtype=torch.float64))])
+    q = rotation_to_quat(rots)
+    torch.testing.assert_close(quat_to_rotmat(q), rots, atol=1e-12, rtol=0)
+    assert (q[:, 0] >= 0).all()
+    # Hamilton product composes rotations.
+    qa, qb = q[:5], q[5:10]
+    torch.testing.assert_close(quat_to_rotmat(quat_multiply(qa, qb)), rots[:5] @ rots[5:10], atol=1e-12, rtol=0)
+
+
+def random_gaussian_fields(n, k, seed=0, dtype=torch.float32):
+    """(means [n, 3], raw quats [n, 4], log_scales [n, 3], sh [n, k, 3]) of random Gaussians."""
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.randn(n, 3, generator=g).to(dtype),
+        torch.randn(n, 4, generator=g).to(dtype) * 2,  # raw, unnormalised
+        torch.randn(n, 3, generator=g).to(dtype) - 3,
+        torch.randn(n, k, 3, generator=g).to(dtype),
+    )
+
+
+def test_transform_gaussians_geometry_and_colour():
+    """Means, covariances and view-dependent colour all transform as the similarity says."""
+    means, quats, log_scales, sh = random_gaussian_fields(64, 16, dtype=torch.float64)
+    rot = random_rotations(1, seed=7)[0]
+    t = torch.tensor([0.3, -2.0, 5.0], dtype=torch.float64)
+    s = 2.5
+    m2, q2, ls2, sh2 = transform_gaussians(means, quats, log_scales, sh, rot, t, s)
+    torch.testing.assert_close(m2, s * means @ rot.T + t)
+    torch.testing.assert_close(ls2, log_scales + math.log(s))
+    torch.testing.assert_close(q2.norm(dim=-1), quats.norm(dim=-1))  # raw magnitude kept
+
+    def cov(q, ls):
+        r = quat_to_rotmat(q)
+        return r @ torch.diag_embed(torch.exp(2 * ls)) @ r.transpose(-1, -2)
+
+    torch.testing.assert_close(cov(q2, ls2), s * s * rot @ cov(quats, log_scales) @ rot.T, atol=1e-9, rtol=1e-9)
+    # Colour seen from a camera: move the camera with the scene, the colour must not change.
+    cam = torch.tensor([4.0, 1.0, -3.0], dtype=torch.float64)
+    cam2 = s * rot @ cam + t
+    col = (sh_bases(3, F.normalize(means - cam, dim=-1))[..., None] * sh).sum(-2)
+    col2 = (sh_bases(3, F.normalize(m2 - cam2, dim=-1))[..., None] * sh2).sum(-2)
+    torch.testing.assert_close(col2, col, atol=1e-10, rtol=0)
+
+
+def test_transform_gaussians_rejects_bad_input():
+    means, quats, log_scales, sh = random_gaussian_fields(4, 5)
+    with pytest.raises(ValueError, match="1, 4, 9 or 16"):
+        transform_gaussians(means, quats, log_scales, sh, torch.eye(3), torch.zeros(3), 1.0)
+    with pytest.raises(ValueError, match="scale must be positive"):
+        transform_gaussians(means, quats, log_scales, sh[:, :4], torch.eye(3), torch.zeros(3), 0.0)
+
+
+def test_map_gaussians_follows_the_similarity_and_back():
+    """Means move exactly as Similarity.apply_points moves points; inverse=True undoes the map."""
+    rot = random_rotations(1, seed=11)[0]
+    align = torch.eye(4, dtype=torch.float64)
+    align[:3, :3], align[:3, 3] = rot, torch.tensor([0.4, -1.0, 2.0], dtype=torch.float64)
+    sim = Similarity(align, 0.8)
+    means, quats, log_scales, sh = random_gaussian_fields(40, 9, dtype=torch.float64)
+    fwd = map_gaussians(sim, means, quats, log_scales, sh)
+    torch.testing.assert_close(fwd[0], sim.apply_points(means), atol=1e-12, rtol=0)
+    torch.testing.assert_close(fwd[2], log_scales + math.log(0.8), atol=1e-12, rtol=0)
+    back = map_gaussians(sim, *fwd, inverse=True)
+    for a, b in zip(back, (means, quats, log_scales, sh)):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+
+
+def test_from_splatfacto_layout():
+    g = _g(5)
+    params = {"means": g.means, "scales": g.log_scales, "quats": g.quats, "features_dc": g.sh[:, 0],
+              "features_rest": g.sh[:, 1:], "opacities": g.opacity_logits}
+    back = Gaussians.from_splatfacto(params)
+    assert back.means is g.means and back.opacity_logits is g.opacity_logits  # no copies: gradients reach them
+    assert torch.equal(back.sh, g.sh) and back.sh_degree == 3

@@ -1,4 +1,5 @@
-"""Camera normalisation (§1.3), SceneTransform, SH rotation and mapping Gaussians back to the world (§5.5)."""
+"""Camera normalisation (``../shared/docs/reference_semantics.md`` §1.3, not shipped), SceneTransform and mapping
+Gaussians back to the world. SH rotation and the Gaussian similarity transform itself: tests/test_gaussians.py."""
 
 import math
 from pathlib import Path
@@ -8,42 +9,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from test_gaussians import random_gaussian_fields
 from tttlrm_ns.data.normalize import (
     NormalizeConfig,
     SceneTransform,
     compute_transform,
     normalize_cameras,
     normalize_views,
-    quat_multiply,
-    rotation_to_quat,
-    sh_basis,
-    sh_rotation_matrix,
-    transform_gaussians,
 )
 from tttlrm_ns.data.scene import load_scene
 
 MINI = Path(__file__).parent / "assets" / "mydesk_mini"
 
 
-def quat_to_rotmat(q):  # independent reference: gsplat's convention (w, x, y, z)
-    w, x, y, z = F.normalize(q, dim=-1).unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        -1,
-    ).reshape(*q.shape[:-1], 3, 3)
-
-
-def random_rotations(n, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return quat_to_rotmat(torch.randn(n, 4, generator=g, dtype=torch.float64))
-
-
 def official_mean_cam_numpy(c2w):
-    """§1.3 written directly in numpy (M^-1 · c2w_i, then t_i / max |t|)."""
+    """The official mean-camera normalisation written directly in numpy (M^-1 · c2w_i, then t_i / max |t|)."""
     c2w = np.asarray(c2w, dtype=np.float64)
     c = c2w[:, :3, 3].mean(0)
     z = c2w[:, :3, 2].sum(0)
@@ -146,91 +126,11 @@ def test_scene_transform_round_trips():
     torch.testing.assert_close(ident.apply(c2w), c2w)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# SH
-
-
-def test_sh_basis_equals_gsplat():
-    from gsplat.cuda._torch_impl import _eval_sh_bases_fast
-
-    d = F.normalize(torch.randn(200, 3, dtype=torch.float64), dim=-1)
-    for degree in range(4):
-        k = (degree + 1) ** 2
-        torch.testing.assert_close(sh_basis(degree, d), _eval_sh_bases_fast(k, d), atol=1e-12, rtol=0)
-
-
-@pytest.mark.parametrize("degree", [0, 1, 2, 3])
-def test_sh_rotation_evaluates_consistently(degree):
-    """Rotated coefficients evaluated at R d equal the original coefficients evaluated at d."""
-    k = (degree + 1) ** 2
-    d = F.normalize(torch.randn(300, 3, dtype=torch.float64), dim=-1)
-    for rot in random_rotations(5, seed=degree):
-        dmat = sh_rotation_matrix(rot, degree)
-        coeffs = torch.randn(k, 3, dtype=torch.float64)
-        lhs = sh_basis(degree, d @ rot.T) @ (dmat @ coeffs)
-        rhs = sh_basis(degree, d) @ coeffs
-        torch.testing.assert_close(lhs, rhs, atol=1e-10, rtol=0)
-        # Wigner matrices of real SH are orthogonal, and compose like the rotations.
-        torch.testing.assert_close(dmat @ dmat.T, torch.eye(k, dtype=torch.float64), atol=1e-10, rtol=0)
-    r1, r2 = random_rotations(2, seed=10 + degree)
-    torch.testing.assert_close(
-        sh_rotation_matrix(r1 @ r2, degree),
-        sh_rotation_matrix(r1, degree) @ sh_rotation_matrix(r2, degree),
-        atol=1e-10,
-        rtol=0,
-    )
-
-
-def test_rotation_to_quat_all_branches():
-    # Random rotations plus near-180-degree ones (w ~ 0), where naive formulas lose precision.
-    rots = torch.cat([random_rotations(50, seed=3), quat_to_rotmat(torch.tensor([[1e-9, 1.0, 2.0, -0.5], [0.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0]], dtype=torch.float64))])
-    q = rotation_to_quat(rots)
-    torch.testing.assert_close(quat_to_rotmat(q), rots, atol=1e-12, rtol=0)
-    assert (q[:, 0] >= 0).all()
-    # Hamilton product composes rotations.
-    qa, qb = q[:5], q[5:10]
-    torch.testing.assert_close(quat_to_rotmat(quat_multiply(qa, qb)), rots[:5] @ rots[5:10], atol=1e-12, rtol=0)
-
-
-def _random_gaussians(n, k, seed=0, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    return (
-        torch.randn(n, 3, generator=g).to(dtype),
-        torch.randn(n, 4, generator=g).to(dtype) * 2,  # raw, unnormalised
-        torch.randn(n, 3, generator=g).to(dtype) - 3,
-        torch.randn(n, k, 3, generator=g).to(dtype),
-    )
-
-
-def test_transform_gaussians_geometry_and_colour():
-    """Means, covariances and view-dependent colour all transform as the similarity says."""
-    means, quats, log_scales, sh = _random_gaussians(64, 16, dtype=torch.float64)
-    rot = random_rotations(1, seed=7)[0]
-    t = torch.tensor([0.3, -2.0, 5.0], dtype=torch.float64)
-    s = 2.5
-    m2, q2, ls2, sh2 = transform_gaussians(means, quats, log_scales, sh, rot, t, s)
-    torch.testing.assert_close(m2, s * means @ rot.T + t)
-    torch.testing.assert_close(ls2, log_scales + math.log(s))
-    torch.testing.assert_close(q2.norm(dim=-1), quats.norm(dim=-1))  # raw magnitude kept
-
-    def cov(q, ls):
-        r = quat_to_rotmat(q)
-        return r @ torch.diag_embed(torch.exp(2 * ls)) @ r.transpose(-1, -2)
-
-    torch.testing.assert_close(cov(q2, ls2), s * s * rot @ cov(quats, log_scales) @ rot.T, atol=1e-9, rtol=1e-9)
-    # Colour seen from a camera: move the camera with the scene, the colour must not change.
-    cam = torch.tensor([4.0, 1.0, -3.0], dtype=torch.float64)
-    cam2 = s * rot @ cam + t
-    col = (sh_basis(3, F.normalize(means - cam, dim=-1))[..., None] * sh).sum(-2)
-    col2 = (sh_basis(3, F.normalize(m2 - cam2, dim=-1))[..., None] * sh2).sum(-2)
-    torch.testing.assert_close(col2, col, atol=1e-10, rtol=0)
-
-
 @pytest.mark.parametrize("k", [1, 4, 9, 16])
 def test_gaussians_world_normalised_world_round_trip(k):
     c2w = load_scene(MINI).c2w
     _, tf = normalize_cameras(c2w, "mean_cam")
-    means, quats, log_scales, sh = _random_gaussians(200, k)
+    means, quats, log_scales, sh = random_gaussian_fields(200, k)
     world = tf.gaussians_to_world(means, quats, log_scales, sh)
     assert all(a.dtype == torch.float32 and a.shape == b.shape for a, b in zip(world, (means, quats, log_scales, sh)))
     back = tf.gaussians_to_normalized(*world)
@@ -242,11 +142,3 @@ def test_gaussians_world_normalised_world_round_trip(k):
     torch.testing.assert_close(back[3], sh, atol=1e-5, rtol=1e-5)
     # Means map exactly as camera centres do.
     torch.testing.assert_close(world[0].double(), tf.invert_points(means.double()), atol=1e-5, rtol=1e-5)
-
-
-def test_transform_gaussians_rejects_bad_input():
-    means, quats, log_scales, sh = _random_gaussians(4, 5)
-    with pytest.raises(ValueError, match="1, 4, 9 or 16"):
-        transform_gaussians(means, quats, log_scales, sh, torch.eye(3), torch.zeros(3), 1.0)
-    with pytest.raises(ValueError, match="scale must be positive"):
-        transform_gaussians(means, quats, log_scales, sh[:, :4], torch.eye(3), torch.zeros(3), 0.0)

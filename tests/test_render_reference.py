@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from tttlrm_ns.render import rasterize, reference, sh
+from tttlrm_ns import sh
+from tttlrm_ns.render import rasterize, reference
 
 gsplat_impl = pytest.importorskip("gsplat.cuda._torch_impl")
 

@@ -15,8 +15,9 @@ from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.engine.optimizers import Optimizers
 
+from tttlrm_ns.conventions import opengl_c2w_to_opencv_w2c
 from tttlrm_ns.ns import splatfacto_cpu
-from tttlrm_ns.ns.splatfacto_cpu import SplatfactoCPUModelConfig, opengl_c2w_to_opencv_w2c
+from tttlrm_ns.ns.splatfacto_cpu import SplatfactoCPUModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tttlrm_ns.synth.cameras import gl_c2w_to_cv_w2c, look_at_gl, sphere_poses, spline_path
+from tttlrm_ns.conventions import look_at_gl
+from tttlrm_ns.synth.cameras import gl_c2w_to_cv_w2c, sphere_poses, spline_path
 from tttlrm_ns.synth.gl import osmesa_status
 
 REPO = Path(__file__).resolve().parents[1]

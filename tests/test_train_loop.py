@@ -156,7 +156,7 @@ def test_view_sampling_rules():
         assert inputs[:2] == [start, start + dist]  # window ends first, then random frames inside
         assert all(start < f < start + dist for f in inputs[2:]) and len(set(inputs)) == 32
         assert len(set(targets)) == 32 and all(start <= f <= start + dist for f in targets)
-    # Few inputs: evenly spaced sorted frames (Q17's clean form).
+    # Few inputs: evenly spaced sorted frames (the clean form of the official stride rule).
     inputs, _ = draw_views(600, 16, 16, cfg, np.random.default_rng(0))
     assert inputs == sorted(inputs) and len(set(inputs)) == 16
     # AR: sorted inputs among the 2 N_in temporally first loaded frames.
@@ -239,12 +239,15 @@ def test_trainer_history_matches_a_plain_reference_loop(tmp_path, procedural_sce
     white, global-norm clipping, AdamW with decay on matrices only, linear warm-up + cosine) give the loss and
     pre-clip gradient norm of a plain loop written here from that recipe with torch's own pieces (F.mse_loss,
     torch.topk, AdamW, clip_grad_norm_). Only the sampled batches come from the trainer's data pipeline (tested
-    above). Replaces a recorded curve: what is compared is derived independently, not remembered."""
+    above) and the images from the shared render helper (``render_gaussians``, held to ``rasterize`` in
+    tests/test_render_splat.py). Replaces a recorded curve: what is compared is derived independently, not
+    remembered."""
     import torch.nn.functional as F
 
     from test_train_support import dense_rasterize
     from tttlrm_ns.conventions import fxfycxcy_to_K
     from tttlrm_ns.model import TttlrmModel
+    from tttlrm_ns.render.splat import render_gaussians
 
     steps = 4
     cfg = tiny_config(tmp_path / "trainer", procedural_scenes, optim=dict(max_steps=steps, batch_size=2),
@@ -275,10 +278,9 @@ def test_trainer_history_matches_a_plain_reference_loop(tmp_path, procedural_sce
             out = model(batch["images"], batch["c2w"], batch["fxfycxcy"]).gaussians[0]
             keep = torch.topk(out.opacity_logits[:, 0], out.num // 2).indices
             g = out.index(keep)
-            tc2w, tK = batch["target_c2w"][0], fxfycxcy_to_K(batch["target_fxfycxcy"][0])
-            render, _, _ = dense_rasterize(g.means, g.quats, g.log_scales.exp(), torch.sigmoid(g.opacity_logits[:, 0]),
-                                           g.sh, torch.linalg.inv(tc2w), tK, 16, 16, sh_degree=g.sh_degree,
-                                           backgrounds=torch.ones(tc2w.shape[0], 3))
+            tK = fxfycxcy_to_K(batch["target_fxfycxcy"][0])
+            render = render_gaussians(g, batch["target_c2w"][0], tK, 16, 16, background=torch.ones(3),
+                                      rasterize_fn=dense_rasterize).rgb
             loss = F.mse_loss(render.permute(0, 3, 1, 2), batch["target_images"][0])
             (loss / accum).backward()
             total += float(loss.detach()) / accum

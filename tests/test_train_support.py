@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tttlrm_ns.data.normalize import sh_basis
+from tttlrm_ns.conventions import c2w_to_w2c
+from tttlrm_ns.sh import sh_bases
 from tttlrm_ns.train.config import TrainConfig, config_from_dict
 from tttlrm_ns.train.procedural import make_scene
 
@@ -44,7 +45,7 @@ def dense_rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width
     if sh_degree is not None:  # SH -> RGB per camera (direction from the camera centre to the mean)
         centres = -torch.einsum("cji,cj->ci", Rw, tw)  # [C, 3]
         dirs = torch.nn.functional.normalize(means[None] - centres[:, None], dim=-1)  # [C, N, 3]
-        basis = sh_basis(sh_degree, dirs)  # [C, N, K]
+        basis = sh_bases(sh_degree, dirs)  # [C, N, K]
         rgb = (torch.einsum("cnk,nkd->cnd", basis, colors[:, : basis.shape[-1]]) + 0.5).clamp_min(0)
     else:
         rgb = colors[None].expand(viewmats.shape[0], -1, -1)
@@ -99,7 +100,7 @@ def test_dense_stand_in_matches_the_real_renderer():
     sh = torch.randn(n, 4, 3, generator=gen) * 0.5
     c2w = torch.eye(4).repeat(2, 1, 1)
     c2w[1, :3, 3] = torch.tensor([0.3, -0.1, 0.2])
-    viewmats = torch.linalg.inv(c2w)
+    viewmats = c2w_to_w2c(c2w)
     Ks = torch.tensor([[30.0, 0, 16], [0, 30, 12], [0, 0, 1]]).repeat(2, 1, 1)
     bg = torch.tensor([[1.0, 1.0, 1.0], [0.2, 0.4, 0.6]])
     args = (means, quats, scales, opac, sh, viewmats, Ks, 32, 24)
@@ -118,10 +119,10 @@ def test_dense_stand_in_matches_the_real_renderer():
 def _grad_scale_name(name: str) -> str:
     """Whose gradient norm sets the scale of ``name``'s gradient error: its own, except for the TTT learning-rate
     bias. The Newton-Schulz step divides every update by its norm, so a common shift of a learning-rate channel
-    nearly cancels (reference README, quirk 3): that bias's gradient is a sum of per-token terms that cancel to
-    ~1e-4 of their size (measured: norm 5e-9 .. 8e-8 against 8e-5 .. 1e-3 for ``lr_fc.weight``), so float32
-    summation order alone changes it by 2-14 %. Its error is measured against the same per-token terms' scale,
-    the ``lr_fc.weight`` gradient (those terms times LayerNorm'd, unit-scale inputs)."""
+    nearly cancels (quirk 3 of ``../shared/reference/README.md``, not shipped): that bias's gradient is a sum of
+    per-token terms that cancel to ~1e-4 of their size (measured: norm 5e-9 .. 8e-8 against 8e-5 .. 1e-3 for
+    ``lr_fc.weight``), so float32 summation order alone changes it by 2-14 %. Its error is measured against the
+    same per-token terms' scale, the ``lr_fc.weight`` gradient (those terms times LayerNorm'd, unit-scale inputs)."""
     return name[: -len("bias")] + "weight" if name.endswith(".f.lr_fc.bias") else name
 
 

@@ -4,12 +4,19 @@ Axes
     * **OpenCV** (the model, ``opencv_cameras.json``, gsplat's ``viewmats``): camera x right, y down, z forward.
     * **OpenGL** (nerfstudio's ``Cameras.camera_to_worlds``): camera x right, y up, z backward.
     The two differ by flipping the camera's y and z axes, i.e. right-multiplying a camera-to-world matrix by
-    ``diag(1, -1, -1, 1)``. The world frame is untouched by this conversion.
+    ``diag(1, -1, -1, 1)``. The world frame is untouched by this conversion. Cameras aimed at a point are built
+    with :func:`look_at_gl` (numpy, like the synthetic-data code that uses it most).
 
 Poses
     ``c2w`` maps camera coordinates to world coordinates (its last column is the camera centre); ``w2c`` is its
     inverse. Poses here are rigid (rotation + translation), so the inverse is computed in closed form
     (``[R^T | -R^T t]``), which is exact and cheaper than a general inverse.
+
+Similarities
+    A world change ``x' = scale * (R x + t)`` with ``[R | t]`` rigid and ``scale > 0`` (:class:`Similarity`). Two
+    producers use this one form: the camera normalisation the model expects (:mod:`tttlrm_ns.data.normalize`) and
+    nerfstudio's dataparsers (``dataparser_transform`` [3, 4] = ``[R | t]``, ``dataparser_scale``). Camera poses,
+    points and (in :mod:`tttlrm_ns.gaussians`) Gaussians are mapped through it and back.
 
 Intrinsics
     ``fxfycxcy`` = ``[..., 4]`` pixel focal lengths and principal point, ``K`` = ``[..., 3, 3]`` matrix.
@@ -24,6 +31,10 @@ Pixel-centre rule (stated once, used everywhere)
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -47,6 +58,34 @@ def opencv_to_opengl_c2w(c2w: Tensor) -> Tensor:
 def opengl_to_opencv_c2w(c2w: Tensor) -> Tensor:
     """OpenGL camera-to-world [..., 3|4, 4] -> OpenCV camera-to-world. The flip is its own inverse."""
     return opencv_to_opengl_c2w(c2w)
+
+
+def opengl_c2w_to_opencv_w2c(c2w_gl: Tensor) -> Tensor:
+    """OpenGL camera-to-world [..., 3|4, 4] (nerfstudio's ``camera_to_worlds``) -> OpenCV world-to-camera [..., 4, 4]
+    (gsplat's ``viewmats``)."""
+    return invert_rigid(opengl_to_opencv_c2w(c2w_gl))
+
+
+def look_at_gl(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 1.0, 0.0]),
+               roll: float = 0.0) -> np.ndarray:
+    """OpenGL camera-to-world [4, 4] (numpy) at ``eye`` looking at ``target``, rolled by ``roll`` radians about the
+    view axis; ``up`` [3] is the world direction that appears upwards. The synthetic-data cameras use it directly, the
+    procedural trainer scenes (world y down) with ``up = (0, -1, 0)`` and :func:`opengl_to_opencv_c2w`."""
+    back = eye - target
+    back = back / np.linalg.norm(back)
+    right = np.cross(up, back)
+    n = np.linalg.norm(right)
+    if n < 1e-8:  # looking straight along ``up``: any perpendicular right vector will do
+        right = np.cross(np.array([0.0, 0.0, 1.0]), back)
+        n = np.linalg.norm(right)
+    right = right / n
+    cam_up = np.cross(back, right)
+    if roll:
+        c, s = math.cos(roll), math.sin(roll)
+        right, cam_up = c * right + s * cam_up, -s * right + c * cam_up
+    c2w = np.eye(4)
+    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, cam_up, back, eye
+    return c2w
 
 
 def invert_rigid(pose: Tensor) -> Tensor:
@@ -98,6 +137,59 @@ def rigidity_error(pose: Tensor) -> Tensor:
 def rotation_det(pose: Tensor) -> Tensor:
     """Determinant of the rotation block of [..., 3|4, 4] poses: [...]."""
     return torch.linalg.det(pose[..., :3, :3])
+
+
+@dataclass
+class Similarity:
+    """``x' = scale * (R x + t)``: ``align = [R | t]`` [4, 4] rigid (stored in float64), ``scale`` > 0.
+
+    The maps keep the dtype of their input and compute in float64.
+    """
+
+    align: Tensor
+    scale: float
+
+    @classmethod
+    def identity(cls) -> "Similarity":
+        return cls(torch.eye(4, dtype=torch.float64), 1.0)
+
+    @classmethod
+    def from_nerfstudio(cls, transform: Tensor, scale: float) -> "Similarity":
+        """From nerfstudio's ``dataparser_transform`` ``[R | t]`` [3, 4] and ``dataparser_scale`` ``s``, which map a
+        point of the data's frame to ``x_ns = s (R x + t)``."""
+        return cls(to_homogeneous_pose(transform.detach().to("cpu", torch.float64)), float(scale))
+
+    def matrix(self) -> Tensor:
+        """[4, 4] float64 homogeneous matrix of the map."""
+        s = torch.diag(torch.tensor([self.scale, self.scale, self.scale, 1.0], dtype=torch.float64))
+        return s @ self.align.double()
+
+    def apply(self, c2w: Tensor) -> Tensor:
+        """Camera-to-world [..., 4, 4] -> the same cameras in the new frame (axes rotated, centres mapped)."""
+        out = self.align.to(c2w.device, torch.float64) @ c2w.double()
+        out[..., :3, 3] *= self.scale
+        return out.to(c2w.dtype)
+
+    def invert(self, c2w: Tensor) -> Tensor:
+        """Camera-to-world [..., 3|4, 4] in the new frame -> the original frame (inverse of :meth:`apply`).
+
+        Works for OpenCV and OpenGL camera axes alike: only the world side of the matrix changes.
+        """
+        rot = self.align[:3, :3].to(c2w.device, torch.float64)
+        out = c2w.double().clone()
+        out[..., :3, :3] = rot.T @ out[..., :3, :3]
+        out[..., :3, 3] = self.invert_points(out[..., :3, 3])
+        return out.to(c2w.dtype)
+
+    def apply_points(self, x: Tensor) -> Tensor:
+        """Points [..., 3] -> the new frame."""
+        a = self.align.to(x.device, torch.float64)
+        return (self.scale * (x.double() @ a[:3, :3].T + a[:3, 3])).to(x.dtype)
+
+    def invert_points(self, x: Tensor) -> Tensor:
+        """Points [..., 3] in the new frame -> the original frame: ``R^T (x / scale - t)``."""
+        a = self.align.to(x.device, torch.float64)
+        return ((x.double() / self.scale - a[:3, 3]) @ a[:3, :3]).to(x.dtype)
 
 
 def fxfycxcy_to_K(fxfycxcy: Tensor) -> Tensor:

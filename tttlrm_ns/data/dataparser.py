@@ -10,7 +10,8 @@ World frame
     (``auto_scale_poses``). nerfstudio's auto-orientation / centring is available through ``orientation_method`` /
     ``center_method``. Either way the similarity is stored as ``dataparser_transform`` ([3, 4], rigid) and
     ``dataparser_scale`` with nerfstudio's meaning ``x_ns = scale * (T[:, :3] x_file + T[:, 3])``, so exports
-    (``ns-export``) can be mapped back to the file's frame (:func:`ns_to_file_points`).
+    (``ns-export``) can be mapped back to the file's frame
+    (``conventions.Similarity.from_nerfstudio(transform, scale).invert_points``).
 
 Splits
     ``eval_mode="interval"`` (default, the paper's protocol): every ``eval_interval``-th frame (index ≡ 0) is held out.
@@ -183,18 +184,6 @@ class OpencvCameras(DataParser):
                 "scene_extras": dict(scene.extras),
             },
         )
-
-
-def ns_to_file_points(points: torch.Tensor, transform: torch.Tensor, scale: float) -> torch.Tensor:
-    """Points [..., 3] in the dataparser (nerfstudio) frame -> the scene file's world frame."""
-    t = transform.to(points.device, torch.float64)
-    return ((points.double() / scale - t[:, 3]) @ t[:, :3]).to(points.dtype)
-
-
-def file_to_ns_points(points: torch.Tensor, transform: torch.Tensor, scale: float) -> torch.Tensor:
-    """Points [..., 3] in the scene file's world frame -> the dataparser frame."""
-    t = transform.to(points.device, torch.float64)
-    return (scale * (points.double() @ t[:, :3].T + t[:, 3])).to(points.dtype)
 
 
 opencv_cameras_dataparser = DataParserSpecification(

@@ -1,9 +1,12 @@
-"""Camera normalisation (``reference_semantics.md`` §1.3) and mapping Gaussians back to the world frame (§5.5).
+"""Camera normalisation and the transform that maps Gaussians back to the world frame.
+
+Behaviour of the official code: ``../shared/docs/reference_semantics.md`` §1.3 (normalisation) and §5.5 (output
+frame), not shipped with the repository; this docstring states what we implement.
 
 The model expects cameras in a normalised frame. :func:`normalize_cameras` computes it and returns, besides the
 normalised poses, an explicit :class:`SceneTransform` (the official code keeps only a mislabelled inverse, and
-nothing at all for ``first_cam``, Q11). With ``T = SceneTransform(align, scale)`` a world point maps to
-``x_n = scale * (R_a x_w + t_a)`` where ``align = [R_a | t_a]`` is rigid.
+nothing at all for ``first_cam``). With ``T = SceneTransform(align, scale)`` a world point maps to
+``x_n = scale * (R_a x_w + t_a)`` where ``align = [R_a | t_a]`` is rigid (a :class:`tttlrm_ns.conventions.Similarity`).
 
 Methods:
   * ``mean_cam`` (full model): ``c = mean_i t_i``, ``z = normalize(sum_i z_i)``, ``u = sum_i y_i`` (summed *down*
@@ -17,181 +20,34 @@ Methods:
 Which views give the statistics is the caller's choice (``stats_c2w``): the clean default is the input views only
 (test poses must not shape the frame); the official code uses all loaded views, inputs and targets (compat).
 
-SH rotation: rotating a Gaussian by ``R`` must rotate its view-dependent colour, ``c'(d) = c(R^T d)``. Each SH band
-``l`` transforms by a ``(2l+1) x (2l+1)`` matrix ``D_l(R)`` (the real Wigner matrix in gsplat's basis). We obtain it
-by exact least squares on fixed, well-spread directions: band ``l`` of the basis evaluated at ``R^T d`` is a linear
-function of the same band at ``d``, so ``A D = B`` (``A = Y_l(d_i)``, ``B = Y_l(R^T d_i)``) has an exact solution
-that least squares recovers to float64 precision. No basis-convention bookkeeping (signs, orderings) is needed.
+Mapping Gaussians (positions, rotations, scales and SH colours) through the transform is
+:func:`tttlrm_ns.gaussians.map_gaussians`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal, Optional
 
 import torch
 from torch import Tensor
 
-from tttlrm_ns.conventions import invert_rigid
-from tttlrm_ns.render.sh import sh_bases
+from tttlrm_ns.conventions import Similarity, invert_rigid
+from tttlrm_ns.gaussians import map_gaussians
 
 NormMethod = Literal["mean_cam", "first_cam", "none"]
 
-# The real SH basis of gsplat / 3DGS (one implementation, shared with the rasterizer).
-sh_basis = sh_bases
 
-
-def _fibonacci_sphere(n: int) -> Tensor:
-    """n well-spread unit vectors [n, 3] (float64)."""
-    i = torch.arange(n, dtype=torch.float64) + 0.5
-    z = 1 - 2 * i / n
-    r = torch.sqrt(1 - z * z)
-    phi = i * math.pi * (3 - math.sqrt(5))
-    return torch.stack([r * torch.cos(phi), r * torch.sin(phi), z], dim=-1)
-
-
-def sh_rotation_matrix(rotation: Tensor, degree: int) -> Tensor:
-    """Block-diagonal SH rotation [K, K] (K = (degree+1)^2, float64) for a 3x3 rotation.
-
-    Rotated coefficients ``f' = D f`` (per colour channel) satisfy ``sum_k f'_k Y_k(d) = sum_k f_k Y_k(R^T d)``.
-    """
-    rot = rotation.detach().to("cpu", torch.float64)
-    dirs = _fibonacci_sphere(64)  # 64 >> 7 unknowns per row of the largest band: well conditioned
-    a = sh_basis(degree, dirs)  # [M, K]
-    b = sh_basis(degree, dirs @ rot)  # rows R^T d_i
-    k = (degree + 1) ** 2
-    d = torch.zeros(k, k, dtype=torch.float64)
-    d[0, 0] = 1.0
-    for band in range(1, degree + 1):
-        s = slice(band * band, (band + 1) ** 2)
-        d[s, s] = torch.linalg.lstsq(a[:, s], b[:, s]).solution  # A X = B  =>  f' = X f
-    return d
-
-
-def rotation_to_quat(rot: Tensor) -> Tensor:
-    """3x3 rotation(s) [..., 3, 3] -> unit quaternion(s) [..., 4] (w, x, y, z), w >= 0. Stable for all angles."""
-    m = rot
-    t = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
-    # Four candidate formulas; pick per matrix the one with the largest (most stable) denominator.
-    cands = torch.stack(
-        [
-            torch.stack([1 + t, m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1),
-            torch.stack([m[..., 2, 1] - m[..., 1, 2], 1 + 2 * m[..., 0, 0] - t, m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0]], -1),
-            torch.stack([m[..., 0, 2] - m[..., 2, 0], m[..., 0, 1] + m[..., 1, 0], 1 + 2 * m[..., 1, 1] - t, m[..., 1, 2] + m[..., 2, 1]], -1),
-            torch.stack([m[..., 1, 0] - m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1], 1 + 2 * m[..., 2, 2] - t], -1),
-        ],
-        dim=-2,
-    )  # [..., 4 candidates, 4]
-    diag = torch.stack([t, m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]], -1)
-    best = diag.argmax(-1)
-    q = torch.gather(cands, -2, best[..., None, None].expand(*best.shape, 1, 4)).squeeze(-2)
-    q = q / q.norm(dim=-1, keepdim=True)
-    return torch.where(q[..., :1] < 0, -q, q)
-
-
-def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
-    """Hamilton product ``a ⊗ b`` of quaternions [..., 4] (w, x, y, z); broadcasts."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        dim=-1,
-    )
-
-
-def transform_gaussians(
-    means: Tensor,
-    quats: Tensor,
-    log_scales: Tensor,
-    sh: Tensor,
-    rotation: Tensor,
-    translation: Tensor,
-    scale: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Apply the similarity ``x -> scale * R x + t`` to Gaussians.
-
-    Args:
-        means: [N, 3]. quats: [N, 4] raw (w, x, y, z), norm preserved. log_scales: [N, 3]. sh: [N, K, 3] with
-            K in {1, 4, 9, 16}. rotation: [3, 3] proper rotation. translation: [3]. scale: > 0.
-    Returns:
-        (means [N, 3], quats [N, 4], log_scales [N, 3], sh [N, K, 3]) in the input dtypes / devices.
-    """
-    if not scale > 0:
-        raise ValueError(f"scale must be positive, got {scale}")
-    k = sh.shape[-2]
-    degree = math.isqrt(k) - 1
-    if (degree + 1) ** 2 != k or degree > 3:
-        raise ValueError(f"sh has {k} coefficients per channel; expected 1, 4, 9 or 16")
-    rot = rotation.to(means.device, torch.float64)
-    new_means = (scale * means.double() @ rot.T + translation.to(means.device, torch.float64)).to(means.dtype)
-    q_r = rotation_to_quat(rot).to(quats.dtype)
-    new_quats = quat_multiply(q_r, quats)
-    new_log_scales = log_scales + math.log(scale)
-    if degree == 0:
-        new_sh = sh.clone()
-    else:
-        d = sh_rotation_matrix(rot, degree).to(sh.device, sh.dtype)
-        new_sh = torch.einsum("kj,njc->nkc", d, sh)  # [N, K, 3]
-    return new_means, new_quats, new_log_scales, new_sh
-
-
-@dataclass
-class SceneTransform:
-    """Similarity world -> normalised frame: ``x_n = scale * (R_a x_w + t_a)``, ``align = [R_a | t_a]`` [4, 4] float64."""
-
-    align: Tensor
-    scale: float
-
-    @staticmethod
-    def identity() -> "SceneTransform":
-        return SceneTransform(torch.eye(4, dtype=torch.float64), 1.0)
-
-    def matrix(self) -> Tensor:
-        """[4, 4] float64 world -> normalised similarity."""
-        s = torch.diag(torch.tensor([self.scale, self.scale, self.scale, 1.0], dtype=torch.float64))
-        return s @ self.align.double()
-
-    def apply(self, c2w: Tensor) -> Tensor:
-        """World c2w [..., 4, 4] -> normalised c2w (rotations rotated, centres mapped); dtype preserved."""
-        out = self.align.to(c2w.device, torch.float64) @ c2w.double()
-        out[..., :3, 3] *= self.scale
-        return out.to(c2w.dtype)
-
-    def invert(self, c2w: Tensor) -> Tensor:
-        """Normalised c2w [..., 4, 4] -> world c2w; dtype preserved."""
-        c = c2w.double().clone()
-        c[..., :3, 3] /= self.scale
-        return (invert_rigid(self.align.to(c2w.device, torch.float64)) @ c).to(c2w.dtype)
-
-    def apply_points(self, x: Tensor) -> Tensor:
-        """World points [..., 3] -> normalised."""
-        a = self.align.to(x.device, torch.float64)
-        return (self.scale * (x.double() @ a[:3, :3].T + a[:3, 3])).to(x.dtype)
-
-    def invert_points(self, x: Tensor) -> Tensor:
-        """Normalised points [..., 3] -> world."""
-        a = self.align.to(x.device, torch.float64)
-        return ((x.double() / self.scale - a[:3, 3]) @ a[:3, :3]).to(x.dtype)
+class SceneTransform(Similarity):
+    """World -> normalised frame (:class:`tttlrm_ns.conventions.Similarity`), which also maps Gaussians."""
 
     def gaussians_to_world(self, means: Tensor, quats: Tensor, log_scales: Tensor, sh: Tensor):
-        """Map Gaussians predicted in the normalised frame back to the world (see :func:`transform_gaussians`)."""
-        rot_t = self.align[:3, :3].double().T
-        return transform_gaussians(
-            means, quats, log_scales, sh, rot_t, -(rot_t @ self.align[:3, 3].double()), 1.0 / self.scale
-        )
+        """Gaussians predicted in the normalised frame -> the world (see :func:`tttlrm_ns.gaussians.map_gaussians`)."""
+        return map_gaussians(self, means, quats, log_scales, sh, inverse=True)
 
     def gaussians_to_normalized(self, means: Tensor, quats: Tensor, log_scales: Tensor, sh: Tensor):
         """Inverse of :meth:`gaussians_to_world`."""
-        return transform_gaussians(
-            means, quats, log_scales, sh, self.align[:3, :3].double(), self.scale * self.align[:3, 3].double(),
-            self.scale,
-        )
+        return map_gaussians(self, means, quats, log_scales, sh)
 
 
 def _safe_normalize(v: Tensor, fallback: Tensor) -> Tensor:
@@ -259,7 +115,7 @@ class NormalizeConfig:
     """'mean_cam' (full model), 'first_cam' (AR model) or 'none'."""
     stats: Literal["inputs", "all"] = "inputs"
     """Which views define the frame: 'inputs' (clean: targets never shape it) or 'all' loaded views, inputs then
-    targets (official behaviour, Q11)."""
+    targets (the official behaviour)."""
 
 
 def normalize_views(

@@ -1,6 +1,6 @@
 """Reading ``opencv_cameras.json`` scenes and loading their images at the model's resolution.
 
-Scene file layout (Long-LRM / DL3DV convention, ``reference_semantics.md`` §1.1)::
+Scene file layout (Long-LRM / DL3DV convention; ``../shared/docs/reference_semantics.md`` §1.1, not shipped)::
 
     {"scene_name": str,
      "frames": [{"file_path": "images/x.jpg", "w2c": 4x4, "w": int, "h": int, "fx", "fy", "cx", "cy"}, ...],
@@ -14,7 +14,8 @@ Every validation error is a :class:`SceneDataError` naming the scene file and th
 Resizing to the model's ``H x W`` (both multiples of the patch size), see :class:`ResizeConfig`:
   * ``mode="crop"`` (clean, default): scale uniformly so the image covers ``H x W``, then centre-crop; the aspect
     ratio is preserved and intrinsics follow exactly (scale, then shift the principal point by the crop offset).
-  * ``mode="stretch"`` (compat, official Q10): scale x by ``W / w`` and y by ``H / h`` independently.
+  * ``mode="stretch"`` (compat: the official loader's anisotropic resize): scale x by ``W / w`` and y by ``H / h``
+    independently.
   * ``orientation="auto"`` swaps the target to portrait for portrait images (and vice versa), so a portrait capture
     is not cropped to a landscape strip.
 """

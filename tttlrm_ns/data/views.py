@@ -1,15 +1,16 @@
 """Deterministic view selection: which frames are model inputs and which are held out for evaluation.
 
-All functions return sorted lists of frame indices (file order, ``reference_semantics.md`` §1.1) and are
-deterministic: the same inputs always give the same views.
+All functions return sorted lists of frame indices (file order) and are deterministic: the same inputs always give
+the same views.
 
-Paper protocol (§1.4): test frames are the indices ``≡ 0 (mod 8)``; the ``N`` input frames are the scene file's
-``fold_8_kmeans_{N}_input`` list when present, otherwise k-means with ``N`` clusters on the non-test frames (feature =
-``[camera centre, camera z-axis]`` in the file's world frame), the nearest frame to each centre, sorted (duplicates
-kept, as in the official code). k-means uses scikit-learn's ``KMeans(n_clusters=N, random_state=0, n_init="auto")``
-like the official code when scikit-learn is installed (results depend on its version, Q18; pinned in
-pyproject.toml); otherwise a seeded k-means++ / Lloyd implementation in numpy (``backend="numpy"``), which is
-deterministic but not bit-identical to scikit-learn.
+Paper protocol (the official evaluation scripts; ``../shared/docs/reference_semantics.md`` §1.4, not shipped):
+test frames are the indices ``≡ 0 (mod 8)``; the ``N`` input frames are the scene file's ``fold_8_kmeans_{N}_input``
+list when present, otherwise k-means with ``N`` clusters on the non-test frames (feature = ``[camera centre, camera
+z-axis]`` in the file's world frame), the nearest frame to each centre, sorted (duplicates kept, as in the official
+code). k-means uses scikit-learn's ``KMeans(n_clusters=N, random_state=0, n_init="auto")`` like the official code
+when scikit-learn is installed (results depend on its version; pinned in pyproject.toml); otherwise a seeded
+k-means++ / Lloyd implementation in numpy (``backend="numpy"``), which is deterministic but not bit-identical to
+scikit-learn.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def camera_features(c2w: Tensor, float32_w2c: bool = True) -> np.ndarray:
     c = c2w.detach().double().cpu()
     if float32_w2c:
         w2c = invert_rigid(c).float().double().numpy()
+        # A general inverse on purpose: the float32-rounded w2c is no longer exactly rigid, so the closed-form rigid
+        # inverse gives other features (up to 8e-7 on mydesk; same k-means there, but near-ties could go either way).
         c = np.linalg.inv(w2c)
     else:
         c = c.numpy()
@@ -157,7 +160,8 @@ def paper_protocol(
     use_precomputed: bool = True,
     backend: Literal["auto", "sklearn", "numpy"] = "auto",
 ) -> ViewSplit:
-    """The DL3DV evaluation protocol (§1.4): test = every ``interval``-th frame, inputs = k-means of the rest."""
+    """The DL3DV evaluation protocol (see the module docstring): test = every ``interval``-th frame, inputs =
+    k-means of the rest."""
     train, test = eval_split(len(scene), interval)
     where = f"{scene.scene_file}: "
     pre = scene.precomputed_inputs(num_inputs) if use_precomputed and interval == 8 else None

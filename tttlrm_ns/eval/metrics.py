@@ -1,4 +1,5 @@
-"""Image metrics: PSNR, SSIM and LPIPS on images in [0, 1] (``reference_semantics.md`` §1.4).
+"""Image metrics: PSNR, SSIM and LPIPS on images in [0, 1], as the paper's protocol computes them
+(``../shared/docs/reference_semantics.md`` §1.4, not shipped).
 
 All functions take batched images ``[B, 3, H, W]`` (or a single ``[3, H, W]``), clip them to [0, 1] first (the
 evaluation protocol clips renders before scoring) and return one value per image ``[B]``; averaging is left to the
@@ -145,7 +146,7 @@ class ImageMetrics:
 
 
 def mean_metrics(rows: list[dict[str, Tensor]]) -> dict[str, float]:
-    """Average per-image metric tensors (each [B]) over all images of all rows: the scene score of §1.4.
+    """Average per-image metric tensors (each [B]) over all images of all rows: the scene score of the protocol.
 
     Apply it again to a list of scene scores (as 0-d tensors or floats) for the benchmark score (mean over scenes).
     """

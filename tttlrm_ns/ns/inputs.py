@@ -35,17 +35,12 @@ def cameras_to_opencv(c2w_gl: Tensor, fx: Tensor, fy: Tensor, cx: Tensor, cy: Te
 
 
 def dataparser_to_original(c2w: Tensor, transform: Tensor, scale: float) -> Tensor:
-    """c2w [V, 4, 4] in a dataparser's frame -> the frame of the original data (undo ``x_ns = s (R x + t)``).
+    """c2w [V, 4, 4] in a dataparser's frame -> float64 c2w in the frame of the original data.
 
-    ``transform`` is nerfstudio's ``dataparser_transform`` [3, 4] (rigid) and ``scale`` its ``dataparser_scale``.
-    Works for OpenCV and OpenGL camera axes alike (only the world side of the matrix changes).
+    ``transform`` is nerfstudio's ``dataparser_transform`` [3, 4] (rigid) and ``scale`` its ``dataparser_scale``
+    (:meth:`tttlrm_ns.conventions.Similarity.from_nerfstudio`). Works for OpenCV and OpenGL camera axes alike.
     """
-    t = transform.detach().double().cpu()
-    rot_t = t[:, :3].T
-    out = c2w.double().clone()
-    out[:, :3, :3] = rot_t @ c2w[:, :3, :3].double()
-    out[:, :3, 3] = (c2w[:, :3, 3].double() / scale - t[:, 3]) @ rot_t.T
-    return out
+    return conventions.Similarity.from_nerfstudio(transform, scale).invert(c2w.double())
 
 
 def make_plan(

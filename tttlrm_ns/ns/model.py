@@ -10,7 +10,8 @@
 * Predicted Gaussians are complete: full SH from step 0 (no progressive SH) and no resolution schedule.
   SH are always stored with ``sh_degree`` bands (default 3, zero-padded when the backbone predicts fewer), so the
   exported ``.ply`` has the same 62 properties as splatfacto's and any splat viewer reads it.
-* Rendering goes through ``tttlrm_ns.render.rasterize`` (gsplat on CUDA, our C++ extension on CPU).
+* Rendering goes through :func:`tttlrm_ns.ns.splat_render.render_camera` (shared with splatfacto-cpu), i.e.
+  ``tttlrm_ns.render.rasterize`` (gsplat on CUDA, our C++ extension on CPU).
 * Densification is off unless ``refine.strategy = "default"``; refinement is configured by :class:`RefineConfig`.
 * Evaluation metrics follow the paper's protocol by default (PSNR, scikit-image SSIM, VGG LPIPS; offline weights
   from ``scripts/install_lpips_weights.py``), configurable back to nerfstudio's (Gaussian SSIM, AlexNet LPIPS).
@@ -26,14 +27,14 @@ import torch
 from torch import Tensor
 from torch.nn import Parameter
 
-from nerfstudio.cameras.cameras import Cameras, CameraType
+from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.models.splatfacto import SplatfactoModel, SplatfactoModelConfig, num_sh_bases
 from nerfstudio.utils.colors import get_color
 
-from tttlrm_ns import conventions
 from tttlrm_ns.gaussians import Gaussians
 from tttlrm_ns.ns.refine import RefineConfig, RefineController, prepare_gaussians
+from tttlrm_ns.ns.splat_render import render_camera
 
 C0 = 0.28209479177387814
 """Degree-0 SH basis constant: colour = C0 * dc + 0.5."""
@@ -186,15 +187,7 @@ class TttlrmNSModel(SplatfactoModel):
 
     def get_gaussians(self) -> Gaussians:
         """A detached copy of the current Gaussians (SH with all stored bands)."""
-        p = self.gauss_params
-        sh = torch.cat([p["features_dc"][:, None], p["features_rest"]], dim=1)
-        return Gaussians(
-            means=p["means"].detach().clone(),
-            sh=sh.detach(),
-            log_scales=p["scales"].detach().clone(),
-            quats=p["quats"].detach().clone(),
-            opacity_logits=p["opacities"].detach().clone(),
-        )
+        return Gaussians.from_splatfacto(self.gauss_params).map(lambda t: t.detach().clone())
 
     def load_state_dict(self, dict, **kwargs):  # type: ignore[override]
         """Resize ``gauss_params`` to the checkpoint's tensors (count and SH bands), then load."""
@@ -262,70 +255,8 @@ class TttlrmNSModel(SplatfactoModel):
     # --- rendering --------------------------------------------------------------------------------------------
     def get_outputs(self, camera: Cameras) -> Dict[str, Union[Tensor, List]]:
         """Render one camera: rgb [H, W, 3], depth [H, W, 1] (eval) or None, accumulation [H, W, 1], background."""
-        if not isinstance(camera, Cameras):
-            raise TypeError(f"get_outputs expects a nerfstudio Cameras object, got {type(camera).__name__}")
-        if camera.shape[0] != 1:
-            raise ValueError(f"renders one camera at a time, got {camera.shape[0]}")
-        if int(camera.camera_type[0].item()) != CameraType.PERSPECTIVE.value:
-            raise ValueError("tttLRM renders pinhole (perspective) cameras only")
-        c2w = self.camera_optimizer.apply_to_camera(camera) if self.training else camera.camera_to_worlds
-
-        params = dict(self.gauss_params.items())
-        W, H = int(camera.width.item()), int(camera.height.item())
-        background = self._get_background_color()
-        if self.crop_box is not None and not self.training:
-            inside = self.crop_box.within(params["means"]).squeeze(-1)
-            params = {k: v[inside] for k, v in params.items()}
-        if params["means"].shape[0] == 0:
-            return self.get_empty_outputs(W, H, background)
-
-        Ks = camera.get_intrinsics_matrices().to(self.device)  # [1, 3, 3]
-        scale = self._get_downscale_factor()  # refinement renders its early steps at reduced resolution
-        if scale > 1:  # same pixel grid as the loss's area-downsampled target (splatfacto's resize_image)
-            Ks = torch.cat([Ks[:, :2] / scale, Ks[:, 2:]], dim=1)
-            W, H = W // scale, H // scale
-        viewmats = conventions.c2w_to_w2c(
-            conventions.opengl_to_opencv_c2w(conventions.to_homogeneous_pose(c2w.to(self.device)))
-        )  # [1, 4, 4] OpenCV world-to-camera
-        self.last_size = (H, W)
-        render_mode = "RGB+ED" if (self.config.output_depth_during_training or not self.training) else "RGB"
-        colors = torch.cat([params["features_dc"][:, None, :], params["features_rest"]], dim=1)  # [N, K, 3]
-
-        from tttlrm_ns.render import rasterize
-
-        render, alpha, self.info = rasterize(
-            params["means"],
-            params["quats"],  # normalised inside the rasteriser
-            torch.exp(params["scales"]),
-            torch.sigmoid(params["opacities"]).squeeze(-1),
-            colors,
-            viewmats,
-            Ks,
-            W,
-            H,
-            near_plane=0.01,
-            far_plane=1e10,
-            sh_degree=self.config.sh_degree,  # full SH from the first step
-            packed=False,
-            render_mode=render_mode,
-            absgrad=self.strategy.absgrad if self.strategy is not None else False,
-            rasterize_mode=self.config.rasterize_mode,
-            backend=self.config.rasterize_backend,
-        )
-        if self.training and self.strategy is not None:
-            self.info.setdefault("gaussian_ids", None)  # gsplat's unpacked meta carries it as None; the strategy asks
-            self.strategy.step_pre_backward(
-                self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info
-            )
-
-        rgb = torch.clamp(render[..., :3] + (1 - alpha) * background, 0.0, 1.0)  # [1, H, W, 3]
-        depth = None
-        if render_mode == "RGB+ED":
-            depth = render[..., 3:4]
-            depth = torch.where(alpha > 0, depth, depth.detach().max()).squeeze(0)
-        if not self.training:
-            background = background.expand(H, W, 3)
-        return {"rgb": rgb.squeeze(0), "depth": depth, "accumulation": alpha.squeeze(0), "background": background}
+        # Full SH from the first step: predicted Gaussians are complete (no progressive SH).
+        return render_camera(self, camera, sh_degree=self.config.sh_degree, pinhole_only=True)
 
     # --- evaluation -------------------------------------------------------------------------------------------
     def get_image_metrics_and_images(

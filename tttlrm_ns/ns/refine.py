@@ -163,7 +163,7 @@ def merge_gaussians(g: Gaussians, target: int) -> Gaussians:
     gives the scales and rotation), with opacity-weighted SH and the members' largest opacity (they mostly model
     the same surface seen from several input views, so their opacities must not add up).
     """
-    from tttlrm_ns.data.normalize import rotation_to_quat
+    from tttlrm_ns.gaussians import rotation_to_quat
     from tttlrm_ns.render.reference import quat_to_rotmat
 
     means = g.means.float()

@@ -5,8 +5,9 @@ subclass rather than by patching nerfstudio or gsplat globally:
 
 1. ``get_outputs`` calls gsplat's ``rasterization`` (CUDA kernels only) and moves the intrinsics with ``.cuda()``.
    ``SplatfactoCPUModel.get_outputs`` renders the same outputs through ``tttlrm_ns.render.rasterize`` (our C++
-   backend on CPU, gsplat on CUDA) with identical arguments, so densification statistics (``means2d`` gradients /
-   absgrad, ``radii``) feed gsplat's ``DefaultStrategy`` exactly as before. The strategy itself is pure torch.
+   backend on CPU, gsplat on CUDA) with identical arguments (:func:`tttlrm_ns.ns.splat_render.render_camera`, shared
+   with the tttLRM model), so densification statistics (``means2d`` gradients / absgrad, ``radii``) feed gsplat's
+   ``DefaultStrategy`` exactly as before. The strategy itself is pure torch.
 2. ``populate_modules`` builds the SH colours of SfM seed points with ``.cuda()``; we let it take its
    colour-free branch and then set the colours on the model's device with the same formulas.
 3. ``populate_modules`` builds torchmetrics' LPIPS, which downloads AlexNet weights at construction. Training
@@ -40,21 +41,7 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from tttlrm_ns.ns.checkpoint_io import FloatExponentialDecaySchedulerConfig
-
-
-def opengl_c2w_to_opencv_w2c(c2w: Tensor) -> Tensor:
-    """nerfstudio camera-to-world [C, 3, 4] (OpenGL: x right, y up, z back) -> world-to-camera [C, 4, 4] (OpenCV).
-
-    Flipping the y and z camera axes turns OpenGL into OpenCV; the inverse of a rigid ``[R | t]`` is
-    ``[R^T | -R^T t]``.
-    """
-    R = c2w[:, :3, :3] * c2w.new_tensor([1.0, -1.0, -1.0])  # scale columns = flip camera y and z
-    t = c2w[:, :3, 3:4]
-    w2c = torch.zeros(c2w.shape[0], 4, 4, dtype=c2w.dtype, device=c2w.device)
-    w2c[:, :3, :3] = R.transpose(1, 2)
-    w2c[:, :3, 3:4] = -R.transpose(1, 2) @ t
-    w2c[:, 3, 3] = 1.0
-    return w2c
+from tttlrm_ns.ns.splat_render import render_camera
 
 
 class _LazyLPIPS(torch.nn.Module):
@@ -133,85 +120,13 @@ class SplatfactoCPUModel(SplatfactoModel):
         dict = {k: v for k, v in dict.items() if not k.startswith("lpips.")}
         return super().load_state_dict(dict, **kwargs)
 
-    def _rasterize(self, *args: Any, **kwargs: Any):
-        from tttlrm_ns.render import rasterize
-
-        return rasterize(*args, backend=self.config.rasterize_backend, **kwargs)
-
     def get_outputs(self, camera: Cameras) -> Dict[str, Union[Tensor, List]]:
         """Render one camera: rgb [H, W, 3], depth [H, W, 1] or None, accumulation [H, W, 1], background."""
-        if not isinstance(camera, Cameras):
-            raise TypeError(f"get_outputs expects a nerfstudio Cameras object, got {type(camera).__name__}")
-        if self.training:
-            if camera.shape[0] != 1:
-                raise ValueError(f"training renders one camera at a time, got {camera.shape[0]}")
-            c2w = self.camera_optimizer.apply_to_camera(camera)
-        else:
-            c2w = camera.camera_to_worlds
-
-        params = {k: v for k, v in self.gauss_params.items()}
-        if self.crop_box is not None and not self.training:
-            inside = self.crop_box.within(self.means).squeeze()
-            if not bool(inside.any()):
-                return self.get_empty_outputs(int(camera.width.item()), int(camera.height.item()), self.background_color)
-            params = {k: v[inside] for k, v in params.items()}
-
-        # Training starts at a reduced resolution (splatfacto's resolution schedule).
-        scale = self._get_downscale_factor()
-        camera.rescale_output_resolution(1 / scale)
-        Ks = camera.get_intrinsics_matrices().to(self.device)  # [1, 3, 3]
-        W, H = int(camera.width.item()), int(camera.height.item())
-        camera.rescale_output_resolution(scale)
-        self.last_size = (H, W)
-        viewmats = opengl_c2w_to_opencv_w2c(c2w.to(self.device))
-
-        if self.config.rasterize_mode not in ("antialiased", "classic"):
-            raise ValueError(f"unknown rasterize_mode {self.config.rasterize_mode!r}; use 'classic' or 'antialiased'")
-        render_mode = "RGB+ED" if (self.config.output_depth_during_training or not self.training) else "RGB"
-        colors = torch.cat([params["features_dc"][:, None, :], params["features_rest"]], dim=1)  # [N, K, 3]
-        if self.config.sh_degree > 0:
+        if self.config.sh_degree > 0:  # splatfacto's progressive SH: one more band every sh_degree_interval steps
             sh_degree: Optional[int] = min(self.step // self.config.sh_degree_interval, self.config.sh_degree)
         else:
-            colors, sh_degree = torch.sigmoid(colors[:, 0, :]), None  # plain RGB, [N, 3]
-
-        render, alpha, self.info = self._rasterize(
-            params["means"],
-            params["quats"],  # normalised inside the rasteriser
-            torch.exp(params["scales"]),
-            torch.sigmoid(params["opacities"]).squeeze(-1),
-            colors,
-            viewmats,
-            Ks,
-            W,
-            H,
-            near_plane=0.01,
-            far_plane=1e10,
-            sh_degree=sh_degree,
-            packed=False,
-            render_mode=render_mode,
-            absgrad=self.strategy.absgrad,
-            rasterize_mode=self.config.rasterize_mode,
-        )
-        # gsplat's DefaultStrategy asserts this key (None = unpacked layout); our meta has no packed variant.
-        self.info.setdefault("gaussian_ids", None)
-        if self.training:
-            # Retains the means2d gradient that DefaultStrategy reads after backward.
-            self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info)
-
-        background = self._get_background_color()
-        rgb = torch.clamp(render[..., :3] + (1 - alpha) * background, 0.0, 1.0)  # [1, H, W, 3]
-        if self.config.use_bilateral_grid and self.training and camera.metadata is not None:
-            if "cam_idx" in camera.metadata:
-                rgb = self._apply_bilateral_grid(rgb, camera.metadata["cam_idx"], H, W)
-
-        depth = None
-        if render_mode == "RGB+ED":
-            # Pixels no Gaussian reaches get the farthest rendered depth instead of 0 (as splatfacto does).
-            depth = render[..., 3:4]
-            depth = torch.where(alpha > 0, depth, depth.detach().max()).squeeze(0)
-        if background.shape[0] == 3 and not self.training:
-            background = background.expand(H, W, 3)
-        return {"rgb": rgb.squeeze(0), "depth": depth, "accumulation": alpha.squeeze(0), "background": background}
+            sh_degree = None  # features_dc holds logit RGB
+        return render_camera(self, camera, sh_degree)
 
 
 def _adam(lr: float) -> AdamOptimizerConfig:

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import tyro
 
+from tttlrm_ns.conventions import Similarity
+
 
 @dataclass
 class ExportTriplane:
@@ -124,9 +126,9 @@ def export_geometry(model, resolution: int, threshold: float, max_points: int = 
 
 
 def _to_original(points: np.ndarray, outputs) -> np.ndarray:
-    """nerfstudio-frame points -> the data's frame (undo ``x_ns = s (R x + t)``)."""
-    t = outputs.dataparser_transform.double().cpu().numpy()
-    return (points / outputs.dataparser_scale - t[:, 3]) @ t[:, :3]
+    """nerfstudio-frame points [P, 3] -> the data's frame (undo ``x_ns = s (R x + t)``), float64."""
+    sim = Similarity.from_nerfstudio(outputs.dataparser_transform, outputs.dataparser_scale)
+    return sim.invert_points(torch.from_numpy(np.asarray(points, dtype=np.float64))).numpy()
 
 
 def _atomic_export(geom, path: Path) -> None:

@@ -3,6 +3,8 @@
 `rasterize(...)` dispatches to gsplat's CUDA kernels for CUDA tensors and to our C++ extension
 (`render/cpu/`) for CPU tensors; `backend="reference"` selects the pure-torch oracle (`render/reference.py`).
 Cameras are OpenCV (x right, y down, z forward): viewmats are world-to-camera [C, 4, 4], Ks pixel intrinsics.
+It takes activated parameters; `tttlrm_ns.render.splat.render_gaussians` renders a `Gaussians` container (or
+splatfacto's parameters) from camera poses and is what the rest of the package calls.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from tttlrm_ns.render import sh as _sh
+from tttlrm_ns import sh as _sh
 
 RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
 RASTERIZE_MODES = ("classic", "antialiased")
@@ -171,7 +173,10 @@ def _rasterize_with(ops, s: RasterSettings, means, quats, scales, opacities, col
     if sh_degree is None:
         feats = colors if colors.dim() == 3 else colors[None].expand(C, -1, -1)
     else:
-        campos = torch.linalg.inv(viewmats)[:, :3, 3]  # camera centres in world space [C, 3]
+        # Camera centres in world space [C, 3]. A general inverse, as gsplat's `rasterization` computes it, not
+        # conventions.invert_rigid: the two agree on values and on gradients along rigid motions, but only this one
+        # gives gsplat's viewmats gradient in every direction (the CUDA agreement check compares it).
+        campos = torch.linalg.inv(viewmats)[:, :3, 3]
         dirs = means[None, :, :] - campos[:, None, :]  # [C, N, 3]
         coeffs = colors if colors.dim() == 4 else colors[None].expand(C, -1, -1, -1)
         feats = ops.sh_to_rgb(sh_degree, dirs, coeffs)

@@ -147,7 +147,7 @@ class _SH(torch.autograd.Function):
 
 
 def sh_to_rgb(degree: int, dirs: Tensor, coeffs: Tensor) -> Tensor:
-    """C++ version of `sh.sh_to_rgb`: dirs [..., 3], coeffs [..., K, 3] -> [..., 3]."""
+    """C++ version of `tttlrm_ns.sh.sh_to_rgb`: dirs [..., 3], coeffs [..., K, 3] -> [..., 3]."""
     lead = dirs.shape[:-1]
     out = _SH.apply(degree, dirs.reshape(-1, 3), coeffs.reshape(-1, *coeffs.shape[-2:]))
     return out.reshape(*lead, 3)

@@ -2,7 +2,8 @@
 
 Rendering ``C`` target views of ``N`` Gaussians with autograd keeps every view's projection, tile lists and
 per-pixel compositing state alive until ``backward`` -- memory grows linearly with the number of views and
-pixels. Long-LRM / tttLRM avoid this (``docs/reference_semantics.md`` §6.2): a custom autograd function
+pixels. Long-LRM / tttLRM avoid this (``../shared/docs/reference_semantics.md`` §6.2, not shipped): a custom autograd
+function
 
 * **forward**: renders all views (optionally patch by patch) under ``torch.no_grad`` and saves only the
   Gaussian tensors and the cameras;
@@ -206,7 +207,7 @@ class _DeferredRasterize(torch.autograd.Function):
                             torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
         result = [None if not leaf.requires_grad else (leaf.grad if leaf.grad is not None else torch.zeros_like(leaf))
                   for leaf in leaves]
-        # settings, 5 Gaussian tensors, viewmats, Ks (cameras receive no gradient, §6.2).
+        # settings, 5 Gaussian tensors, viewmats, Ks (cameras receive no gradient, as in the official code).
         return (None, *result, None, None)
 
 

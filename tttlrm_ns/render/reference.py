@@ -23,7 +23,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from tttlrm_ns.render.sh import sh_to_rgb  # noqa: F401  (the SH colour path of this backend)
+from tttlrm_ns.sh import sh_to_rgb  # noqa: F401  (the SH colour path of this backend)
 
 ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.999

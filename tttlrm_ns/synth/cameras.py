@@ -1,8 +1,8 @@
-"""Camera poses and intrinsics for the synthetic renders (pure numpy).
+"""Camera poses and intrinsics for the synthetic renders (numpy; axis conversions by :mod:`tttlrm_ns.conventions`).
 
 World frame: y up (the Sweet Home 3D models are y-up), metres. Renderer poses are OpenGL camera-to-world
-(x right, y up, looking along -z); the stored poses are OpenCV world-to-camera:
-``c2w_cv = c2w_gl @ diag(1, -1, -1, 1)``, ``w2c_cv = inv(c2w_cv)``.
+(x right, y up, looking along -z); the stored poses are OpenCV world-to-camera (:func:`gl_c2w_to_cv_w2c`).
+Poses are built with :func:`tttlrm_ns.conventions.look_at_gl`, the package's one look-at.
 
 Intrinsics: pyrender's ``IntrinsicsCamera(fx, fy, cx, cy)`` builds its projection with pixel *edges* at integer
 coordinates (pixel ``u`` covers ``[u, u + 1)`` and is sampled at ``u + 0.5``), which is exactly the pixel-centre
@@ -16,39 +16,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
-GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
-
-
-def look_at_gl(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 1.0, 0.0]),
-               roll: float = 0.0) -> np.ndarray:
-    """OpenGL camera-to-world [4, 4] at ``eye`` looking at ``target``, rolled by ``roll`` radians about the view axis."""
-    back = eye - target
-    back = back / np.linalg.norm(back)
-    right = np.cross(up, back)
-    n = np.linalg.norm(right)
-    if n < 1e-8:  # looking straight along ``up``: any perpendicular right vector will do
-        right = np.cross(np.array([0.0, 0.0, 1.0]), back)
-        n = np.linalg.norm(right)
-    right = right / n
-    cam_up = np.cross(back, right)
-    if roll:
-        c, s = math.cos(roll), math.sin(roll)
-        right, cam_up = c * right + s * cam_up, -s * right + c * cam_up
-    c2w = np.eye(4)
-    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, cam_up, back, eye
-    return c2w
+from tttlrm_ns import conventions
 
 
 def gl_c2w_to_cv_w2c(c2w_gl: np.ndarray) -> np.ndarray:
     """OpenGL camera-to-world [..., 4, 4] -> OpenCV world-to-camera [..., 4, 4] (closed-form rigid inverse)."""
-    c2w_cv = c2w_gl @ GL_TO_CV
-    rot = c2w_cv[..., :3, :3]
-    w2c = np.zeros_like(c2w_cv)
-    w2c[..., :3, :3] = np.swapaxes(rot, -1, -2)
-    w2c[..., :3, 3] = -np.einsum("...ji,...j->...i", rot, c2w_cv[..., :3, 3])
-    w2c[..., 3, 3] = 1.0
-    return w2c
+    return conventions.opengl_c2w_to_opencv_w2c(torch.from_numpy(np.asarray(c2w_gl, dtype=np.float64))).numpy()
 
 
 def focal_from_fov(fov_x_deg: float, width: int) -> float:
@@ -63,7 +38,7 @@ def sphere_poses(rng: np.random.Generator, n: int, radius: float, elev_range_deg
     el = np.radians(rng.uniform(*elev_range_deg, n))
     eyes = radius * np.stack([np.cos(el) * np.sin(az), np.sin(el), np.cos(el) * np.cos(az)], -1)
     order = rng.permutation(n)  # views in random order, like renders from a random sampler
-    return np.stack([look_at_gl(eyes[i], np.zeros(3)) for i in order])
+    return np.stack([conventions.look_at_gl(eyes[i], np.zeros(3)) for i in order])
 
 
 def _catmull_rom_dense(points: np.ndarray, per_segment: int = 32) -> np.ndarray:
@@ -109,5 +84,5 @@ def smooth_noise(rng: np.random.Generator, n: int, dims: int, amplitude: float, 
     return amplitude * w / math.sqrt(1.5)
 
 
-__all__ = ["GL_TO_CV", "look_at_gl", "gl_c2w_to_cv_w2c", "focal_from_fov", "sphere_poses", "spline_path",
+__all__ = ["gl_c2w_to_cv_w2c", "focal_from_fov", "sphere_poses", "spline_path",
            "smooth_noise"]

@@ -36,8 +36,8 @@ from typing import Literal
 
 import numpy as np
 
+from tttlrm_ns.conventions import look_at_gl
 from tttlrm_ns.synth import assets as A
-from tttlrm_ns.synth.cameras import look_at_gl
 from tttlrm_ns.synth.room import AssetSources, LightSpec, RoomConfig, RoomLayout, SceneSpec, _shell, camera_path
 
 _PROC = {"license": "CC0-1.0", "source": "procedural (tttlrm_ns.synth.megasynth)"}

@@ -14,8 +14,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from tttlrm_ns.conventions import look_at_gl
 from tttlrm_ns.synth import assets as A
-from tttlrm_ns.synth.cameras import look_at_gl, smooth_noise, spline_path
+from tttlrm_ns.synth.cameras import smooth_noise, spline_path
 
 
 @dataclass

@@ -28,7 +28,7 @@ from tttlrm_ns.train.triplane import TriplaneTrainConfig
 
 @dataclass
 class DataConfig:
-    """Scenes, resolution and the per-sample view sampling (``reference_semantics.md`` §1.5)."""
+    """Scenes, resolution and view sampling (``../shared/docs/reference_semantics.md`` §1.5, not shipped)."""
 
     scenes: tuple[str, ...] = ()
     """Scene folders (holding ``opencv_cameras.json``), JSON files listing scene paths, or glob patterns."""
@@ -72,7 +72,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW + linear warm-up + cosine decay (``reference_semantics.md`` §7.1)."""
+    """AdamW + linear warm-up + cosine decay (``../shared/docs/reference_semantics.md`` §7.1, not shipped)."""
 
     lr: float = 3e-4
     """Peak learning rate."""
@@ -99,7 +99,7 @@ class OptimConfig:
 
 @dataclass
 class LossConfig:
-    """Weights of the training loss terms (``reference_semantics.md`` §6.3)."""
+    """Weights of the training loss terms (``../shared/docs/reference_semantics.md`` §6.3, not shipped)."""
 
     mse: float = 1.0
     perceptual: float = 0.5

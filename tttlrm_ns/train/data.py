@@ -8,13 +8,14 @@ the input and target views all come from ``numpy.random.default_rng([seed, step,
 * the data position in a checkpoint is just the step number, and a resumed run sees exactly the same samples;
 * sequence-parallel ranks of one group draw the same sample and load only their share of its views.
 
-View sampling (``reference_semantics.md`` §1.5, "window"): frame distance ``U{window_min .. min(window_max, F-1)}``,
-window start uniform, ``frames_per_window`` frames loaded = both ends + distinct random frames strictly inside, in
-random order. Inputs: the first ``N_in`` of that list, or ``N_in`` evenly spaced sorted frames when ``N_in`` is
-below a quarter of the list (the clean form of Q17). Targets: ``N_tgt`` drawn without replacement from all loaded
-frames, inputs included (overlap, as the official sampler). "ar": the ``2 N_in`` temporally first loaded frames,
-``N_in`` of them as sorted inputs; targets from those (all loaded frames if fewer than ``2 N_in``). "random"
-(object renders, no temporal order): inputs and targets drawn independently from all frames.
+View sampling ("window"; ``../shared/docs/reference_semantics.md`` §1.5, not shipped): frame distance
+``U{window_min .. min(window_max, F-1)}``, window start uniform, ``frames_per_window`` frames loaded = both ends +
+distinct random frames strictly inside, in random order. Inputs: the first ``N_in`` of that list, or ``N_in`` evenly
+spaced sorted frames when ``N_in`` is below a quarter of the list (a clean form of the official stride rule).
+Targets: ``N_tgt`` drawn without replacement from all loaded frames, inputs included (overlap, as the official
+sampler). "ar": the ``2 N_in`` temporally first loaded frames, ``N_in`` of them as sorted inputs; targets from those
+(all loaded frames if fewer than ``2 N_in``). "random" (object renders, no temporal order): inputs and targets drawn
+independently from all frames.
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ def draw_views(num_frames: int, n_in: int, n_tgt: int, cfg: DataConfig,
 
 
 def shard(views: Sequence[int], sp_rank: int, sp_size: int, interleave: bool) -> list[int]:
-    """This rank's share of a view list: contiguous blocks, or ``v_r, v_{r+s}, ...`` (AR scan, §4.10).
+    """This rank's share of a view list: contiguous blocks, or ``v_r, v_{r+s}, ...`` (AR scan: the official
+    sequence-parallel layout).
 
     The global view order seen by the model is the concatenation of the shards in rank order.
     """

@@ -1,6 +1,7 @@
 """The training loop: one script from one CPU process to many GPUs (torchrun).
 
-Per optimiser step (``reference_semantics.md`` §7.1): ``accum`` micro steps, each
+Per optimiser step (the Long-LRM loop that tttLRM inherits; notes in ``../shared/docs/reference_semantics.md``
+§7.1, not shipped): ``accum`` micro steps, each
   images -> model (sequence-parallel shard) -> Gaussians -> all-gather over the sp group -> opacity pruning ->
   deferred rasterisation of this rank's target views -> MSE + LPIPS (+ opacity, depth) -> backward;
 then gradient reduction, non-finite handling (nan -> 0, +-inf -> +-1e-3), global-norm clipping at
@@ -28,6 +29,7 @@ from torch import Tensor
 
 from tttlrm_ns.conventions import fxfycxcy_to_K
 from tttlrm_ns.gaussians import Gaussians, prune
+from tttlrm_ns.render.splat import render_gaussians
 
 from . import parallel as par
 from .checkpoint import export_model, load_latest, rng_state, save_checkpoint, set_rng_state
@@ -94,29 +96,16 @@ def render_views(g: Gaussians, c2w: Tensor, fxfycxcy: Tensor, height: int, width
                  rasterize_fn: Callable) -> Tensor:
     """Render unbatched Gaussians [N, ...] into T views (``c2w`` [T, 4, 4], ``fxfycxcy`` [T, 4]) -> [T, 3, H, W].
 
-    Official settings (§6.1): fp32, normalised quaternions, ``exp`` scales, ``sigmoid`` opacities, SH colours,
-    classic rasterisation, white background. Cameras get no gradient.
+    The run's render settings (``cfg.render``, ``cfg.data.background``) through
+    :func:`tttlrm_ns.render.splat.render_gaussians`: the official renderer's fp32, classic rasterisation and
+    background colour. Cameras get no gradient.
     """
-    from tttlrm_ns.render.deferred import deferred_rasterize
-
     r = cfg.render
-    viewmats = torch.linalg.inv(c2w.float()).detach()
-    Ks = fxfycxcy_to_K(fxfycxcy.float()).detach()
-    bg = torch.tensor(cfg.data.background, dtype=torch.float32, device=c2w.device).expand(c2w.shape[0], 3)
-    args = (g.means.float(), g.quats.float(), torch.exp(g.log_scales.float()),
-            torch.sigmoid(g.opacity_logits.float())[..., 0], g.sh.float(), viewmats, Ks, width, height)
-    kwargs = dict(near_plane=r.near_plane, far_plane=r.far_plane, eps2d=r.eps2d, sh_degree=g.sh_degree,
-                  backgrounds=bg, rasterize_mode="classic")
-    if r.deferred and r.deferred_patch is not None:
-        # Window rendering is a feature of the CPU backends; it bypasses ``rasterize_fn``.
-        if r.backend != "auto":
-            kwargs["backend"] = r.backend
-        colors, _ = deferred_rasterize(*args, patch_size=r.deferred_patch, **kwargs)
-    elif r.deferred:
-        colors, _ = deferred_rasterize(*args, rasterize_fn=rasterize_fn, **kwargs)
-    else:
-        colors, _, _ = rasterize_fn(*args, **kwargs)
-    return colors[..., :3].permute(0, 3, 1, 2)
+    bg = torch.tensor(cfg.data.background, dtype=torch.float32, device=c2w.device)  # [3]
+    out = render_gaussians(g, c2w.detach(), fxfycxcy_to_K(fxfycxcy.float()).detach(), width, height, background=bg,
+                           near_plane=r.near_plane, far_plane=r.far_plane, eps2d=r.eps2d, backend=r.backend,
+                           rasterize_fn=rasterize_fn, deferred=r.deferred, deferred_patch=r.deferred_patch)
+    return out.rgb.permute(0, 3, 1, 2)
 
 
 # ---------------------------------------------------------------------------------------------------------------

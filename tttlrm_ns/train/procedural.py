@@ -16,21 +16,16 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
-from tttlrm_ns.conventions import PIXEL_CENTER_OFFSET
+from tttlrm_ns import conventions
 
 
 def _look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
     """OpenCV c2w [4, 4] at ``eye`` looking at ``target``; the world +y axis is 'down' like the image rows."""
-    z = target - eye
-    z /= np.linalg.norm(z)
-    x = np.cross(np.array([0.0, 1.0, 0.0]), z)  # OpenCV: x = y x z with y ~ world down
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    c2w = np.eye(4)
-    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = x, y, z, eye
-    return c2w
+    c2w_gl = conventions.look_at_gl(eye, target, up=np.array([0.0, -1.0, 0.0]))
+    return conventions.opengl_to_opencv_c2w(torch.from_numpy(c2w_gl)).numpy()
 
 
 def _planes(rng: np.random.Generator, n_quads: int) -> list[dict]:
@@ -96,7 +91,8 @@ def make_scene(folder: str | Path, num_frames: int = 24, height: int = 32, width
     fx = fy = 0.8 * width
     cx, cy = width / 2, height / 2
     v, u = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-    cam_dirs = np.stack([(u + PIXEL_CENTER_OFFSET - cx) / fx, (v + PIXEL_CENTER_OFFSET - cy) / fy,
+    half = conventions.PIXEL_CENTER_OFFSET
+    cam_dirs = np.stack([(u + half - cx) / fx, (v + half - cy) / fy,
                          np.ones_like(u, dtype=float)], -1).reshape(-1, 3)  # z = 1: depth = t * 1 on unit-z rays
     phase = rng.uniform(0, 2 * math.pi)
     frames = []
@@ -115,7 +111,7 @@ def make_scene(folder: str | Path, num_frames: int = 24, height: int = 32, width
         np.save(folder / "depth" / f"{name}.npy", depth)
         frames.append({"file_path": f"images/{name}.png", "depth_path": f"depth/{name}.npy", "w": width,
                        "h": height, "fx": fx, "fy": fy, "cx": cx, "cy": cy,
-                       "w2c": np.linalg.inv(c2w).tolist()})
+                       "w2c": conventions.c2w_to_w2c(torch.from_numpy(c2w)).tolist()})
     (folder / "opencv_cameras.json").write_text(json.dumps({"scene_name": folder.name, "frames": frames}))
     return folder
 

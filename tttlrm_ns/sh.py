@@ -1,5 +1,8 @@
 """Real spherical-harmonics colours in gsplat's convention (degree 0-3).
 
+A leaf module (torch only) because two layers need the same basis: the renderers evaluate colours with it
+(:mod:`tttlrm_ns.render`) and :mod:`tttlrm_ns.gaussians` rotates SH coefficients with it.
+
 Basis: the real SH basis with the sign convention of the INRIA 3DGS / gsplat CUDA code (Sloan, "Efficient
 Spherical Harmonic Evaluation", JCGT 2013). Directions are normalised here; the caller adds the +0.5 offset and
 clamps at 0 (gsplat's `rasterization` does that after `spherical_harmonics`).

@@ -1,0 +1,95 @@
+"""The module dependency order of docs/architecture.md, checked against the imports of the source (module-level and
+inside functions alike): a unit imports only itself and units of lower layers, and nerfstudio only from the layers
+that say so."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "tttlrm_ns"
+
+# (layer, unit); a unit is a module, a package, or a package's module named on its own. Keep in step with the
+# "Dependency order" section of docs/architecture.md.
+LAYERS = {
+    "tttlrm_ns": 0, "conventions": 0, "sh": 0,
+    "gaussians": 1,
+    "render": 2, "model": 2, "data": 2, "synth": 2, "eval.metrics": 2, "eval.lpips_weights": 2, "eval.protocol": 2,
+    "train": 3,
+    "data.dataparser": 4, "ns": 4, "method_configs": 4,
+    "eval": 5,  # runner, cli, report, scaling: the evaluation apps
+}
+NERFSTUDIO_LAYERS = {4, 5}
+
+
+def _unit(module: str) -> str:
+    """'tttlrm_ns.data.dataparser' -> 'data.dataparser'; 'tttlrm_ns.render.splat' -> 'render'."""
+    parts = module.split(".")[1:]
+    for n in (2, 1):
+        if ".".join(parts[:n]) in LAYERS:
+            return ".".join(parts[:n])
+    if not parts or not ((PKG / parts[0]).is_dir() or (PKG / f"{parts[0]}.py").is_file()):
+        return "tttlrm_ns"  # the package itself, or a name defined in its __init__ (BUNDLED_CHECKPOINT)
+    return parts[0]
+
+
+def _module(path: Path) -> str:
+    return ".".join(path.relative_to(PKG.parent).with_suffix("").parts).removesuffix(".__init__")
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """Absolute names of everything ``path`` imports (``from a import b`` gives ``a.b``, which may be a module)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolve against this module's package
+                pkg = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+                base = ".".join(pkg[: len(pkg) - node.level + 1] + ([base] if base else []))
+            names |= {f"{base}.{a.name}" for a in node.names}
+    return names
+
+
+def _graph() -> dict[str, set[str]]:
+    edges: dict[str, set[str]] = {}
+    for path in PKG.rglob("*.py"):
+        module = _module(path)
+        src = _unit(module)
+        for name in _imports(path, module):
+            top = name.split(".")[0]
+            if top == "nerfstudio" or top == "tttlrm_ns":
+                dst = "nerfstudio" if top == "nerfstudio" else _unit(name)
+                if dst != src:
+                    edges.setdefault(src, set()).add(dst)
+    return edges
+
+
+def test_every_unit_has_a_layer():
+    units = {_unit(_module(p)) for p in PKG.rglob("*.py")}
+    assert units <= set(LAYERS), f"units missing from LAYERS (and from docs/architecture.md): {units - set(LAYERS)}"
+
+
+def test_imports_follow_the_dependency_order():
+    """Lower layers only; within a layer only the same package (eval.metrics -> eval.lpips_weights) or the nerfstudio
+    glue of layer 4 (ns <-> method_configs <-> data.dataparser)."""
+    bad = []
+    for src, dsts in sorted(_graph().items()):
+        for dst in sorted(dsts):
+            if dst == "nerfstudio":
+                if LAYERS[src] not in NERFSTUDIO_LAYERS:
+                    bad.append(f"{src} (layer {LAYERS[src]}) imports nerfstudio")
+                continue
+            same_package = src.split(".")[0] == dst.split(".")[0]
+            if LAYERS[dst] > LAYERS[src] or (LAYERS[dst] == LAYERS[src] and not same_package and LAYERS[src] != 4):
+                bad.append(f"{src} (layer {LAYERS[src]}) imports {dst} (layer {LAYERS[dst]})")
+    assert not bad, "imports against docs/architecture.md:\n" + "\n".join(bad)
+
+
+def test_the_document_lists_the_same_layers():
+    text = (PKG.parent / "docs" / "architecture.md").read_text()
+    for unit in LAYERS:
+        if unit != "tttlrm_ns":
+            shown = unit.replace(".", "/") + ("/" if (PKG / unit.replace(".", "/")).is_dir() else ".py")
+            assert shown in text, f"docs/architecture.md does not mention {shown}"
