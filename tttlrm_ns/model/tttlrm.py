@@ -147,9 +147,9 @@ class TttlrmModel(nn.Module):
                     inter[f"block{i}.ttt_w{j}"] = wj
         return x, new_states
 
-    def _output(self, raw: Tensor, origins: Tensor, dirs: Tensor, inter: dict) -> TttlrmOutput:
+    def _output(self, raw: Tensor, origins: Tensor, dirs: Tensor, inter: dict, images: Tensor) -> TttlrmOutput:
         raw = raw.to(torch.promote_types(raw.dtype, torch.float32))
-        return TttlrmOutput(decode_gaussians(raw, origins, dirs, self.cfg), raw, inter)
+        return TttlrmOutput(decode_gaussians(raw, origins, dirs, self.cfg, images), raw, inter)
 
     def forward(
         self,
@@ -210,7 +210,7 @@ class TttlrmModel(nn.Module):
                 decoded = x if all_views else x[:, tok_index]
             raw = self.decoder(decoded)  # [B, Vq*n, p*p*C]
         sel = virtual_view_indices
-        return self._output(raw, origins[:, sel], dirs[:, sel], inter)
+        return self._output(raw, origins[:, sel], dirs[:, sel], inter, images[:, sel])
 
     # --- causal streaming ---------------------------------------------------------------------------
     def stream_step(
@@ -233,7 +233,7 @@ class TttlrmModel(nn.Module):
             x = self.input_layernorm(self.tokenizer(feats))
             x, states = self._run_blocks(x, n, full_schedule(v * n, v * n), states=states)
             raw = self.decoder(x)
-        return self._output(raw, origins, dirs, {}), states
+        return self._output(raw, origins, dirs, {}, images), states
 
     def _forward_stream(self, images: Tensor, c2w: Tensor, fxfycxcy: Tensor) -> TttlrmOutput:
         v = images.shape[1]

@@ -157,14 +157,14 @@ def _encode_tokens(model: TttlrmModel, images: Tensor, c2w: Tensor, fxfycxcy: Te
 
 
 def _decode_chunk(
-    model: TttlrmModel, x: Tensor, c2w: Tensor, fxfycxcy: Tensor, s: int, e: int, h: int, w: int
+    model: TttlrmModel, x: Tensor, images: Tensor, c2w: Tensor, fxfycxcy: Tensor, s: int, e: int, h: int, w: int
 ) -> Gaussians:
     """Gaussians [(e-s)*h*w] of views s..e-1 from the final tokens ``x`` [1, V*n, d]."""
     cfg = model.cfg
     n = (h // cfg.patch_size) * (w // cfg.patch_size)
     raw = model.decoder(x[:, s * n : e * n])  # [1, (e-s)*n, p*p*C]
     origins, dirs = pixel_rays(c2w[None, s:e], fxfycxcy[None, s:e], h, w, cfg.geometry_bf16_compat)
-    return decode_gaussians(raw, origins, dirs, cfg)[0]
+    return decode_gaussians(raw, origins, dirs, cfg, images[None, s:e])[0]
 
 
 @torch.no_grad()
@@ -209,14 +209,14 @@ def predict_gaussians(
         x, _ = model._run_blocks(x, n, ops)
 
         if prune is None or prune.keep_top <= 0:
-            parts = [_decode_chunk(model, x, c2w, fxfycxcy, s, e, h, w) for s, e in chunks]
+            parts = [_decode_chunk(model, x, images, c2w, fxfycxcy, s, e, h, w) for s, e in chunks]
             return Gaussians.cat(parts) if len(parts) > 1 else parts[0]
 
         # Pass 1: opacity logits of every Gaussian -> the global kept set (exactly `prune` on the full output).
         per_view = h * w
         logits = torch.empty(v * per_view, device=images.device)
         for s, e in chunks:
-            g = _decode_chunk(model, x, c2w, fxfycxcy, s, e, h, w)
+            g = _decode_chunk(model, x, images, c2w, fxfycxcy, s, e, h, w)
             logits[s * per_view : e * per_view] = g.opacity_logits[:, 0]
         many = v >= prune.many_views
         keep = prune_indices(
@@ -232,7 +232,7 @@ def predict_gaussians(
         # Pass 2: decode each chunk again and scatter its survivors into their output slots.
         out: Optional[Gaussians] = None
         for s, e in chunks:
-            g = _decode_chunk(model, x, c2w, fxfycxcy, s, e, h, w)
+            g = _decode_chunk(model, x, images, c2w, fxfycxcy, s, e, h, w)
             dest = slot[s * per_view : e * per_view]
             sel = dest >= 0
             if out is None:
