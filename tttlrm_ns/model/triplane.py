@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .blocks import LaCTBlock, layer_norm
+from .checkpoint import KIND_KEY
 from .config import TttlrmConfig
 from .lact import FastWeightState, ar_schedule, full_schedule
 from .rays import pixel_rays, ray_input
@@ -337,7 +338,6 @@ def preset(name: str, **backbone_overrides) -> tuple[TttlrmConfig, TriplaneConfi
 # ---------------------------------------------------------------------------------------------------------------
 # checkpoints
 
-KIND_KEY = "model_kind"
 TRIPLANE_KEY = "triplane_config"
 
 
