@@ -17,7 +17,7 @@ import dataclasses
 import torch
 
 from tttlrm_ns.model import TttlrmModel
-from tttlrm_ns.model.checkpoint import load_model, save_model
+from tttlrm_ns.model.checkpoint import load_model, read_metadata, read_trained_for, save_model
 
 
 def dc_rows(patch_size: int, gaussian_channels: int) -> torch.Tensor:
@@ -39,7 +39,11 @@ def main(argv=None) -> int:
     model.load_state_dict(src.state_dict())
     with torch.no_grad():
         model.decoder[1].weight[dc_rows(model.cfg.patch_size, model.cfg.gaussian_channels)] = 0.0
-    save_model(model, args.dst, extra_metadata={"derived_from": str(args.src), "surgery": "rgb_skip, DC rows zeroed"})
+    # The weights keep what they were trained for (scan, normalisation, resolution, ...) and their step count.
+    trained, _ = read_trained_for(args.src)
+    extra = {k: v for k, v in read_metadata(args.src).items() if k == "train_step"}
+    extra.update(derived_from=str(args.src), surgery="rgb_skip on, decoder degree-0 SH rows zeroed")
+    save_model(model, args.dst, extra_metadata=extra, trained_for=trained)
     print(f"wrote {args.dst}: rgb_skip=True, decoder degree-0 SH rows zeroed, other weights from {args.src}")
     return 0
 

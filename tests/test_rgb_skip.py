@@ -67,10 +67,15 @@ def test_surgery_keeps_geometry_and_makes_colour_the_input(tmp_path):
     src = TttlrmModel(_cfg(sh_degree=0)).eval()
     with torch.no_grad():  # a decoder that emits sizeable colours, as a trained one does
         src.decoder[1].weight.normal_(std=0.3)
-    save_model(src, tmp_path / "src.safetensors")
+    from tttlrm_ns.model.checkpoint import TrainedFor, read_trained_for
+
+    trained = TrainedFor(kind="scene", scan="full", normalization="mean_cam", resolution="8x8", background="white",
+                         preset="custom")
+    save_model(src, tmp_path / "src.safetensors", trained_for=trained)
     assert mod.main([str(tmp_path / "src.safetensors"), str(tmp_path / "dst.safetensors")]) == 0
     dst = load_model(tmp_path / "dst.safetensors").eval()
     assert dst.cfg.rgb_skip
+    assert read_trained_for(tmp_path / "dst.safetensors")[0] == trained  # what the weights are for is kept
     images, c2w, k = _inputs()
     with torch.no_grad():
         a, b = src(images, c2w, k).gaussians, dst(images, c2w, k).gaussians
