@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 import torch
 
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
     # The weights keep what they were trained for (scan, normalisation, resolution, ...) and their step count.
     trained, _ = read_trained_for(args.src)
     extra = {k: v for k, v in read_metadata(args.src).items() if k == "train_step"}
-    extra.update(derived_from=str(args.src), surgery="rgb_skip on, decoder degree-0 SH rows zeroed")
+    extra.update(derived_from=Path(args.src).name, surgery="rgb_skip on, decoder degree-0 SH rows zeroed")
     save_model(model, args.dst, extra_metadata=extra, trained_for=trained)
     print(f"wrote {args.dst}: rgb_skip=True, decoder degree-0 SH rows zeroed, other weights from {args.src}")
     return 0
