@@ -1,4 +1,4 @@
-"""The depth-range prior of the Gaussian head (``dist_shift``) and the metric log-depth training term."""
+"""The depth-range prior of the Gaussian head (``dist_shift``), the metric log-depth and the silhouette training terms."""
 
 from __future__ import annotations
 
@@ -55,3 +55,26 @@ def test_log_depth_term_is_zero_on_truth_and_sees_scale():
     assert float(depth_partial(scaled, c2w, gt, p, total)) < 1e-4
     valid = int((gt > 0).sum())
     torch.testing.assert_close(log_depth_partial(scaled, c2w, gt, p, total), torch.tensor(math.log(2) * valid / total))
+
+
+def test_mask_term_rewards_opacity_only_where_the_data_has_a_surface():
+    from tttlrm_ns.train.losses import mask_partial
+
+    v, h, w, p = 1, 4, 4, 2
+    depth = torch.zeros(v, h, w)
+    depth[0, :, :2] = 1.5  # left half: object, right half: background
+    surface = to_patch_major_depth(depth, p)
+    right = torch.where(surface, 8.0, -8.0)[:, None]  # opaque on the object, transparent on the background
+    wrong = -right
+    total = v * h * w
+    assert float(mask_partial(right, depth, p, total)) < 1e-3
+    assert float(mask_partial(wrong, depth, p, total)) > 7.0
+    # the pixel order is the head's (patch-major): a row-major guess of the same logits scores badly
+    row_major = torch.where(depth.reshape(-1) > 0, 8.0, -8.0)[:, None]
+    assert float(mask_partial(row_major, depth, p, total)) > 1.0
+
+
+def to_patch_major_depth(depth: torch.Tensor, p: int) -> torch.Tensor:
+    from tttlrm_ns.model.head import to_patch_major
+
+    return to_patch_major(depth[:, None, None], p).reshape(-1) > 0

@@ -236,6 +236,11 @@ def test_triplane_file_round_trip_and_gaussian_file_refused(tmp_path):
     gpath = save_model(TttlrmModel(presets.tiny()), tmp_path / "gauss.safetensors")
     with pytest.raises(CheckpointError, match="Gaussian tttLRM checkpoint.*tttlrm-object"):
         load_triplane(gpath)
+    # and the other way round: the Gaussian loader names the triplane file's kind and method, not missing keys
+    from tttlrm_ns.model.checkpoint import load_model
+
+    with pytest.raises(CheckpointError, match="holds a triplane model.*ns-train tttlrm-triplane"):
+        load_model(path)
 
 
 # --- bundled weights and the trainer -------------------------------------------------------------------------------

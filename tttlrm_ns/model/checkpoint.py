@@ -47,6 +47,8 @@ from .tttlrm import TttlrmModel
 AUXILIARY_PREFIXES = ("depth_anything.", "perceptual_loss_module.")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 CONFIG_KEY = "tttlrm_config"
+KIND_KEY = "model_kind"
+"""Metadata key of the model family (absent or 'gaussian': the Gaussian model; 'triplane': model/triplane.py)."""
 TRAINED_PREFIX = "trained."
 
 
@@ -255,6 +257,15 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu", **con
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"model file {path} does not exist")
+    # A triplane file carries the backbone config too, so without this check it would fail later with a list of
+    # missing/unexpected keys instead of saying what it is.
+    kind = read_metadata(path).get(KIND_KEY, "gaussian")
+    if kind != "gaussian":
+        raise CheckpointError(
+            f"{path} holds a {kind} model (metadata model_kind={kind}), not the Gaussian tttLRM model: use it with "
+            f"`ns-train tttlrm-{kind}` (--pipeline.model.checkpoint), or give a Gaussian checkpoint "
+            "(e.g. tttlrm_ns/assets/weights/tttlrm_scene.safetensors)"
+        )
     cfg = read_config(path)
     if config_overrides:
         cfg = cfg.replace(**config_overrides)

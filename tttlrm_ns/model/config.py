@@ -101,6 +101,10 @@ class TttlrmConfig:
     """Upper clamp of the log-scale (official hard-coded value)."""
     opacity_shift: float = -2.0
     """Offset added to the raw opacity logit."""
+    rgb_skip: bool = False
+    """Add the Gaussian's own input pixel colour to its degree-0 SH coefficient (``(rgb - 0.5) / C0``), so a
+    decoder output of 0 reproduces the input pixel. Not in the official model (off for parity); it spares a
+    small model the many steps it needs to learn the identity colour path through the patch tokenizer."""
     geometry_bf16_compat: bool = False
     """Round the ray rotation and ``max_dist * sigmoid`` to bfloat16 as the official code does under
     autocast. Off: geometry is always float32."""

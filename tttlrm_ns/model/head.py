@@ -7,10 +7,13 @@ patch, column in patch (§5.2), which is the order of the decoder's output chann
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
 from ..gaussians import Gaussians
+from ..render.sh import C0
 from .config import TttlrmConfig
 
 
@@ -21,12 +24,15 @@ def to_patch_major(x: Tensor, patch: int) -> Tensor:
     return x.permute(0, 1, 3, 5, 4, 6, 2).reshape(b, v * h * w, c)
 
 
-def decode_gaussians(raw: Tensor, origins: Tensor, directions: Tensor, cfg: TttlrmConfig) -> Gaussians:
+def decode_gaussians(
+    raw: Tensor, origins: Tensor, directions: Tensor, cfg: TttlrmConfig, images: Optional[Tensor] = None
+) -> Gaussians:
     """Activate the decoder output.
 
     Args:
         raw: [B, V*n, p*p*C] decoder output (one row per token).
         origins, directions: [B, V, 3, H, W] pixel rays of the decoded views (unit directions).
+        images: [B, V, 3, H, W] in [0, 1], the decoded views' pixels; required when ``cfg.rgb_skip``.
     Returns:
         Gaussians with leading dims [B, V*H*W], float32.
     """
@@ -38,12 +44,18 @@ def decode_gaussians(raw: Tensor, origins: Tensor, directions: Tensor, cfg: Tttl
     k = cfg.sh_coeffs
     xyz, sh, scale, quat, opacity = torch.split(y, [3, 3 * k, 3, 4, 1], dim=-1)
     # Distance along the unit ray; only the mean of the three position channels is used (Q16).
+    sh = sh.reshape(b, -1, k, 3)
+    if cfg.rgb_skip:
+        if images is None:
+            raise ValueError("rgb_skip=True needs the decoded views' images in decode_gaussians")
+        rgb = to_patch_major(images.to(sh.dtype), cfg.patch_size)  # [B, N, 3]
+        sh = torch.cat([sh[:, :, :1] + ((rgb - 0.5) / C0)[:, :, None], sh[:, :, 1:]], dim=2)
     dist = torch.sigmoid(xyz.mean(dim=-1, keepdim=True) + cfg.dist_shift) * cfg.max_dist
     if cfg.geometry_bf16_compat:
         dist = dist.to(torch.bfloat16).float()
     return Gaussians(
         means=o + dist * d,
-        sh=sh.reshape(b, -1, k, 3),
+        sh=sh,
         log_scales=torch.clamp(scale + cfg.scale_shift, max=cfg.max_log_scale),
         quats=quat,
         opacity_logits=opacity + cfg.opacity_shift,

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .blocks import layer_norm
+from .checkpoint import KIND_KEY
 from .config import TttlrmConfig
 from .lact import FastWeightState
 from .rays import pixel_rays
@@ -294,7 +295,6 @@ def preset(name: str, **backbone_overrides) -> tuple[TttlrmConfig, TriplaneConfi
 # ---------------------------------------------------------------------------------------------------------------
 # checkpoints
 
-KIND_KEY = "model_kind"
 TRIPLANE_KEY = "triplane_config"
 
 

@@ -321,12 +321,15 @@ class TttlrmModel(LaCTBackbone):
         return BlocksOutput(decoded, states)
 
     # --- stage 3: decoding ----------------------------------------------------------------------------------
-    def decode(self, tokens: Tensor, c2w: Tensor, fxfycxcy: Tensor, height: int, width: int) -> TttlrmOutput:
+    def decode(
+        self, tokens: Tensor, c2w: Tensor, fxfycxcy: Tensor, height: int, width: int, images: Optional[Tensor] = None
+    ) -> TttlrmOutput:
         """Final tokens of the decoded views -> one Gaussian per pixel.
 
         Args:
             tokens: [B, Vq*n, d] (``run_blocks(...).tokens``). c2w: [B, Vq, 4, 4], fxfycxcy: [B, Vq, 4]: the
                 cameras of those views. height, width: pixels per view.
+            images: [B, Vq, 3, H, W] those views' pixels; needed by ``cfg.rgb_skip`` (ignored otherwise).
         Returns:
             Gaussians [B, Vq*H*W, ...] (patch-major order) and ``raw`` [B, Vq*n, p*p*C] (float32).
         """
@@ -334,10 +337,11 @@ class TttlrmModel(LaCTBackbone):
             raw = self.decoder(tokens)  # [B, Vq*n, p*p*C]
         raw = raw.to(torch.promote_types(raw.dtype, torch.float32))
         origins, dirs = pixel_rays(c2w, fxfycxcy, height, width, self.cfg.geometry_bf16_compat)  # [B, Vq, 3, H, W]
-        return TttlrmOutput(decode_gaussians(raw, origins, dirs, self.cfg), raw)
+        return TttlrmOutput(decode_gaussians(raw, origins, dirs, self.cfg, images), raw)
 
     def decode_chunks(
-        self, tokens: Tensor, c2w: Tensor, fxfycxcy: Tensor, height: int, width: int, chunk_views: Optional[int]
+        self, tokens: Tensor, c2w: Tensor, fxfycxcy: Tensor, height: int, width: int, chunk_views: Optional[int],
+        images: Optional[Tensor] = None,
     ) -> Iterator[tuple[int, int, Gaussians]]:
         """:meth:`decode`, ``chunk_views`` views at a time (bounds the decoder output and rays to one chunk).
 
@@ -345,7 +349,8 @@ class TttlrmModel(LaCTBackbone):
         """
         n = self.tokens_per_view(height, width)
         for s, e in view_chunks(c2w.shape[1], chunk_views):
-            out = self.decode(tokens[:, s * n : e * n], c2w[:, s:e], fxfycxcy[:, s:e], height, width)
+            out = self.decode(tokens[:, s * n : e * n], c2w[:, s:e], fxfycxcy[:, s:e], height, width,
+                              None if images is None else images[:, s:e])
             yield s, e, out.gaussians
 
     def decode_pruned(
@@ -359,6 +364,7 @@ class TttlrmModel(LaCTBackbone):
         chunk_views: Optional[int] = None,
         generator: Optional[torch.Generator] = None,
         num_views: Optional[int] = None,
+        images: Optional[Tensor] = None,
     ) -> Gaussians:
         """Decode and opacity-prune one scene while holding one chunk of Gaussians plus the kept ones.
 
@@ -373,13 +379,14 @@ class TttlrmModel(LaCTBackbone):
             chunk_views: views per decoding chunk (None: one chunk).
             generator: RNG of the random part of pruning.
             num_views: input view count that selects the ``*_many_views`` fractions (default: Vq).
+            images: [1, Vq, 3, H, W] the decoded views' pixels (``cfg.rgb_skip``).
         Returns:
             Unbatched Gaussians [M, ...] (float32).
         """
         if tokens.shape[0] != 1:
             raise ValueError(f"decode_pruned handles one scene (batch 1), got a batch of {tokens.shape[0]}")
         vq = c2w.shape[1]
-        chunks = lambda: self.decode_chunks(tokens, c2w, fxfycxcy, height, width, chunk_views)  # noqa: E731
+        chunks = lambda: self.decode_chunks(tokens, c2w, fxfycxcy, height, width, chunk_views, images)  # noqa: E731
         if prune is None or prune.keep_top <= 0:
             parts = [g[0] for _, _, g in chunks()]
             return Gaussians.cat(parts) if len(parts) > 1 else parts[0]
@@ -447,7 +454,8 @@ class TttlrmModel(LaCTBackbone):
         blocks = self.run_blocks(x, self.tokens_per_view(h, w), virtual_view_indices, sp_group, intermediates=inter)
         if virtual_view_indices is not None:
             c2w, fxfycxcy = c2w[:, virtual_view_indices], fxfycxcy[:, virtual_view_indices]
-        out = self.decode(blocks.tokens, c2w, fxfycxcy, h, w)
+            images = images[:, virtual_view_indices]
+        out = self.decode(blocks.tokens, c2w, fxfycxcy, h, w, images)
         if inter is not None:
             out.intermediates = inter
         return out
@@ -469,7 +477,7 @@ class TttlrmModel(LaCTBackbone):
         h, w = images.shape[-2:]
         x = self.encode(images, c2w, fxfycxcy)
         blocks = self.run_blocks(x, self.tokens_per_view(h, w), states=states)
-        return self.decode(blocks.tokens, c2w, fxfycxcy, h, w), blocks.states
+        return self.decode(blocks.tokens, c2w, fxfycxcy, h, w, images), blocks.states
 
     def _forward_stream(self, images: Tensor, c2w: Tensor, fxfycxcy: Tensor) -> TttlrmOutput:
         v = images.shape[1]

@@ -172,7 +172,7 @@ def predict_gaussians(
         return g if prune is None or prune.keep_top <= 0 else prune_gaussians(g, prune, v, generator)
     x = model.encode(images, c2w, fxfycxcy, chunk_views)  # [1, V*n, d]
     x = model.run_blocks(x, model.tokens_per_view(h, w)).tokens  # [1, V*n, d]
-    return model.decode_pruned(x, c2w, fxfycxcy, h, w, prune, chunk_views, generator)
+    return model.decode_pruned(x, c2w, fxfycxcy, h, w, prune, chunk_views, generator, images=images)
 
 
 __all__ = [

@@ -113,6 +113,9 @@ class LossConfig:
     """'disparity': the official scale- and shift-invariant normalised-disparity SmoothL1 (its teacher is a
     relative monocular depth). 'log_depth': L1 between log z of the Gaussians and log z of the data, for data with
     exact depth (our synthetic renders): it also teaches the absolute depth, which the invariant form leaves free."""
+    mask: float = 0.0
+    """Weight of the silhouette term (``losses.mask_partial``): input-pixel opacity vs "the data has a surface
+    here" (depth > 0). Object data on a background only (needs ``data.load_depth``); not in the official recipe."""
 
 
 @dataclass
@@ -242,6 +245,8 @@ class TrainConfig:
             problems.append("data.frames_per_window must be >= 2 (the window's two ends)")
         if self.loss.depth > 0 and not d.load_depth:
             problems.append("loss.depth > 0 needs data.load_depth=True (depth maps of the input views)")
+        if self.loss.mask > 0 and not d.load_depth:
+            problems.append("loss.mask > 0 needs data.load_depth=True (the silhouette is where the depth is > 0)")
         if o.max_steps < 1 or o.warmup_steps < 0:
             problems.append("optim.max_steps must be >= 1 and optim.warmup_steps >= 0")
         if self.render.deferred_patch is not None and self.render.deferred_patch % 16:

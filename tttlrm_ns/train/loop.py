@@ -35,9 +35,9 @@ from . import parallel as par
 from .checkpoint import export_model, load_latest, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, config_to_dict, dump_config
 from .data import RankSlots, StepBatchSampler, TrainDataset, make_loader, tokens_per_sample
-from .losses import PerceptualLoss, depth_partial, log_depth_partial, mse_partial, opacity_partial
+from .losses import PerceptualLoss, depth_partial, log_depth_partial, mask_partial, mse_partial, opacity_partial
 
-TERMS = ("mse", "perceptual", "opacity", "depth")
+TERMS = ("mse", "perceptual", "opacity", "depth", "mask")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -298,9 +298,13 @@ class Trainer:
                 totals["depth"] = totals["depth"] + depth_fn(
                     out.gaussians.means[i], batch["c2w"][i].to(dev), batch["depth"][i].to(dev),
                     cfg.model.patch_size, v_all * h * w)
+            if lw.mask > 0:
+                totals["mask"] = totals["mask"] + mask_partial(
+                    out.gaussians.opacity_logits[i], batch["depth"][i].to(dev), cfg.model.patch_size, v_all * h * w)
             if i == 0:
                 preview = (render[0].detach().clamp(0, 1).cpu(), target[0].cpu())
-        weights = {"mse": lw.mse, "perceptual": lw.perceptual, "opacity": lw.opacity, "depth": lw.depth}
+        weights = {"mse": lw.mse, "perceptual": lw.perceptual, "opacity": lw.opacity, "depth": lw.depth,
+                   "mask": lw.mask}
         loss = sum(weights[k] * totals[k] for k in TERMS) / b
         (loss * scale).backward()
         terms = {k: float(totals[k].detach()) / b for k in TERMS}

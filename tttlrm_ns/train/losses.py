@@ -50,6 +50,23 @@ def opacity_partial(opacity_logits: Tensor, total_gaussians: int) -> Tensor:
     return torch.sigmoid(opacity_logits.float()).sum() / total_gaussians
 
 
+def mask_partial(opacity_logits: Tensor, depth: Tensor, patch: int, total_pixels: int) -> Tensor:
+    """Silhouette term: binary cross-entropy between each input pixel's Gaussian opacity and whether the data has a
+    surface at that pixel (depth > 0), summed / ``total_pixels``.
+
+    Args:
+        opacity_logits: [V_loc * H * W, 1] logits of the local input views' Gaussians (patch-major, one per pixel).
+        depth: [V_loc, H, W] data z-depth, 0 where the ray hits nothing (object renders on a background).
+    Meant for object data: it tells every background pixel's Gaussian to vanish and every object pixel's to be
+    solid from the first step, a dense per-pixel signal that the photometric loss gives only through the render.
+    Scene data has a surface at every pixel, where the term would only push all opacities up.
+    """
+    v, h, w = depth.shape
+    target = (to_patch_major(depth[:, None, None], patch).reshape(-1) > 0).float()
+    logits = opacity_logits.float().reshape(-1)
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / total_pixels
+
+
 def _normalized_disparity(disp: Tensor) -> Tensor:
     """Per view: ``(d - median) / (mean |d - median| + 1e-6)`` over the pixels (lower median); disp [V, P]."""
     med = disp.median(dim=-1, keepdim=True).values
@@ -105,4 +122,4 @@ def depth_partial(means: Tensor, c2w: Tensor, depth: Tensor, patch: int, total_p
     return (loss * valid).sum() / total_pixels
 
 
-__all__ = ["PerceptualLoss", "depth_partial", "log_depth_partial", "mse_partial", "opacity_partial"]
+__all__ = ["PerceptualLoss", "depth_partial", "log_depth_partial", "mask_partial", "mse_partial", "opacity_partial"]
