@@ -12,7 +12,7 @@ from tttlrm_ns.model import TttlrmModel
 from tttlrm_ns.model.checkpoint import load_model, save_model
 from tttlrm_ns.model.config import TttlrmConfig
 from tttlrm_ns.model.head import decode_gaussians, to_patch_major
-from tttlrm_ns.render.sh import C0
+from tttlrm_ns.sh import C0
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ..gaussians import Gaussians
-from ..render.sh import C0
+from ..sh import C0
 from .config import TttlrmConfig
 
 
