@@ -12,14 +12,16 @@ from tttlrm_ns import conventions
 from tttlrm_ns.data.normalize import NormalizeConfig, normalize_views
 from tttlrm_ns.data.scene import ResizeConfig, load_scene, load_views
 from tttlrm_ns.eval.metrics import psnr
+from tttlrm_ns.gaussians import PruneConfig, prune
 from tttlrm_ns.model import TttlrmModel
 from tttlrm_ns.render.splat import render_gaussians
 
 
 def held_out_psnr(model: TttlrmModel, scene_dir: Path, height: int, width: int, inputs: Sequence[int],
-                  held_out: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+                  held_out: Sequence[int], keep_top: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(PSNR [T] of the model's renders of the held-out views, PSNR [T] of the inputs' mean colour, number of
-    predicted Gaussians). White background, as the nerfstudio methods render; mean_cam normalisation."""
+    predicted Gaussians). White background, as the nerfstudio methods render; mean_cam normalisation.
+    ``keep_top`` > 0: opacity pruning as the nerfstudio pipeline does (that fraction by opacity, 0.1 of the rest)."""
     scene = load_scene(scene_dir)
     resize = ResizeConfig(height=height, width=width, orientation="fixed", patch_size=model.cfg.patch_size)
     ins, outs = list(inputs), list(held_out)
@@ -32,6 +34,8 @@ def held_out_psnr(model: TttlrmModel, scene_dir: Path, height: int, width: int, 
             g = model(vin.images[None], c2w[None].float(), vin.fxfycxcy[None].float()).gaussians[0]
             for t in (g.means, g.sh, g.log_scales, g.quats, g.opacity_logits):
                 assert torch.isfinite(t).all()
+            if keep_top > 0:
+                g = prune(g, PruneConfig(keep_top=keep_top, keep_random=0.1), len(ins), torch.Generator().manual_seed(0))
             out = render_gaussians(g, c2w_t, conventions.fxfycxcy_to_K(vt.fxfycxcy.float()), width, height,
                                    background=torch.ones(3))
     finally:

@@ -1,7 +1,12 @@
-"""The shipped scene model (``tttlrm_ns/assets/weights/tttlrm_scene.safetensors``): it says what it was trained for
-and reconstructs held-out views of a bundled sample it never saw clearly better than the best flat colour, which the
-same architecture with random weights does not. Sample: the bundled sample scene (a synthetic room of another seed
-than the training rooms). One ``Case`` per shipped model: an object model gets its own entry when one is shipped.
+"""The shipped scene and object models (``tttlrm_ns/assets/weights/tttlrm_{scene,object}.safetensors``): each says
+what it was trained for and reconstructs held-out views of a bundled sample it never saw clearly better than the best
+flat colour *and* than the same architecture with random weights. Samples: the bundled sample scene (a synthetic
+room of another seed than the training rooms) and ``tests/assets/object_sample`` (a procedural object of seed 909;
+the object model was trained on seed 101).
+
+Why the random-weights comparison is part of the floor: with ``rgb_skip`` every Gaussian carries its input pixel's
+colour, so even random weights (Gaussians at the depth prior's distance) reproject the inputs and beat a flat colour
+on the scene sample; the floor is therefore the larger of "flat colour + margin" and "random weights + 0.3 dB".
 """
 
 from __future__ import annotations
@@ -32,17 +37,23 @@ class Case:
     held_out: tuple[int, ...]
     margin_db: float
     """How far above the flat-colour PSNR the trained model must be (the floor)."""
+    keep_top: float = 0.0
+    """Opacity pruning before rendering (the nerfstudio pipeline's default is 0.4)."""
 
 
 CASES = {
     # 8 inputs spread over the 64-frame path, held-out frames between them (the interpolation protocol)
     "scene": Case("tttlrm_scene.safetensors", "scene", SAMPLE_SCENE, 72, 128, tuple(range(2, 64, 8)),
                   (12, 28, 44, 60), 2.0),
+    # 8 inputs by farthest-point sampling of the 32 cameras (train.holdout.choose_views, 'sphere'), 8 other views
+    "object": Case("tttlrm_object.safetensors", "object", Path(__file__).parent / "assets" / "object_sample", 64, 64,
+                   (0, 3, 8, 9, 10, 13, 27, 28), (1, 2, 4, 5, 6, 7, 11, 12), 2.0, keep_top=0.4),
 }
 
 
 def _psnr_vs_flat(model: TttlrmModel, case: Case) -> tuple[torch.Tensor, torch.Tensor]:
-    trained, flat, _ = held_out_psnr(model, case.scene, case.height, case.width, case.inputs, case.held_out)
+    trained, flat, _ = held_out_psnr(model, case.scene, case.height, case.width, case.inputs, case.held_out,
+                                     case.keep_top)
     return trained, flat
 
 
@@ -61,13 +72,12 @@ def test_shipped_model_records_what_it_was_trained_for(name):
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_shipped_model_beats_a_flat_colour_and_random_weights_do_not(name):
-    """Floor from the data (the inputs' mean colour + a margin), so better weights pass it too; the random model
-    of the same configuration is checked against the flat colour, so the floor is known to separate trained from
-    untrained weights."""
+    """Floor from the data (the inputs' mean colour + a margin) and from the untrained model of the same
+    configuration (+ 0.3 dB), so better weights pass it too and random weights fail it."""
     case = CASES[name]
     model = load_model(WEIGHTS / case.file).eval()
     trained, flat = _psnr_vs_flat(model, case)
-    assert trained.mean() > flat.mean() + case.margin_db, (trained, flat)
     torch.manual_seed(0)
     random_psnr, _ = _psnr_vs_flat(TttlrmModel(read_config(WEIGHTS / case.file)).eval(), case)
-    assert random_psnr.mean() < flat.mean(), (random_psnr, flat)
+    floor = max(float(flat.mean()) + case.margin_db, float(random_psnr.mean()) + 0.3)
+    assert float(trained.mean()) > floor, (trained, flat, random_psnr)
