@@ -43,13 +43,13 @@ def decode_gaussians(
     d = to_patch_major(directions, cfg.patch_size)
     k = cfg.sh_coeffs
     xyz, sh, scale, quat, opacity = torch.split(y, [3, 3 * k, 3, 4, 1], dim=-1)
-    # Distance along the unit ray; only the mean of the three position channels is used (Q16).
     sh = sh.reshape(b, -1, k, 3)
-    if cfg.rgb_skip:
+    if cfg.rgb_skip:  # the renderer's colour is C0 * sh0 + 0.5, so (rgb - 0.5) / C0 is the pixel itself
         if images is None:
             raise ValueError("rgb_skip=True needs the decoded views' images in decode_gaussians")
         rgb = to_patch_major(images.to(sh.dtype), cfg.patch_size)  # [B, N, 3]
         sh = torch.cat([sh[:, :, :1] + ((rgb - 0.5) / C0)[:, :, None], sh[:, :, 1:]], dim=2)
+    # Distance along the unit ray; only the mean of the three position channels is used (Q16).
     dist = torch.sigmoid(xyz.mean(dim=-1, keepdim=True) + cfg.dist_shift) * cfg.max_dist
     if cfg.geometry_bf16_compat:
         dist = dist.to(torch.bfloat16).float()

@@ -3,7 +3,7 @@
 Per optimiser step (the Long-LRM loop that tttLRM inherits; notes in ``../shared/docs/reference_semantics.md``
 §7.1, not shipped): ``accum`` micro steps, each
   images -> model (sequence-parallel shard) -> Gaussians -> all-gather over the sp group -> opacity pruning ->
-  deferred rasterisation of this rank's target views -> MSE + LPIPS (+ opacity, depth) -> backward;
+  deferred rasterisation of this rank's target views -> MSE + LPIPS (+ opacity, depth, silhouette) -> backward;
 then gradient reduction, non-finite handling (nan -> 0, +-inf -> +-1e-3), global-norm clipping at
 ``grad_clip_norm``, and the optimiser step -- skipped (and counted) when the pre-clip norm exceeds
 ``skip_grad_norm`` or the loss is not finite. The scheduler steps every optimiser step, skipped or not.
