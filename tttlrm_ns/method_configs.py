@@ -81,6 +81,9 @@ tttlrm_object_config = _trainer(
         views=ViewSelectionConfig(mode="kmeans", num_views=24),
         method_kind="object",
         auto_long_side_cuda=512,
+        # On CPU: the bundled object model's training resolution (tttlrm_object.safetensors, 64x64); larger inputs
+        # were not measured with it. --pipeline.input-long-side overrides.
+        auto_long_side_cpu=64,
     ),
 )
 
