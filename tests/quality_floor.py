@@ -35,7 +35,8 @@ def held_out_psnr(model: TttlrmModel, scene_dir: Path, height: int, width: int, 
             for t in (g.means, g.sh, g.log_scales, g.quats, g.opacity_logits):
                 assert torch.isfinite(t).all()
             if keep_top > 0:
-                g = prune(g, PruneConfig(keep_top=keep_top, keep_random=0.1), len(ins), torch.Generator().manual_seed(0))
+                g = prune(g, PruneConfig(keep_top=keep_top, keep_random=0.1), len(ins),
+                          torch.Generator().manual_seed(0))
             out = render_gaussians(g, c2w_t, conventions.fxfycxcy_to_K(vt.fxfycxcy.float()), width, height,
                                    background=torch.ones(3))
     finally:

@@ -2,8 +2,8 @@
 
 Official format (``../shared/docs/reference_semantics.md`` §7.3, not shipped):
 ``torch.save({'model': state_dict, ...})`` with the keys of ``official_full_config_state_dict_shapes.json``; frozen
-auxiliary networks (``depth_anything.*``, ``perceptual_loss_module.*``) may be present and are ignored. The official loader uses ``strict=False``;
-we check every key and shape first and load nothing unless all fit.
+auxiliary networks (``depth_anything.*``, ``perceptual_loss_module.*``) may be present and are ignored. The official
+loader uses ``strict=False``; we check every key and shape first and load nothing unless all fit.
 
 Our format: one ``.safetensors`` file whose metadata holds the model config as JSON (key
 ``tttlrm_config``), written atomically (temporary file in the same folder, fsync, rename).

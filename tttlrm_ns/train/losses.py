@@ -61,7 +61,6 @@ def mask_partial(opacity_logits: Tensor, depth: Tensor, patch: int, total_pixels
     solid from the first step, a dense per-pixel signal that the photometric loss gives only through the render.
     Scene data has a surface at every pixel, where the term would only push all opacities up.
     """
-    v, h, w = depth.shape
     target = (to_patch_major(depth[:, None, None], patch).reshape(-1) > 0).float()
     logits = opacity_logits.float().reshape(-1)
     return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / total_pixels
