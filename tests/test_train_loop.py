@@ -234,6 +234,33 @@ def test_dataset_shards_rebuild_the_full_sample(sampling, procedural_scenes):  #
         assert torch.allclose(full["c2w"][0], torch.eye(4), atol=1e-5)  # first input view is the identity
 
 
+def test_target_scale_loads_and_renders_finer_targets(tmp_path, procedural_scenes):  # noqa: F811
+    """data.target_scale = 2: same inputs and cameras, targets at twice the size with doubled intrinsics, and the
+    trainer renders at the targets' size (a render at the input size would not match the target in the loss)."""
+    from tttlrm_ns.train.data import SampleKey, TrainDataset
+
+    key = SampleKey(step=3, slot=0, n_in=4, n_tgt=2)
+    items = {}
+    for s in (1, 2):
+        cfg = DataConfig(scenes=tuple(map(str, procedural_scenes)), height=8, width=8, target_scale=s,
+                         sampling="random", window_min=2, window_max=15, frames_per_window=16,
+                         num_input_views=(4,), num_target_views=2)
+        items[s] = TrainDataset(cfg, seed=7, patch_size=8)[key]
+    one, two = items[1], items[2]
+    assert one["target_images"].shape == (2, 3, 8, 8) and two["target_images"].shape == (2, 3, 16, 16)
+    for k in ("images", "c2w", "fxfycxcy", "target_c2w"):
+        torch.testing.assert_close(two[k], one[k], rtol=0, atol=0, msg=k)
+    torch.testing.assert_close(two["target_fxfycxcy"], 2 * one["target_fxfycxcy"], rtol=1e-6, atol=1e-5)
+    # the finer target, averaged 2x2, is close to the coarse one (same view, same crop)
+    pooled = torch.nn.functional.avg_pool2d(two["target_images"], 2)
+    assert (pooled - one["target_images"]).abs().mean() < 0.05
+    cfg = tiny_config(tmp_path / "ts", procedural_scenes, optim=dict(max_steps=1, batch_size=1),
+                      data=dict(height=8, width=8, target_scale=2, num_target_views=2))
+    trainer = Trainer(cfg, rasterize_fn=real_renderer(), log=lambda m: None)
+    vals, preview, _ = trainer.accumulate_step(trainer.batches(0, 1))
+    assert math.isfinite(vals["loss"]) and preview[0].shape == (3, 16, 16) == preview[1].shape
+
+
 def test_trainer_history_matches_a_plain_reference_loop(tmp_path, procedural_scenes):  # noqa: F811
     """Four optimiser steps of the trainer (2 accumulated micro-batches each, top-50 % opacity pruning, MSE on
     white, global-norm clipping, AdamW with decay on matrices only, linear warm-up + cosine) give the loss and

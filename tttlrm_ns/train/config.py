@@ -36,6 +36,10 @@ class DataConfig:
     """Image rows fed to the model (multiple of the patch size)."""
     width: int = 256
     """Image columns fed to the model (multiple of the patch size)."""
+    target_scale: int = 1
+    """Supervision views are loaded and rendered at target_scale x (height, width). > 1 teaches Gaussians that
+    still cover their pixel when rendered finer than the input (evaluation renders at the data's resolution);
+    at 1 the model can shrink its Gaussians below a pixel and lean on the rasteriser's screen-space dilation."""
     resize_mode: Literal["crop", "stretch"] = "crop"
     """'crop' keeps the aspect ratio (clean); 'stretch' scales x and y independently (official)."""
     sampling: Literal["window", "ar", "random"] = "window"
@@ -208,6 +212,10 @@ class TrainConfig:
         p = self.model.patch_size
         problems = []
         d, o = self.data, self.optim
+        if d.target_scale < 1:
+            problems.append(f"data.target_scale = {d.target_scale} must be >= 1")
+        if d.target_scale != 1 and self.model_kind == "triplane":
+            problems.append("data.target_scale applies to the Gaussian model; the triplane samples its own rays")
         if d.height % p or d.width % p:
             problems.append(f"data.height x data.width = {d.height}x{d.width} is not a multiple of patch_size {p}")
         sp = self.parallel.sp_size

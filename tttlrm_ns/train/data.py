@@ -23,7 +23,7 @@ from __future__ import annotations
 import glob
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, NamedTuple, Optional, Sequence
 
@@ -162,8 +162,8 @@ class TrainDataset(torch.utils.data.Dataset):
     """Map-style data set indexed by :class:`SampleKey`; returns this sequence-parallel rank's share of a sample.
 
     Item fields (``V``/``T`` = local input/target views): ``images`` [V, 3, H, W], ``c2w`` [V, 4, 4] (normalised,
-    float32), ``fxfycxcy`` [V, 4], ``target_images`` [T, 3, H, W], ``target_c2w`` [T, 4, 4], ``target_fxfycxcy``
-    [T, 4], optionally ``depth`` [V, H, W] (z-depth in the normalised frame, 0 = unknown); ``scene`` (name), ``key`` and ``skipped`` (messages of bad samples
+    float32), ``fxfycxcy`` [V, 4], ``target_images`` [T, 3, s*H, s*W] (s = ``data.target_scale``), ``target_c2w``
+    [T, 4, 4], ``target_fxfycxcy`` [T, 4] (of the target images), optionally ``depth`` [V, H, W] (z-depth in the normalised frame, 0 = unknown); ``scene`` (name), ``key`` and ``skipped`` (messages of bad samples
     replaced by this one).
     """
 
@@ -175,6 +175,8 @@ class TrainDataset(torch.utils.data.Dataset):
         self.scenes = scenes if scenes is not None else discover_scenes(cfg.scenes)
         self.resize = ResizeConfig(height=cfg.height, width=cfg.width, mode=cfg.resize_mode, orientation="fixed",
                                    patch_size=patch_size, background=tuple(cfg.background))
+        self.resize_tgt = replace(self.resize, height=cfg.height * cfg.target_scale,
+                                              width=cfg.width * cfg.target_scale)
         self.norm = NormalizeConfig(method=cfg.normalize, stats=cfg.normalize_stats)
 
     def __len__(self) -> int:  # samples are addressed by key, not by position
@@ -193,7 +195,7 @@ class TrainDataset(torch.utils.data.Dataset):
             loc_in = shard(range(len(inputs)), self.sp_rank, self.sp_size, False)
             loc_tgt = shard(range(len(targets)), self.sp_rank, self.sp_size, False)
             views_in = load_views(scene, [inputs[i] for i in loc_in], self.resize)
-            views_tgt = load_views(scene, [targets[i] for i in loc_tgt], self.resize)
+            views_tgt = load_views(scene, [targets[i] for i in loc_tgt], self.resize_tgt)
             item = {
                 "images": views_in.images,
                 "c2w": c2w_in[loc_in].float(),

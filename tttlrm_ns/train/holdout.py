@@ -56,6 +56,9 @@ class HoldoutConfig:
     """Input and render rows (0: the run's ``data.height``): how the model does at other inference sizes."""
     width: int = 0
     """Input and render columns (0: the run's ``data.width``)."""
+    render_scale: int = 1
+    """Render (and compare) the novel views at render_scale x the input size: how the Gaussians hold up when
+    rendered finer than they were predicted, as at evaluation on higher-resolution frames."""
     mode: Literal["auto", "interp", "sphere"] = "auto"
     """'auto': 'sphere' when the run samples views at random (objects), else 'interp'."""
     out: Optional[Path] = None
@@ -85,14 +88,17 @@ def choose_views(c2w: torch.Tensor, n_in: int, n_tgt: int, mode: str, span: int)
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, cfg: TrainConfig, scenes: list[Path], n_in: int, n_tgt: int, mode: str,
-             span: int = 48) -> dict:
-    """Mean novel-view PSNR over ``scenes``; the model runs in eval mode on the CPU/GPU it lives on."""
+             span: int = 48, render_scale: int = 1) -> dict:
+    """Mean novel-view PSNR over ``scenes`` (targets at ``render_scale`` x the input size); the model runs in eval
+    mode on the CPU/GPU it lives on."""
     from .loop import render_views, resolve_rasterize
 
     dev = next(model.parameters()).device
     model.eval()
     resize = ResizeConfig(height=cfg.data.height, width=cfg.data.width, mode=cfg.data.resize_mode,
                           orientation="fixed", patch_size=cfg.model.patch_size, background=tuple(cfg.data.background))
+    resize_tgt = dataclasses.replace(resize, height=cfg.data.height * render_scale,
+                                     width=cfg.data.width * render_scale)
     norm = NormalizeConfig(method=cfg.data.normalize, stats="inputs")
     raster = resolve_rasterize(cfg.render.backend)
     rcfg = cfg
@@ -103,12 +109,12 @@ def evaluate(model: torch.nn.Module, cfg: TrainConfig, scenes: list[Path], n_in:
         scene = load_scene(scene_dir, check_images=False)
         inputs, targets = choose_views(scene.c2w, n_in, n_tgt, mode, span)
         c2w_in, c2w_tgt, _ = normalize_views(scene.c2w[inputs], scene.c2w[targets], norm)
-        vin, vt = load_views(scene, inputs, resize), load_views(scene, targets, resize)
+        vin, vt = load_views(scene, inputs, resize), load_views(scene, targets, resize_tgt)
         out = model(vin.images[None].to(dev), c2w_in[None].float().to(dev), vin.fxfycxcy[None].float().to(dev))
         gen = torch.Generator().manual_seed(1000 + k)
         kept = prune(out.gaussians[0], cfg.render.prune, len(inputs), gen)
-        render = render_views(kept, c2w_tgt.float().to(dev), vt.fxfycxcy.float().to(dev), cfg.data.height,
-                              cfg.data.width, rcfg, raster).clamp(0, 1)
+        render = render_views(kept, c2w_tgt.float().to(dev), vt.fxfycxcy.float().to(dev), vt.images.shape[-2],
+                              vt.images.shape[-1], rcfg, raster).clamp(0, 1)
         per_scene.append({"scene": scene.scene_name, "inputs": inputs, "targets": targets,
                           "psnr": float(psnr(render.cpu(), vt.images).mean())})
     return {"psnr": float(np.mean([s["psnr"] for s in per_scene])), "num_scenes": len(per_scene),
@@ -151,11 +157,13 @@ def main(argv=None) -> int:
     scenes = discover_scenes(hc.scenes)[: hc.num]
     mode = hc.mode if hc.mode != "auto" else ("sphere" if cfg.data.sampling == "random" else "interp")
     n_in = hc.views or cfg.data.num_input_views[0]
-    res = evaluate(model, cfg, scenes, n_in, hc.targets, mode, hc.span)
+    res = evaluate(model, cfg, scenes, n_in, hc.targets, mode, hc.span, hc.render_scale)
     res["weights"] = what
     res["resolution"] = [cfg.data.height, cfg.data.width]
+    res["render_scale"] = hc.render_scale
     print(f"{what}: held-out PSNR {res['psnr']:.2f} dB over {res['num_scenes']} scenes "
-          f"({n_in} input views at {cfg.data.height}x{cfg.data.width}, {hc.targets} novel targets each, {mode})")
+          f"({n_in} input views at {cfg.data.height}x{cfg.data.width}, {hc.targets} novel targets each rendered at "
+          f"{hc.render_scale}x, {mode})")
     if hc.out is not None:
         hc.out.parent.mkdir(parents=True, exist_ok=True)
         hc.out.write_text(json.dumps(res, indent=2))

@@ -285,9 +285,9 @@ class Trainer:
             step, slot = batch["key"][i][0], batch["key"][i][1]
             gen = torch.Generator().manual_seed(_sample_seed(cfg.seed, step, slot))  # same on all sp ranks
             kept = prune(gauss[i], cfg.render.prune, v_all, gen)
-            target = batch["target_images"][i].to(dev)
-            render = render_views(kept, batch["target_c2w"][i].to(dev), batch["target_fxfycxcy"][i].to(dev), h, w,
-                                  cfg, self.rasterize_fn)
+            target = batch["target_images"][i].to(dev)  # [T, 3, s*H, s*W] (data.target_scale)
+            render = render_views(kept, batch["target_c2w"][i].to(dev), batch["target_fxfycxcy"][i].to(dev),
+                                  target.shape[-2], target.shape[-1], cfg, self.rasterize_fn)
             totals["mse"] = totals["mse"] + mse_partial(render, target, t_all)
             if self.perceptual is not None:
                 totals["perceptual"] = totals["perceptual"] + self.perceptual(render, target, t_all)
