@@ -4,7 +4,8 @@
 #   scripts/reproduce_tables.sh [--quick] [--checkpoint PATH] [--object-checkpoint PATH] [--out FILE.md]
 #
 # Runs tttlrm-eval on the bundled sample scene (tttlrm, 8 views, long side 256), ../shared/data/mydesk (tttlrm, its
-# precomputed 32 input views, 144x256 inputs) and ../shared/data/gso_toy (tttlrm-object, 8 views, 256x256 inputs),
+# precomputed 32 input views, 144x256 inputs) and ../shared/data/gso_toy (tttlrm-object, 8 views, the method's input
+# size: 64x64 on CPU, the bundled object model's training resolution),
 # each with the white / mean-colour / nearest-view baselines and splatfacto-cpu on the same input views (1500 steps
 # and the same wall-clock time), refinement curve K = 0 3 10 30 100 300; then scripts/bench_scaling.py; then writes
 # the page with `python -m tttlrm_ns.eval.report`. The ../shared scenes are evaluation data only.
@@ -13,7 +14,7 @@
 #                     protocol's every-8th set), scaling up to 8 views; writes outputs/reproduce_quick/results.md
 #                     unless --out is given, so smoke numbers never replace docs/results.md by accident.
 # --checkpoint        weights of the scene model (default: the bundled checkpoint)
-# --object-checkpoint weights of the object model for gso_toy (default: --checkpoint / the bundled checkpoint)
+# --object-checkpoint weights of the object model for gso_toy (default: the bundled object model)
 # A full run takes about an hour on 2 CPU cores; run it on an otherwise idle machine (timings are recorded with the
 # load average). Exit status 1 if any scene failed (the page still lists it).
 set -uo pipefail
@@ -53,7 +54,7 @@ mkdir -p "$OUT_DIR/img" "$WORK"
 rm -rf "$WORK"/{sample,mydesk,gso_toy}
 CKPT_ARGS=()
 [ -n "$CKPT" ] && CKPT_ARGS=(--checkpoint "$CKPT")
-OBJ_ARGS=("${CKPT_ARGS[@]}")
+OBJ_ARGS=()  # the object method's own default (the bundled object model), never the scene checkpoint
 [ -n "$OBJ_CKPT" ] && OBJ_ARGS=(--checkpoint "$OBJ_CKPT")
 
 status=0
@@ -73,8 +74,8 @@ else
   echo "skipping mydesk: $SHARED/mydesk not found" >&2
 fi
 if [ -d "$SHARED/gso_toy" ]; then
-  run_eval gso_toy "$SHARED/gso_toy" --method tttlrm-object --num-views 8 --input-height 256 --input-width 256 \
-    "${OBJ_ARGS[@]}"
+  # input size: the method's default, i.e. the bundled object model's training resolution (64x64 on CPU)
+  run_eval gso_toy "$SHARED/gso_toy" --method tttlrm-object --num-views 8 "${OBJ_ARGS[@]}"
   RESULTS+=("$WORK/gso_toy/results.json")
 else
   echo "skipping gso_toy: $SHARED/gso_toy not found" >&2
