@@ -304,14 +304,10 @@ def cost(args) -> Dict[str, Any]:
 
 
 def plot(args) -> None:
-    import matplotlib
+    """Figure + markdown table (+ verdicts) of the runs, by the results page's own code (tttlrm_ns.eval.race)."""
+    from tttlrm_ns.eval.race import load_runs, race_figure, race_table, verdicts
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = []
-    if args.runs is not None and args.runs.is_file():
-        runs = [json.loads(line) for line in args.runs.read_text().splitlines() if line.strip()]
+    runs = load_runs([args.runs]) if args.runs is not None and args.runs.is_file() else []
     for path, method, views in args.log:
         # An interrupted run: its progress lines "[label] t=... wall=... step=... N=... psnr=..." (no summary line).
         pts, label = [], None
@@ -325,44 +321,15 @@ def plot(args) -> None:
             steps = pts[-1]["step"] or 1
             run_t = pts[-1]["t"] - pts[0]["t"]
             runs.append({"label": label + " (interrupted)", "method": method, "views": views, "points": pts,
-                         "setup_cpu_s": pts[0]["t"], "median_step_s": run_t / steps})
+                         "data": args.data_name, "setup_cpu_s": pts[0]["t"], "median_step_s": run_t / steps})
     if args.labels:
         runs = [r for r in runs if r["label"] in args.labels]
-    groups = sorted({r["views"] for r in runs})
-    fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 4.5), squeeze=False)
-    for ax, views in zip(axes[0], groups):
-        for r in runs:
-            if r["views"] != views:
-                continue
-            t = [p["t"] for p in r["points"]]
-            y = [p["psnr"] for p in r["points"]]
-            ax.plot(t, y, marker="o", ms=3, label=f"{r['label']}", ls="-" if r["method"] == "tttlrm" else "--")
-        ax.set_xscale("symlog", linthresh=10)
-        ax.set_xlabel("CPU seconds since setup start (1 thread; includes data loading and prediction)")
-        ax.set_ylabel("held-out PSNR (dB)")
-        ax.set_title(f"{args.title} -- {views} views")
-        ax.axvspan(10, 300, color="0.93", zorder=0)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    Path(args.png).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.png, dpi=110)
+    race_figure(runs, args.png, args.title)
     print(f"wrote {args.png}")
-    marks = [10, 15, 20, 30, 60, 120, 300]
-    lines = ["| run | views | start s | start dB | s/step | " + " | ".join(f"{m} s" for m in marks) + " |",
-             "|---|---|---|---|---|" + "---|" * len(marks)]
-    for r in runs:
-        cells = []
-        for m in marks:
-            # points are recorded at the first step past each mark: take the one within 10 % of it
-            near = [p for p in r["points"] if m * 0.97 <= p["t"] <= m * 1.1]
-            cells.append(f"{near[0]['psnr']:.2f}" if near else "-")
-        lines.append(f"| {r['label']} | {r['views']} | {r['points'][0]['t']:.1f} | {r['points'][0]['psnr']:.2f} | "
-                     f"{r['median_step_s']:.3f} | "
-                     + " | ".join(cells) + " |")
-    print("\n".join(lines))
+    table = "\n".join([race_table(runs), "", *verdicts(runs)])
+    print(table)
     if args.table:
-        Path(args.table).write_text("\n".join(lines) + "\n")
+        Path(args.table).write_text(table + "\n")
 
 
 def main() -> None:
@@ -394,6 +361,7 @@ def main() -> None:
     pl.add_argument("--table", type=Path, default=None)
     pl.add_argument("--title", default="")
     pl.add_argument("--labels", nargs="*", default=None)
+    pl.add_argument("--data-name", default="?", help="scene of the --log runs (their lines do not name it)")
     args = ap.parse_args()
     if args.cmd == "plot":
         plot(args)

@@ -7,16 +7,20 @@
 # precomputed 32 input views, 144x256 inputs) and ../shared/data/gso_toy (tttlrm-object, 8 views, the method's input
 # size: 64x64 on CPU, the bundled object model's training resolution),
 # each with the white / mean-colour / nearest-view baselines and splatfacto-cpu on the same input views (1500 steps
-# and the same wall-clock time), refinement curve K = 0 3 10 30 100 300; then scripts/bench_scaling.py; then writes
-# the page with `python -m tttlrm_ns.eval.report`. The ../shared scenes are evaluation data only.
+# and the same wall-clock time), refinement curve K = 0 3 10 30 100 300; then the refinement race
+# (scripts/bench_refine.py: tttlrm + refinement vs splatfacto-cpu over 5 CPU-minutes, input and all train views,
+# mydesk and the sample scene); then scripts/bench_scaling.py; then writes the page with
+# `python -m tttlrm_ns.eval.report`. The ../shared scenes are evaluation data only.
 #
 # --quick             smoke run (minutes): K = 0 3, splatfacto-cpu 30 steps, 8 held-out frames per scene (not the
-#                     protocol's every-8th set), scaling up to 8 views; writes outputs/reproduce_quick/results.md
-#                     unless --out is given, so smoke numbers never replace docs/results.md by accident.
+#                     protocol's every-8th set), a 15 s race on the sample scene, scaling up to 8 views; writes
+#                     outputs/reproduce_quick/results.md unless --out is given, so smoke numbers never replace
+#                     docs/results.md by accident.
 # --checkpoint        weights of the scene model (default: the bundled checkpoint)
 # --object-checkpoint weights of the object model for gso_toy (default: the bundled object model)
-# A full run takes about an hour on 2 CPU cores; run it on an otherwise idle machine (timings are recorded with the
-# load average). Exit status 1 if any scene failed (the page still lists it).
+# A full run takes about two hours on 2 CPU cores (the race alone ~50 min); run it on an otherwise idle machine
+# (timings are recorded with the load average; the race counts CPU seconds of one thread). Exit status 1 if any
+# scene failed (the page still lists it).
 set -uo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -81,6 +85,30 @@ else
   echo "skipping gso_toy: $SHARED/gso_toy not found" >&2
 fi
 
+echo "=== refinement race ==="
+# held-out PSNR against CPU time, tttlrm + refinement vs splatfacto-cpu (scripts/bench_refine.py; one line per run)
+RACE_SET=()
+[ -n "$CKPT" ] && RACE_SET=(--set "pipeline.model.checkpoint=$CKPT")  # the same scene weights as above
+RACE_JSONL="$OUT_DIR/refine_race.jsonl"
+[ "$QUICK" = 1 ] || RACE_JSONL="$REPO/docs/refine_race.jsonl"
+rm -f "$RACE_JSONL"
+race() {  # scene name, data folder, views, budget, extra bench arguments
+  local name="$1" data="$2" views="$3" budget="$4"; shift 4
+  OMP_NUM_THREADS=1 "$BIN/python" "$REPO/scripts/bench_refine.py" run --method tttlrm --data "$data" \
+    --views "$views" --budget "$budget" --out "$RACE_JSONL" --label "$name-tttlrm-$views" "${RACE_SET[@]}" "$@" \
+    || status=1
+  OMP_NUM_THREADS=1 "$BIN/python" "$REPO/scripts/bench_refine.py" run --method splatfacto --data "$data" \
+    --views "$views" --budget "$budget" --out "$RACE_JSONL" --label "$name-splatfacto-$views" "$@" || status=1
+}
+if [ "$QUICK" = 1 ]; then
+  race sample "$REPO/tttlrm_ns/assets/sample_scene" input 15
+else
+  for views in input train; do
+    [ -d "$SHARED/mydesk" ] && race mydesk "$SHARED/mydesk" "$views" 300 --eval-stride 8
+    race sample "$REPO/tttlrm_ns/assets/sample_scene" "$views" 300
+  done
+fi
+
 echo "=== scaling study ==="
 SCALING_JSON="$OUT_DIR/bench_scaling.json"
 [ "$QUICK" = 1 ] || SCALING_JSON="$REPO/docs/bench_scaling.json"
@@ -89,7 +117,10 @@ SCALING_JSON="$OUT_DIR/bench_scaling.json"
 
 EXISTING=()
 for r in "${RESULTS[@]}"; do [ -f "$r" ] && EXISTING+=("$r"); done
-"$BIN/python" -m tttlrm_ns.eval.report --results "${EXISTING[@]}" --scaling "$SCALING_JSON" --out "$OUT_MD" \
+RACE_ARGS=()
+[ -s "$RACE_JSONL" ] && RACE_ARGS=(--race "$RACE_JSONL")
+"$BIN/python" -m tttlrm_ns.eval.report --results "${EXISTING[@]}" --scaling "$SCALING_JSON" "${RACE_ARGS[@]}" \
+  --out "$OUT_MD" \
   --command "scripts/reproduce_tables.sh $([ "$QUICK" = 1 ] && echo --quick)" || status=1
 echo "wrote $OUT_MD (exit status $status)"
 exit $status

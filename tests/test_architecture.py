@@ -17,7 +17,7 @@ LAYERS = {
     "render": 2, "model": 2, "data": 2, "synth": 2, "eval.metrics": 2, "eval.lpips_weights": 2, "eval.protocol": 2,
     "train": 3,
     "data.dataparser": 4, "ns": 4, "method_configs": 4,
-    "eval": 5,  # runner, cli, report, scaling: the evaluation apps
+    "eval": 5,  # runner, cli, report, scaling, race: the evaluation apps
 }
 NERFSTUDIO_LAYERS = {4, 5}
 

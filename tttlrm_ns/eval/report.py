@@ -1,8 +1,8 @@
 """Tables, quality-vs-time plots and image grids from ``tttlrm-eval`` results; ``docs/results.md``.
 
-``python -m tttlrm_ns.eval.report --results A/results.json [B/results.json ...] [--scaling S.json] --out
-docs/results.md`` writes the page and its PNGs (next to it, under ``img/``) from result files only: nothing is typed
-in, every number comes from a run (``scripts/reproduce_tables.sh`` runs everything).
+``python -m tttlrm_ns.eval.report --results A/results.json [B/results.json ...] [--scaling S.json]
+[--race RACE.jsonl] --out docs/results.md`` writes the page and its PNGs (next to it, under ``img/``) from result
+files only: nothing is typed in, every number comes from a run (``scripts/reproduce_tables.sh`` runs everything).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 ENTRY_LABELS = {
     "tttlrm": "tttLRM (ours)",
@@ -150,8 +150,9 @@ def _env_line(env: Dict[str, Any]) -> str:
 
 
 def write_results_page(result_files: List[Path], out: Path, scaling: Optional[Path] = None,
-                       command: str = "") -> None:
-    """docs/results.md with the tables, one quality-vs-time plot per scene, the image grid and the scaling study."""
+                       command: str = "", race: Sequence[Path] = ()) -> None:
+    """docs/results.md with the tables, one quality-vs-time plot per scene, the image grid, the refinement race
+    (``scripts/bench_refine.py`` runs, if given) and the scaling study."""
     img = out.parent / "img"
     parts = [
         "# Results",
@@ -200,6 +201,10 @@ def write_results_page(result_files: List[Path], out: Path, scaling: Optional[Pa
         parts += ["## Held-out views", "",
                   "One held-out frame per scene: the first input view, the ground truth, tttLRM (reported K), "
                   "splatfacto-cpu (fixed steps) and the nearest input view.", "", f"![image grid](img/{png.name})", ""]
+    if race:
+        from tttlrm_ns.eval.race import load_runs, race_markdown
+
+        parts += [race_markdown(load_runs(race), img), ""]
     if scaling is not None and Path(scaling).is_file():
         from tttlrm_ns.eval.scaling import scaling_markdown
 
@@ -222,6 +227,8 @@ class ReportConfig:
     """The page to write (PNGs go to img/ next to it)."""
     command: str = ""
     """The command that produced the results (printed on the page)."""
+    race: Tuple[Path, ...] = ()
+    """JSONL files of ``scripts/bench_refine.py run`` (the refinement race section)."""
 
 
 def main() -> None:
@@ -230,7 +237,7 @@ def main() -> None:
     c = tyro.cli(ReportConfig)
     if not c.results:
         raise SystemExit("give at least one --results file")
-    write_results_page(list(c.results), c.out, c.scaling, c.command)
+    write_results_page(list(c.results), c.out, c.scaling, c.command, c.race)
     print(f"wrote {c.out}")
 
 
