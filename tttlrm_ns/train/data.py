@@ -163,8 +163,9 @@ class TrainDataset(torch.utils.data.Dataset):
 
     Item fields (``V``/``T`` = local input/target views): ``images`` [V, 3, H, W], ``c2w`` [V, 4, 4] (normalised,
     float32), ``fxfycxcy`` [V, 4], ``target_images`` [T, 3, s*H, s*W] (s = ``data.target_scale``), ``target_c2w``
-    [T, 4, 4], ``target_fxfycxcy`` [T, 4] (of the target images), optionally ``depth`` [V, H, W] (z-depth in the normalised frame, 0 = unknown); ``scene`` (name), ``key`` and ``skipped`` (messages of bad samples
-    replaced by this one).
+    [T, 4, 4], ``target_fxfycxcy`` [T, 4] (of the target images), optionally ``depth`` [V, H, W] (z-depth in the
+    normalised frame, 0 = unknown); ``scene`` (name), ``key`` and ``skipped`` (messages of bad samples replaced by
+    this one).
     """
 
     def __init__(self, cfg: DataConfig, seed: int, patch_size: int, sp_rank: int = 0, sp_size: int = 1,
@@ -176,7 +177,7 @@ class TrainDataset(torch.utils.data.Dataset):
         self.resize = ResizeConfig(height=cfg.height, width=cfg.width, mode=cfg.resize_mode, orientation="fixed",
                                    patch_size=patch_size, background=tuple(cfg.background))
         self.resize_tgt = replace(self.resize, height=cfg.height * cfg.target_scale,
-                                              width=cfg.width * cfg.target_scale)
+                                  width=cfg.width * cfg.target_scale)
         self.norm = NormalizeConfig(method=cfg.normalize, stats=cfg.normalize_stats)
 
     def __len__(self) -> int:  # samples are addressed by key, not by position
