@@ -17,9 +17,11 @@ with ``scripts/bench_refine.py``):
 * **reduced resolution early** -- the first part of the budget renders at ``1 / initial_downscale`` of the image
   size (splatfacto does the same for its first 6000 steps), halving towards full resolution at
   ``full_resolution_at`` of the budget;
-* **learning rates** -- splatfacto's initial rates; 2-4x larger rates (means 5e-4, scales 0.01, DC 0.01) made no
-  measurable difference over 15 s on the sample scene, so the defaults stay. ``lr_final_factor`` decays every rate
-  exponentially over the budget (steps or seconds, whichever ends first; default constant).
+* **learning rates** -- 4x splatfacto's initial rates for the centres, log-scales and colours (means 6.4e-4,
+  scales 0.02, DC 0.01): with the rgb_skip weights they gain 0.3-1.3 dB over splatfacto's rates at 10-120 s on the
+  sample scene at 1/4 resolution and 0.6-1.7 dB at full resolution (``docs/benchmarks.md``; splatfacto starts
+  from random points and needs smaller steps, a prediction is already close). ``lr_final_factor`` decays every
+  rate exponentially over the budget (steps or seconds, whichever ends first; default constant).
 
 Schedules are functions of the *progress* ``max(step / steps, elapsed / seconds)``, so a time budget gets the
 whole schedule whatever the speed of the machine. Densification is off by default (``strategy``): predicted
@@ -70,14 +72,14 @@ class RefineConfig:
     """Render the first part of the budget at 1/initial_downscale resolution (a power of two; 1 = always full)."""
     full_resolution_at: float = 0.5
     """Progress (0..1) from which the render is at full resolution; the downscale halves evenly before it."""
-    lr_means: float = 1.6e-4
-    """Adam learning rate of the Gaussian centres (dataparser world units)."""
-    lr_scales: float = 0.005
-    """Adam learning rate of the log-scales."""
+    lr_means: float = 6.4e-4
+    """Adam learning rate of the Gaussian centres (dataparser world units; 4x splatfacto's, see the module doc)."""
+    lr_scales: float = 0.02
+    """Adam learning rate of the log-scales (4x splatfacto's)."""
     lr_quats: float = 0.001
     """Adam learning rate of the raw quaternions."""
-    lr_features_dc: float = 0.0025
-    """Adam learning rate of the SH DC coefficients."""
+    lr_features_dc: float = 0.01
+    """Adam learning rate of the SH DC coefficients (4x splatfacto's)."""
     lr_features_rest: float = 0.0025 / 20
     """Adam learning rate of the higher SH bands."""
     lr_opacities: float = 0.05
