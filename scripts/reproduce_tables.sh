@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate docs/results.md (tables, quality-vs-time plots, image grid, scaling study) from scratch on this machine.
 #
-#   scripts/reproduce_tables.sh [--quick] [--checkpoint PATH] [--object-checkpoint PATH] [--out FILE.md]
+#   scripts/reproduce_tables.sh [--quick] [--checkpoint PATH] [--object-checkpoint PATH] [--race-runs FILE]
+#                               [--out FILE.md]
 #
 # Runs tttlrm-eval on the bundled sample scene (tttlrm, 8 views, long side 256), ../shared/data/mydesk (tttlrm, its
 # precomputed 32 input views, 144x256 inputs) and ../shared/data/gso_toy (tttlrm-object, 8 views, the method's input
@@ -18,6 +19,8 @@
 #                     docs/results.md by accident.
 # --checkpoint        weights of the scene model (default: the bundled checkpoint)
 # --object-checkpoint weights of the object model for gso_toy (default: the bundled object model)
+# --race-runs FILE    take the race from FILE (JSONL of scripts/bench_refine.py run, e.g. made on another core
+#                     with the same commands) instead of running it
 # A full run takes about two hours on 2 CPU cores (the race alone ~50 min); run it on an otherwise idle machine
 # (timings are recorded with the load average; the race counts CPU seconds of one thread). Exit status 1 if any
 # scene failed (the page still lists it).
@@ -31,13 +34,15 @@ QUICK=0
 CKPT=""
 OBJ_CKPT=""
 OUT_MD=""
+RACE_RUNS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1; shift ;;
     --checkpoint) CKPT="$2"; shift 2 ;;
     --object-checkpoint) OBJ_CKPT="$2"; shift 2 ;;
     --out) OUT_MD="$2"; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --race-runs) RACE_RUNS="$2"; shift 2 ;;
+    -h|--help) sed -n '2,/^set /{/^set /!p}' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -91,7 +96,6 @@ RACE_SET=()
 [ -n "$CKPT" ] && RACE_SET=(--set "pipeline.model.checkpoint=$CKPT")  # the same scene weights as above
 RACE_JSONL="$OUT_DIR/refine_race.jsonl"
 [ "$QUICK" = 1 ] || RACE_JSONL="$REPO/docs/refine_race.jsonl"
-rm -f "$RACE_JSONL"
 race() {  # scene name, data folder, views, budget, extra bench arguments
   local name="$1" data="$2" views="$3" budget="$4"; shift 4
   OMP_NUM_THREADS=1 "$BIN/python" "$REPO/scripts/bench_refine.py" run --method tttlrm --data "$data" \
@@ -100,9 +104,14 @@ race() {  # scene name, data folder, views, budget, extra bench arguments
   OMP_NUM_THREADS=1 "$BIN/python" "$REPO/scripts/bench_refine.py" run --method splatfacto --data "$data" \
     --views "$views" --budget "$budget" --out "$RACE_JSONL" --label "$name-splatfacto-$views" "$@" || status=1
 }
-if [ "$QUICK" = 1 ]; then
+if [ -n "$RACE_RUNS" ]; then
+  echo "race: using the runs in $RACE_RUNS (not re-run)"
+  [ "$(realpath "$RACE_RUNS")" = "$(realpath -m "$RACE_JSONL")" ] || cp "$RACE_RUNS" "$RACE_JSONL"
+elif [ "$QUICK" = 1 ]; then
+  rm -f "$RACE_JSONL"
   race sample "$REPO/tttlrm_ns/assets/sample_scene" input 15
 else
+  rm -f "$RACE_JSONL"
   for views in input train; do
     [ -d "$SHARED/mydesk" ] && race mydesk "$SHARED/mydesk" "$views" 300 --eval-stride 8
     race sample "$REPO/tttlrm_ns/assets/sample_scene" "$views" 300

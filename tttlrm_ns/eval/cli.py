@@ -77,7 +77,8 @@ def environment() -> Dict[str, Any]:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch": torch.__version__,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "command": " ".join(sys.argv),
+        # repository-relative, so a page generated in any checkout shows the command a reader can type
+        "command": " ".join(sys.argv).replace(str(Path(__file__).resolve().parents[2]) + os.sep, ""),
     }
 
 
