@@ -18,15 +18,17 @@ from tttlrm_ns.render.splat import render_gaussians
 
 
 def held_out_psnr(model: TttlrmModel, scene_dir: Path, height: int, width: int, inputs: Sequence[int],
-                  held_out: Sequence[int], keep_top: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, int]:
+                  held_out: Sequence[int], keep_top: float = 0.0,
+                  normalization: str = "mean_cam") -> tuple[torch.Tensor, torch.Tensor, int]:
     """(PSNR [T] of the model's renders of the held-out views, PSNR [T] of the inputs' mean colour, number of
-    predicted Gaussians). White background, as the nerfstudio methods render; mean_cam normalisation.
+    predicted Gaussians). White background, as the nerfstudio methods render; cameras normalised as the model was
+    trained (``normalization``: mean_cam for the full model, first_cam for the autoregressive one).
     ``keep_top`` > 0: opacity pruning as the nerfstudio pipeline does (that fraction by opacity, 0.1 of the rest)."""
     scene = load_scene(scene_dir)
     resize = ResizeConfig(height=height, width=width, orientation="fixed", patch_size=model.cfg.patch_size)
     ins, outs = list(inputs), list(held_out)
     vin, vt = load_views(scene, ins, resize), load_views(scene, outs, resize)
-    c2w, c2w_t, _ = normalize_views(scene.c2w[ins], scene.c2w[outs], NormalizeConfig(method="mean_cam"))
+    c2w, c2w_t, _ = normalize_views(scene.c2w[ins], scene.c2w[outs], NormalizeConfig(method=normalization))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a small forward; two threads on a busy 2-core machine were 30x slower
     try:
