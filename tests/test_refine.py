@@ -76,6 +76,8 @@ def test_resolution_halves_evenly_until_full_resolution():
     cfg = RefineConfig(steps=100, initial_downscale=4, full_resolution_at=0.5)
     assert [cfg.downscale_at(p) for p in (0.0, 0.24, 0.25, 0.49, 0.5, 1.0)] == [4, 4, 2, 2, 1, 1]
     assert RefineConfig(steps=100, initial_downscale=1).downscale_at(0.0) == 1
+    # the default ends the budget at 1/2 resolution (full-resolution steps did not pay within 2 minutes)
+    assert [RefineConfig(steps=100).downscale_at(p) for p in (0.0, 0.49, 0.5, 0.99)] == [4, 4, 2, 2]
 
 
 def test_learning_rates_decay_to_the_final_factor():

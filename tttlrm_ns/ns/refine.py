@@ -14,9 +14,12 @@ with ``scripts/bench_refine.py``):
   Adam are linear in the count, and the merged set renders *better* than the full one (18.1 vs 17.5 dB on the
   sample scene: the many per-view copies of a surface disagree), while keeping only the most opaque 100k loses
   2.4 dB;
-* **reduced resolution early** -- the first part of the budget renders at ``1 / initial_downscale`` of the image
-  size (splatfacto does the same for its first 6000 steps), halving towards full resolution at
-  ``full_resolution_at`` of the budget;
+* **reduced resolution** -- the budget renders at ``1 / initial_downscale`` of the image size at first (splatfacto
+  does the same for its first 6000 steps), halving evenly until ``full_resolution_at`` of the budget. The default
+  (1.0) ends the budget at 1/2 resolution: a full-resolution step costs 4.6x a 1/4-resolution one, and time budgets
+  of 10-120 s that switched to full resolution at half the budget scored at or below staying at 1/4 resolution
+  (sample scene, 30 s budget: 25.1 vs 25.7 dB after the same 21 CPU seconds), while 1/2 resolution overtakes 1/4
+  after about a minute (``docs/benchmarks.md``);
 * **learning rates** -- 4x splatfacto's initial rates for the centres, log-scales and colours (means 6.4e-4,
   scales 0.02, DC 0.01): with the rgb_skip weights they gain 0.3-1.3 dB over splatfacto's rates at 10-120 s on the
   sample scene at 1/4 resolution and 0.6-1.7 dB at full resolution (``docs/benchmarks.md``; splatfacto starts
@@ -70,8 +73,9 @@ class RefineConfig:
     voxel grid sized to the budget into one moment-matched Gaussian ('merge', keeps the coverage)."""
     initial_downscale: int = 4
     """Render the first part of the budget at 1/initial_downscale resolution (a power of two; 1 = always full)."""
-    full_resolution_at: float = 0.5
-    """Progress (0..1) from which the render is at full resolution; the downscale halves evenly before it."""
+    full_resolution_at: float = 1.0
+    """Progress (0..1) from which the render is at full resolution; the downscale halves evenly before it (1.0:
+    with initial_downscale 4, 1/4 resolution for the first half of the budget, 1/2 for the second)."""
     lr_means: float = 6.4e-4
     """Adam learning rate of the Gaussian centres (dataparser world units; 4x splatfacto's, see the module doc)."""
     lr_scales: float = 0.02
