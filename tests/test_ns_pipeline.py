@@ -197,6 +197,20 @@ def test_refinement_three_steps_on_input_views(tiny_checkpoint, tmp_path):
     assert sorted((Path(trainer.checkpoint_dir)).glob("step-*.ckpt"))
 
 
+def test_baseline_images_stay_full_resolution_during_coarse_refinement(tiny_checkpoint):
+    """tttlrm-eval's image baselines read the train images after refinement steps; a coarse refinement phase
+    (downscale 2, training mode) must not hand them downscaled images."""
+    from tttlrm_ns.eval.runner import _train_images
+
+    pipe = _setup(_config(tiny_checkpoint))
+    full = _train_images(pipe, [0, 1])
+    pipe.model.train()
+    pipe.model._refine_downscale = 2
+    during = _train_images(pipe, [0, 1])
+    assert during.shape == full.shape and torch.equal(during, full)
+    assert pipe.model.training  # the model's mode is left as it was
+
+
 def test_pixel_splats_on_predicted_rays_rerender_the_input_view(tiny_checkpoint):
     """Rendering conventions end to end: give the Gaussians of input view j that view's pixel colours (opaque,
     one-pixel footprint) and render that camera through the model: the image must come back.

@@ -236,13 +236,23 @@ def _subset_test(cfg: SceneEvalConfig, cams, gt: Optional[Tensor], frames: List[
 
 
 def _train_images(pipeline, positions: List[int]) -> Tensor:
+    """Train images [V, 3, H, W] at their stored resolution, composited on the model's background.
+
+    splatfacto's ``get_gt_img`` downscales to the refinement's current resolution while the model is in training
+    mode (it is after refinement steps); the baselines must see the full-resolution inputs, so it runs in eval mode.
+    """
     dm = pipeline.datamanager
     model = pipeline.model
     bg = model.background_color.to(model.device)
-    out = []
-    for i in positions:
-        img = model.get_gt_img(dm.cached_train[i]["image"])
-        out.append(model.composite_with_background(img, bg).permute(2, 0, 1).float().clamp(0, 1).cpu())
+    was_training = model.training
+    model.eval()
+    try:
+        out = []
+        for i in positions:
+            img = model.get_gt_img(dm.cached_train[i]["image"])
+            out.append(model.composite_with_background(img, bg).permute(2, 0, 1).float().clamp(0, 1).cpu())
+    finally:
+        model.train(was_training)
     return torch.stack(out)
 
 
