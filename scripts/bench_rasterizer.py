@@ -2,7 +2,7 @@
 """Benchmark the CPU Gaussian rasteriser (C++ extension) against the pure-torch reference.
 
 Measures forward (no autograd graph) and forward+backward (graph, then backward of a random linear image loss)
-wall time, median of several runs after warm-up, for the issue's configurations: 50k Gaussians at 256x256 and
+wall time, median of several runs after warm-up, for the target configurations: 50k Gaussians at 256x256 and
 500k at 540x960 (height x width), SH degree 0 and 3. A sweep over the number of Gaussians gives the plot.
 
 The reference is far slower (it loops over tiles in Python and builds an autograd graph per tile); it runs in a

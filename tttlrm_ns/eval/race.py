@@ -90,7 +90,7 @@ def verdicts(runs: Sequence[Dict[str, Any]], marks: Sequence[float] = MARKS) -> 
 
 def race_figure(runs: Sequence[Dict[str, Any]], png: Path, title: str = "") -> None:
     """One panel per views setting ('input' / 'train'): PSNR against CPU seconds, tttlrm solid, splatfacto dashed;
-    the 10 s - 5 min range the issue asks about is shaded."""
+    the compared range, 10 s - 5 min, is shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
