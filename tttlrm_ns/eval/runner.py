@@ -213,15 +213,10 @@ def _gt_images(pipeline) -> Tuple[Any, Tensor, List[int]]:
     """(eval cameras [T], GT images [T, 3, H, W] in [0, 1] over the model's background, file frame ids)."""
     dm = pipeline.datamanager
     cams = dm.eval_dataset.cameras
-    model = pipeline.model
-    bg = model.background_color.to(model.device) if hasattr(model, "background_color") else torch.ones(3)
-    gts = []
-    for data in dm.cached_eval:
-        img = model.get_gt_img(data["image"])  # float [H, W, C] on the model's device
-        gts.append(model.composite_with_background(img, bg).permute(2, 0, 1).float().clamp(0, 1).cpu())
+    gts = _full_resolution_images(pipeline.model, [data["image"] for data in dm.cached_eval])
     # File frame indices of the held-out cameras (opencv-cameras); other dataparsers: positions in their eval split.
     frames = (getattr(dm.eval_dataset, "metadata", None) or {}).get("frame_indices") or list(range(len(gts)))
-    return cams, torch.stack(gts), [int(f) for f in frames]
+    return cams, gts, [int(f) for f in frames]
 
 
 def _subset_test(cfg: SceneEvalConfig, cams, gt: Optional[Tensor], frames: List[int]):
@@ -235,25 +230,29 @@ def _subset_test(cfg: SceneEvalConfig, cams, gt: Optional[Tensor], frames: List[
     return cams[torch.tensor(pos)], None if gt is None else gt[pos], [frames[i] for i in pos]
 
 
-def _train_images(pipeline, positions: List[int]) -> Tensor:
-    """Train images [V, 3, H, W] at their stored resolution, composited on the model's background.
+def _full_resolution_images(model, images: List[Tensor]) -> Tensor:
+    """Dataset images ([H, W, C] each) -> [N, 3, H, W] in [0, 1] over the model's background, at their stored size.
 
     splatfacto's ``get_gt_img`` downscales to the refinement's current resolution while the model is in training
-    mode (it is after refinement steps); the baselines must see the full-resolution inputs, so it runs in eval mode.
+    mode (it is after refinement steps); scores and baselines must see the full-resolution images, so it runs in
+    eval mode.
     """
-    dm = pipeline.datamanager
-    model = pipeline.model
-    bg = model.background_color.to(model.device)
+    bg = model.background_color.to(model.device) if hasattr(model, "background_color") else torch.ones(3)
     was_training = model.training
     model.eval()
     try:
         out = []
-        for i in positions:
-            img = model.get_gt_img(dm.cached_train[i]["image"])
+        for image in images:
+            img = model.get_gt_img(image)  # float [H, W, C] on the model's device
             out.append(model.composite_with_background(img, bg).permute(2, 0, 1).float().clamp(0, 1).cpu())
     finally:
         model.train(was_training)
     return torch.stack(out)
+
+
+def _train_images(pipeline, positions: List[int]) -> Tensor:
+    """Train images [V, 3, H, W] at their stored resolution, composited on the model's background."""
+    return _full_resolution_images(pipeline.model, [pipeline.datamanager.cached_train[i]["image"] for i in positions])
 
 
 class Scorer:
