@@ -303,9 +303,7 @@ class Trainer:
                     out.gaussians.opacity_logits[i], batch["depth"][i].to(dev), cfg.model.patch_size, v_all * h * w)
             if i == 0:
                 preview = (render[0].detach().clamp(0, 1).cpu(), target[0].cpu())
-        weights = {"mse": lw.mse, "perceptual": lw.perceptual, "opacity": lw.opacity, "depth": lw.depth,
-                   "mask": lw.mask}
-        loss = sum(weights[k] * totals[k] for k in TERMS) / b
+        loss = sum(getattr(lw, k) * totals[k] for k in TERMS) / b  # each term's weight is the LossConfig field
         (loss * scale).backward()
         terms = {k: float(totals[k].detach()) / b for k in TERMS}
         terms["loss"] = float(loss.detach())
