@@ -105,8 +105,13 @@ race() {  # scene name, data folder, views, budget, extra bench arguments
     --views "$views" --budget "$budget" --out "$RACE_JSONL" --label "$name-splatfacto-$views" "$@" || status=1
 }
 if [ -n "$RACE_RUNS" ]; then
-  echo "race: using the runs in $RACE_RUNS (not re-run)"
-  [ "$(realpath "$RACE_RUNS")" = "$(realpath -m "$RACE_JSONL")" ] || cp "$RACE_RUNS" "$RACE_JSONL"
+  if [ ! -s "$RACE_RUNS" ]; then
+    echo "--race-runs $RACE_RUNS: no such file (or empty); the page will have no race section" >&2
+    status=1
+  else
+    echo "race: using the runs in $RACE_RUNS (not re-run)"
+    [ "$(realpath "$RACE_RUNS")" = "$(realpath -m "$RACE_JSONL")" ] || cp "$RACE_RUNS" "$RACE_JSONL"
+  fi
 elif [ "$QUICK" = 1 ]; then
   rm -f "$RACE_JSONL"
   race sample "$REPO/tttlrm_ns/assets/sample_scene" input 15
