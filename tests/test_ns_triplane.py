@@ -37,7 +37,9 @@ def _run(args, cwd: Path, ok: bool = True, timeout: int = 300) -> subprocess.Com
     return res
 
 
-def make_object_capture(root: Path, n: int = 10, res: int = 32) -> Path:
+def make_object_capture(root: Path, n: int = 10, res: int = 32, depth: bool = False) -> Path:
+    """A disc-coloured object capture: n views around the origin at distance 2.7, no roll. ``depth``: also write the
+    z-depth of a sphere of radius 0.6 at the origin (about the disc's silhouette) as ``depth_path`` .npy maps."""
     from PIL import Image
 
     root.mkdir(parents=True, exist_ok=True)
@@ -61,6 +63,15 @@ def make_object_capture(root: Path, n: int = 10, res: int = 32) -> Path:
         Image.fromarray(img).save(root / "images" / f"{i:04d}.png")
         frames.append({"file_path": f"images/{i:04d}.png", "w": res, "h": res, "fx": f, "fy": f, "cx": res / 2,
                        "cy": res / 2, "w2c": np.linalg.inv(c2w).tolist()})
+        if depth:  # ray-sphere intersection per pixel centre; z-depth = hit distance x cos(angle to the axis)
+            d_cam = np.stack([(xx + 0.5 - res / 2) / f, (yy + 0.5 - res / 2) / f, np.ones((res, res))], -1)
+            dirs = d_cam / np.linalg.norm(d_cam, axis=-1, keepdims=True)
+            d_w = dirs @ c2w[:3, :3].T
+            b = (d_w * eye).sum(-1)
+            disc_ = b * b - (eye @ eye - 0.36)
+            t = np.where(disc_ > 0, -b - np.sqrt(np.clip(disc_, 0, None)), 0.0)
+            np.save(root / "images" / f"{i:04d}_depth.npy", (t * dirs[..., 2]).astype(np.float32))
+            frames[-1]["depth_path"] = f"images/{i:04d}_depth.npy"
     (root / "opencv_cameras.json").write_text(json.dumps({"scene_name": "disc", "frames": frames}))
     return root
 

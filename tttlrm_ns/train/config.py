@@ -62,6 +62,9 @@ class DataConfig:
     """Views defining the normalised frame: input views only (clean) or inputs + targets (official)."""
     load_depth: bool = False
     """Load per-frame depth maps (frame key ``depth_key``) of the input views for the depth loss."""
+    load_target_depth: bool = False
+    """Also load the depth maps of the target views (``target_depth``): the triplane model's depth and silhouette
+    terms are computed on the rendered target pixels."""
     depth_key: str = "depth_path"
     """Frame key of ``opencv_cameras.json`` holding a ``.npy`` z-depth map path (0 = no depth) relative to the scene."""
     num_workers: int = 2
@@ -112,14 +115,16 @@ class LossConfig:
     opacity: float = 0.0
     """Weight of the mean opacity of all (pre-pruning) Gaussians."""
     depth: float = 0.0
-    """Weight of the depth term against the data's depth (needs ``data.load_depth``)."""
+    """Weight of the depth term against the data's depth (needs ``data.load_depth``; the triplane model:
+    ``data.load_target_depth``, always log-depth L1 of the rendered distance)."""
     depth_mode: Literal["disparity", "log_depth"] = "disparity"
     """'disparity': the official scale- and shift-invariant normalised-disparity SmoothL1 (its teacher is a
     relative monocular depth). 'log_depth': L1 between log z of the Gaussians and log z of the data, for data with
     exact depth (our synthetic renders): it also teaches the absolute depth, which the invariant form leaves free."""
     mask: float = 0.0
     """Weight of the silhouette term (``losses.mask_partial``): input-pixel opacity vs "the data has a surface
-    here" (depth > 0). Object data on a background only (needs ``data.load_depth``); not in the official recipe."""
+    here" (depth > 0). Object data on a background only (needs ``data.load_depth``); not in the official recipe.
+    The triplane model: BCE of the rendered accumulation vs the target's silhouette (``data.load_target_depth``)."""
 
 
 @dataclass
@@ -251,10 +256,12 @@ class TrainConfig:
             problems.append(f"need 2 <= data.window_min <= data.window_max, got {d.window_min}, {d.window_max}")
         if d.frames_per_window < 2:
             problems.append("data.frames_per_window must be >= 2 (the window's two ends)")
-        if self.loss.depth > 0 and not d.load_depth:
-            problems.append("loss.depth > 0 needs data.load_depth=True (depth maps of the input views)")
-        if self.loss.mask > 0 and not d.load_depth:
-            problems.append("loss.mask > 0 needs data.load_depth=True (the silhouette is where the depth is > 0)")
+        # Gaussians: depth / silhouette of the input pixels; triplane: of the rendered target pixels.
+        need, what = (("load_target_depth", "target") if self.model_kind == "triplane" else ("load_depth", "input"))
+        for term in ("depth", "mask"):
+            if getattr(self.loss, term) > 0 and not getattr(d, need):
+                problems.append(f"loss.{term} > 0 needs data.{need}=True (depth maps of the {what} views"
+                                + ("; the silhouette is where the depth is > 0)" if term == "mask" else ")"))
         if o.max_steps < 1 or o.warmup_steps < 0:
             problems.append("optim.max_steps must be >= 1 and optim.warmup_steps >= 0")
         if self.render.deferred_patch is not None and self.render.deferred_patch % 16:

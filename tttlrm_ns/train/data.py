@@ -164,7 +164,8 @@ class TrainDataset(torch.utils.data.Dataset):
     Item fields (``V``/``T`` = local input/target views): ``images`` [V, 3, H, W], ``c2w`` [V, 4, 4] (normalised,
     float32), ``fxfycxcy`` [V, 4], ``target_images`` [T, 3, s*H, s*W] (s = ``data.target_scale``), ``target_c2w``
     [T, 4, 4], ``target_fxfycxcy`` [T, 4] (of the target images), optionally ``depth`` [V, H, W] (z-depth in the
-    normalised frame, 0 = unknown); ``scene`` (name), ``key`` and ``skipped`` (messages of bad samples replaced by
+    normalised frame, 0 = unknown) and ``target_depth`` [T, s*H, s*W] (the same for the targets); ``scene``
+    (name), ``key`` and ``skipped`` (messages of bad samples replaced by
     this one).
     """
 
@@ -211,6 +212,11 @@ class TrainDataset(torch.utils.data.Dataset):
                 # z-depth in the normalised frame (a similarity: depths scale by tf.scale), like the predicted means
                 item["depth"] = _load_depth(scene.scene_file.parent, frames, views_in.indices, self.cfg.depth_key,
                                             plan) * float(tf.scale)
+            if self.cfg.load_target_depth:
+                frames = json.loads(scene.scene_file.read_text())["frames"]
+                plan_t = plan_resize(scene.width, scene.height, self.resize_tgt)
+                item["target_depth"] = _load_depth(scene.scene_file.parent, frames, views_tgt.indices,
+                                                   self.cfg.depth_key, plan_t) * float(tf.scale)
         except (SceneDataError, OSError, ValueError, KeyError, RuntimeError) as e:
             raise BadSampleError(f"bad training sample from scene {scene_dir} (step {key.step}, slot {key.slot}): "
                                  f"{type(e).__name__}: {e}") from e

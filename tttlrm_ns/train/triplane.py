@@ -4,7 +4,9 @@ Per sample of a micro-batch: the input and target cameras (already normalised by
 matter: the object frame is similarity-invariant) are moved into the object frame of the input views
 (:func:`tttlrm_ns.data.object_frame.object_frame`); the backbone predicts the planes from the input views; in every
 target view ``patches_per_view`` random ``patch x patch`` pixel windows are volume-rendered (stratified samples) and
-compared with the target pixels: MSE over all rendered pixels + LPIPS over the patches. Rendering a few patches
+compared with the target pixels: MSE over all rendered pixels + LPIPS over the patches, and where the data has
+depth (``data.load_target_depth``) a silhouette term (BCE of the accumulation against "the ray hits a surface") and
+a log-depth L1 of the rendered distance on the rays that hit (:func:`geometry_terms`). Rendering a few patches
 instead of whole views keeps the cost independent of the image size, and patches (not scattered rays) are what a
 perceptual loss needs. Patch positions and sample jitter come from the sample's seed (reproducible on resume).
 """
@@ -60,11 +62,33 @@ def gather_patches(images: Tensor, y0: Tensor, x0: Tensor, size: int) -> Tensor:
 
 
 def object_frame_cameras(c2w_in: Tensor, c2w_tgt: Tensor, camera_distance: float, where: str = ""):
-    """Input / target c2w [V, 4, 4], [T, 4, 4] -> both in the object frame of the inputs (float32)."""
+    """Input / target c2w [V, 4, 4], [T, 4, 4] -> both in the object frame of the inputs (float32), and the frame's
+    scale (a length of the given cameras' frame times it is the length in the object frame)."""
     from tttlrm_ns.data.object_frame import object_frame
 
     tr = object_frame(c2w_in, camera_distance, where=where)
-    return tr.apply(c2w_in.double()).float(), tr.apply(c2w_tgt.double()).float()
+    return tr.apply(c2w_in.double()).float(), tr.apply(c2w_tgt.double()).float(), float(tr.scale)
+
+
+def geometry_terms(acc: Tensor, dist: Tensor, dirs: Tensor, fwd: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+    """Silhouette and depth terms of rendered rays against the data's depth.
+
+    Args:
+        acc, dist: [N] rendered accumulation and expected distance (``render_rays``). dirs: [N, 3] unit ray
+            directions; fwd: [N, 3] the unit optical axis of each ray's camera. z: [N] the data's z-depth in the same
+            frame (0 = no surface).
+    Returns:
+        (BCE of ``acc`` against "a surface is hit" (z > 0), mean over the rays;
+         L1 of log distance against log of the data's ray distance ``z / cos``, mean over the rays that hit).
+    """
+    hit = z > 0
+    mask = torch.nn.functional.binary_cross_entropy(acc.clamp(1e-5, 1 - 1e-5), hit.to(acc.dtype))
+    if not bool(hit.any()):
+        return mask, dist.sum() * 0.0
+    cos = (dirs * fwd).sum(-1).clamp_min(1e-3)
+    gt = z[hit] / cos[hit]
+    depth = (dist[hit].clamp_min(1e-4).log() - gt.log()).abs().mean()
+    return mask, depth
 
 
 def triplane_micro_step(trainer: "Trainer", batch: dict, scale: float,
@@ -77,15 +101,18 @@ def triplane_micro_step(trainer: "Trainer", batch: dict, scale: float,
     s = tc.patch
     if s > h or s > w:
         raise ValueError(f"triplane_train.patch={s} exceeds the training images ({h}x{w})")
-    c2w_in, c2w_tgt = [], []
+    c2w_in, c2w_tgt, scales = [], [], []
     for i in range(b):
-        ci, ct = object_frame_cameras(batch["c2w"][i], batch["target_c2w"][i], tri.camera_distance,
-                                      where=f"training sample {tuple(batch['key'][i])}: ")
+        ci, ct, sc = object_frame_cameras(batch["c2w"][i], batch["target_c2w"][i], tri.camera_distance,
+                                          where=f"training sample {tuple(batch['key'][i])}: ")
         c2w_in.append(ci)
         c2w_tgt.append(ct)
+        scales.append(sc)
     out = trainer.ddp_model(images, torch.stack(c2w_in).to(dev), batch["fxfycxcy"].to(dev))
     bg = torch.tensor(cfg.data.background, dtype=torch.float32, device=dev)
-    totals = {"mse": torch.zeros((), device=dev), "perceptual": torch.zeros((), device=dev)}
+    lw = cfg.loss
+    geometry = lw.depth > 0 or lw.mask > 0
+    totals = {k: torch.zeros((), device=dev) for k in ("mse", "perceptual", "depth", "mask")}
     preview = None
     model = trainer.model
     for i in range(b):  # micro-batches are small; each sample has its own cameras and patch positions
@@ -103,13 +130,20 @@ def triplane_micro_step(trainer: "Trainer", batch: dict, scale: float,
         totals["mse"] = totals["mse"] + (pred - gt).square().mean()
         if trainer.perceptual is not None:
             totals["perceptual"] = totals["perceptual"] + trainer.perceptual(pred, gt, t * p)
+        if geometry:
+            # z-depth of the data in the object frame (the item's depth is in the normalised frame)
+            z = gather_patches(batch["target_depth"][i].to(dev)[:, None], y0, x0, s).reshape(-1) * scales[i]
+            fwd = c2w_tgt[i][:, None, None, None, :3, 2].to(dev).expand_as(d)
+            m_term, d_term = geometry_terms(r["accumulation"].reshape(-1), r["depth"].reshape(-1),
+                                            d.reshape(-1, 3), fwd.reshape(-1, 3), z)
+            totals["mask"] = totals["mask"] + m_term
+            totals["depth"] = totals["depth"] + d_term
         if i == 0:
             preview = (pred[0].detach().clamp(0, 1).cpu(), gt[0].cpu())
-    lw = cfg.loss
-    loss = (lw.mse * totals["mse"] + lw.perceptual * totals["perceptual"]) / b
+    loss = sum(getattr(lw, k) * v for k, v in totals.items()) / b
     (loss * scale).backward()
-    terms = {"mse": float(totals["mse"].detach()) / b, "perceptual": float(totals["perceptual"].detach()) / b,
-             "opacity": 0.0, "depth": 0.0, "loss": float(loss.detach())}
+    terms = {k: float(v.detach()) / b for k, v in totals.items()}
+    terms.update(opacity=0.0, loss=float(loss.detach()))
     return terms, preview
 
 
@@ -150,7 +184,7 @@ def export(model, path, step: int, cfg) -> str:
     return str(save_triplane(model, path, meta))
 
 
-__all__ = ["TriplaneTrainConfig", "build_model", "export", "export_checkpoint", "gather_patches", "init_from", "object_frame_cameras",
+__all__ = ["TriplaneTrainConfig", "build_model", "export", "export_checkpoint", "gather_patches", "geometry_terms", "init_from", "object_frame_cameras",
            "patch_rays", "triplane_micro_step"]
 
 
