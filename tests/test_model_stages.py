@@ -113,7 +113,10 @@ def test_decode_pruned_equals_prune_of_decode():
         tokens = m.run_blocks(m.encode(images, c2w, k), 6).tokens
         full = m.decode(tokens, c2w, k, 16, 24).gaussians[0]
         got = m.decode_pruned(tokens, c2w, k, 16, 24, cfg, None, torch.Generator().manual_seed(3))
-        _same(m.decode_pruned(tokens, c2w, k, 16, 24, None, 3), full)
+        # chunks of 3 views: a matmul over fewer rows may round differently in the last bit on another CPU
+        chunked = m.decode_pruned(tokens, c2w, k, 16, 24, None, 3)
+        for f in FIELDS:
+            torch.testing.assert_close(getattr(chunked, f), getattr(full, f), rtol=1e-6, atol=1e-6)
         # num_views picks the many-view fractions (the input view count, not the decoded one)
         many = m.decode_pruned(tokens, c2w, k, 16, 24, cfg, None, torch.Generator().manual_seed(3), num_views=64)
         with pytest.raises(ValueError, match="one scene"):
