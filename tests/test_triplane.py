@@ -263,6 +263,42 @@ def test_bundled_triplane_checkpoint_loads_and_predicts():
     assert planes.shape == (1, 3, 32, 64, 64) and torch.isfinite(planes).all()
 
 
+def _object_sample_psnr(model: TriplaneModel) -> tuple[float, float, float]:
+    """(model, all-white, inputs' mean colour) mean PSNR over 8 held-out views of ``tests/assets/object_sample`` (a
+    procedural object of seed 909, never trained on) from 4 k-means input views, all at 64x64 as trained; the
+    same steps as scripts/eval_triplane.py."""
+    from tttlrm_ns.data.scene import ResizeConfig, load_scene, load_views
+    from tttlrm_ns.data.views import ViewSelectionConfig, select_views
+    from tttlrm_ns.eval.metrics import psnr
+
+    scene = load_scene(REPO / "tests" / "assets" / "object_sample")
+    inputs = select_views(scene.c2w, ViewSelectionConfig(mode="kmeans", num_views=4))
+    held = [i for i in range(len(scene)) if i not in inputs][::3][:8]
+    vin = load_views(scene, inputs, ResizeConfig(height=64, width=64, patch_size=model.cfg.patch_size))
+    vout = load_views(scene, held, ResizeConfig(height=64, width=64, patch_size=1))
+    tr = object_frame(scene.c2w[inputs].double(), model.tri.camera_distance)
+    c2w_in, c2w_out = tr.apply(scene.c2w[inputs].double()).float(), tr.apply(scene.c2w[held].double()).float()
+    with torch.no_grad():
+        planes = model(vin.images[None].float(), c2w_in[None], vin.fxfycxcy[None].float()).planes
+        rgb = model.render(planes, c2w_out[None], vout.fxfycxcy[None].float(), 64, 64, torch.ones(3))["rgb"][0]
+    gt = vout.images.float()
+    flat = vin.images.float().mean(dim=(0, 2, 3))[None, :, None, None].expand_as(gt)
+    return (float(psnr(rgb.clamp(0, 1), gt).mean()), float(psnr(torch.ones_like(gt), gt).mean()),
+            float(psnr(flat, gt).mean()))
+
+
+def test_bundled_triplane_beats_flat_images_and_random_weights_do_not():
+    """Quality floor of the shipped triplane (docs/model_card.md): the better flat image (all white / the inputs'
+    mean colour) + 1 dB, and the untrained model of the same configuration + 0.3 dB."""
+    path = REPO / "tttlrm_ns" / "assets" / "weights" / "tttlrm_triplane.safetensors"
+    trained, white, mean = _object_sample_psnr(load_triplane(path).eval())
+    shipped = load_triplane(path)
+    torch.manual_seed(0)
+    random_psnr, _, _ = _object_sample_psnr(TriplaneModel(shipped.cfg, shipped.tri).eval())
+    floor = max(max(white, mean) + 1.0, random_psnr + 0.3)
+    assert trained > floor, (trained, white, mean, random_psnr)
+
+
 def test_tttlrm_train_triplane_tiny_run_exports_a_triplane_file(tmp_path):
     from test_ns_triplane import make_object_capture
 
