@@ -10,6 +10,7 @@ from tttlrm_ns.conventions import Similarity
 from tttlrm_ns.gaussians import (
     Gaussians,
     PruneConfig,
+    input_footprint,
     map_gaussians,
     prune,
     prune_indices,
@@ -17,6 +18,7 @@ from tttlrm_ns.gaussians import (
     rotation_to_quat,
     sh_rotation_matrix,
     transform_gaussians,
+    widen_to_footprint,
 )
 from tttlrm_ns.sh import sh_bases
 
@@ -200,3 +202,77 @@ def test_from_splatfacto_layout():
     back = Gaussians.from_splatfacto(params)
     assert back.means is g.means and back.opacity_logits is g.opacity_logits  # no copies: gradients reach them
     assert torch.equal(back.sh, g.sh) and back.sh_degree == 3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# input-resolution footprint
+
+
+def _look_down_z(x: float = 0.0) -> torch.Tensor:
+    """OpenCV camera at (x, 0, 0) looking along +z (identity rotation) [4, 4]."""
+    c2w = torch.eye(4)
+    c2w[0, 3] = x
+    return c2w
+
+
+def test_input_footprint_is_depth_over_focal_of_the_closest_view_that_sees_the_point():
+    c2w = torch.stack([_look_down_z(0.0), _look_down_z(0.0)])
+    c2w[1, 2, 3] = 1.0  # second camera 1 unit closer to the points (at z = 1)
+    k = torch.tensor([[100.0, 100.0, 32.0, 32.0], [50.0, 200.0, 32.0, 32.0]])  # sqrt(fx fy) = 100 for both
+    means = torch.tensor([[0.0, 0.0, 4.0],  # seen by both: z 4 and 3 -> 3 / 100
+                          [1.5, 0.0, 4.0],  # u = 100 * 1.5 / 4 + 32 = 69.5 > 64 in view 0; view 1: 25 + 32 = 57
+                          [3.5, 0.0, 4.0],  # outside both images: the closest view it lies in front of
+                          [0.0, 0.0, -1.0]])  # behind both cameras
+    fp = input_footprint(means, c2w, k, 64, 64)
+    assert torch.allclose(fp[:3], torch.tensor([0.03, 0.03, 0.03]))
+    assert torch.isinf(fp[3])
+    means[1, 2] = 2.0
+    means[1, 0] = 0.5  # view 0: u = 100 * 0.5 / 2 + 32 = 57 (inside); view 1: 50 * 0.5 / 1 + 32 = 57 (inside)
+    assert torch.allclose(input_footprint(means[1:2], c2w, k, 64, 64), torch.tensor([0.01]))
+    means[1, 0] = 0.9  # view 0: u = 77 (outside); view 1: u = 77 (outside) -> min over both: 1 / 100
+    assert torch.allclose(input_footprint(means[1:2], c2w, k, 64, 64), torch.tensor([0.01]))
+    # chunked and unchunked agree
+    pts = torch.randn(500, 3) + torch.tensor([0.0, 0.0, 5.0])
+    assert torch.equal(input_footprint(pts, c2w, k, 64, 64, chunk=7), input_footprint(pts, c2w, k, 64, 64))
+
+
+def test_widen_to_footprint_adds_the_variance_and_keeps_the_rest():
+    g = _g(50)
+    fp = torch.rand(50) + 0.1
+    assert widen_to_footprint(g, fp, 0.0) is g
+    w = widen_to_footprint(g, fp, 0.3)
+    assert torch.allclose(torch.exp(2 * w.log_scales), torch.exp(2 * g.log_scales) + 0.3 * fp[:, None] ** 2,
+                          rtol=1e-5)
+    for name in ("means", "sh", "quats", "opacity_logits"):
+        assert torch.equal(getattr(w, name), getattr(g, name))
+    with pytest.raises(ValueError, match="footprint"):
+        widen_to_footprint(g, fp[:10], 0.3)
+
+
+def test_footprint_filter_fills_the_gaps_between_pixel_sized_gaussians_in_a_finer_render():
+    """One tiny Gaussian per input pixel of a 16x16 view on a plane: at the input resolution the rasteriser's blur
+    covers the plane; rendered 8x finer without the filter only dots remain; with it the plane is covered again."""
+    from tttlrm_ns.render.splat import render_gaussians
+
+    n, z, f = 16, 2.0, 16.0
+    ij = (torch.arange(n) + 0.5 - n / 2) * z / f  # pixel centres of the 16x16 view on the plane z = 2
+    yy, xx = torch.meshgrid(ij, ij, indexing="ij")
+    means = torch.stack([xx.reshape(-1), yy.reshape(-1), torch.full((n * n,), z)], -1)
+    g = Gaussians(means, torch.zeros(n * n, 1, 3), torch.full((n * n, 3), math.log(1e-4)),
+                  torch.tensor([1.0, 0, 0, 0]).repeat(n * n, 1), torch.full((n * n, 1), 6.0))
+    c2w = _look_down_z()[None]
+    k_in = torch.tensor([[f, f, n / 2, n / 2]])
+    fp = input_footprint(means, c2w, k_in, n, n)
+    assert torch.allclose(fp, torch.full_like(fp, z / f))
+
+    def coverage(gs, s):  # mean accumulated opacity of the central half of a render at s x the input size
+        K = torch.tensor([[[f * s, 0, n * s / 2], [0, f * s, n * s / 2], [0, 0, 1]]])
+        a = render_gaussians(gs, c2w, K, n * s, n * s, backend="reference").alpha[0, ..., 0]
+        q = n * s // 4
+        return float(a[q:-q, q:-q].mean())
+
+    native, dots = coverage(g, 1), coverage(g, 8)
+    # 0.3 input px^2 is the rasteriser's blur at the input size: the finer render is covered as the native one is;
+    # the pipeline's default 0.1 covers most of it (sigma of a third of a pixel between centres one pixel apart)
+    half, matched = coverage(widen_to_footprint(g, fp, 0.1), 8), coverage(widen_to_footprint(g, fp, 0.3), 8)
+    assert native > 0.95 and dots < 0.1 and half > 0.5 and matched > 0.9, (native, dots, half, matched)

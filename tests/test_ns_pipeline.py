@@ -98,6 +98,27 @@ def test_gaussians_lie_on_the_input_pixel_rays_in_the_world_frame(tiny_checkpoin
         torch.testing.assert_close(px, centres, atol=2e-3, rtol=0)
 
 
+def test_footprint_filter_widens_by_the_input_pixel_size_in_the_world_frame(tiny_checkpoint):
+    """The filter is applied in the model's normalised frame; in the dataparser's world frame every Gaussian must
+    have gained ``footprint_filter * (z / f)^2`` of variance with z / f measured from the world cameras (so the
+    normalisation's scale was carried along), and nothing else may change."""
+    from tttlrm_ns.gaussians import PruneConfig, input_footprint
+
+    raw = _setup(_config(tiny_checkpoint, prune=PruneConfig(keep_top=0.0), footprint_filter=0.0))
+    wide = _setup(_config(tiny_checkpoint, prune=PruneConfig(keep_top=0.0), footprint_filter=0.1))
+    g0, g1 = raw.model.get_gaussians(), wide.model.get_gaussians()
+    assert raw.input_indices == wide.input_indices
+    torch.testing.assert_close(g1.means, g0.means)
+    torch.testing.assert_close(g1.opacity_logits, g0.opacity_logits)
+    cams = raw.datamanager.train_dataset.cameras
+    idx = raw.input_indices
+    c2w = conventions.opengl_to_opencv_c2w(conventions.to_homogeneous_pose(cams.camera_to_worlds[idx].double()))
+    k = torch.stack([cams.fx[idx, 0], cams.fy[idx, 0], cams.cx[idx, 0], cams.cy[idx, 0]], -1).double() * 128 / 480
+    fp = input_footprint(g0.means.double(), c2w, k, 72, 128)  # world units per input pixel
+    added = torch.exp(2 * g1.log_scales.double()) - torch.exp(2 * g0.log_scales.double())  # [N, 3]
+    torch.testing.assert_close(added, 0.1 * fp[:, None] ** 2 * torch.ones_like(added), rtol=2e-3, atol=1e-9)
+
+
 def test_kmeans_selection_is_deterministic_and_sorted(tiny_checkpoint):
     a = _setup(_config(tiny_checkpoint)).input_indices
     b = _setup(_config(tiny_checkpoint)).input_indices

@@ -253,3 +253,63 @@ def map_gaussians(
     if inverse:
         return transform_gaussians(means, quats, log_scales, sh, rot.T, -(rot.T @ t), 1.0 / sim.scale)
     return transform_gaussians(means, quats, log_scales, sh, rot, sim.scale * t, sim.scale)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# input-resolution footprint (a 3D smoothing filter)
+#
+# A feed-forward model is trained on renders at its input resolution, whose rasteriser adds eps2d = 0.3 px^2 to every
+# projected covariance; it is free to predict Gaussians far smaller than an input pixel, because that blur fills the
+# gaps between them. Rendered finer than the input (an object model that saw 64^2 views rendering 512^2 frames) the
+# blur shrinks with the pixels and the surfaces fall apart into separate dots. Widening each Gaussian to at least the
+# footprint of an input pixel at its position -- Mip-Splatting's 3D filter (Yu et al., CVPR 2024, eq. 7:
+# Sigma + (s / nu)^2 I, nu the highest sampling rate f / z over the views that see the point) with the input views as
+# the "training" views -- renders what the model was trained to produce at any resolution. The opacity is left as
+# it is (no energy compensation): at the input resolution the rasteriser's blur also kept it.
+
+
+def input_footprint(means: Tensor, c2w: Tensor, fxfycxcy: Tensor, height: int, width: int,
+                    chunk: int = 1 << 16) -> Tensor:
+    """World-space size of one input pixel at each Gaussian: min over the input views whose image the mean
+    projects into of ``z / f`` (``f = sqrt(fx fy)``); views it does not project into are ignored, and a mean seen by
+    none gets the min over the views it lies in front of (``inf`` if behind all).
+
+    Args:
+        means: [N, 3] in the cameras' world frame.
+        c2w: [V, 4, 4] OpenCV camera-to-world of the input views.
+        fxfycxcy: [V, 4] pixel intrinsics at the input resolution ``height`` x ``width``.
+    Returns:
+        [N] float32 (same device as ``means``).
+    """
+    w2c = torch.linalg.inv(c2w.double()).float().to(means.device)  # [V, 4, 4]
+    k = fxfycxcy.float().to(means.device)  # [V, 4]
+    f = (k[:, 0] * k[:, 1]).sqrt()  # [V]
+    out = []
+    for s in range(0, means.shape[0], chunk):  # [n, V] temporaries: bounded memory for scene-sized outputs
+        m = means[s:s + chunk].float()
+        cam = torch.einsum("vij,nj->nvi", w2c[:, :3, :3], m) + w2c[:, :3, 3]  # [n, V, 3]
+        z = cam[..., 2]
+        zc = z.clamp_min(1e-8)
+        u = k[:, 0] * cam[..., 0] / zc + k[:, 2]
+        v = k[:, 1] * cam[..., 1] / zc + k[:, 3]
+        ahead = z > 1e-6
+        inside = ahead & (u >= 0) & (u <= width) & (v >= 0) & (v <= height)
+        size = z / f  # [n, V]
+        inf = torch.full_like(size, float("inf"))
+        seen = torch.where(inside, size, inf).amin(dim=1)
+        front = torch.where(ahead, size, inf).amin(dim=1)
+        out.append(torch.where(torch.isfinite(seen), seen, front))
+    return torch.cat(out) if out else means.new_zeros(0)
+
+
+def widen_to_footprint(g: Gaussians, footprint: Tensor, variance: float) -> Gaussians:
+    """Add ``variance * footprint^2`` to every axis' variance of an unbatched container (``footprint`` [N] from
+    :func:`input_footprint`); ``variance`` is in input pixels squared (0 returns ``g`` unchanged). Means, colours,
+    rotations and opacities are kept."""
+    if variance <= 0:
+        return g
+    if variance < 0 or footprint.shape != g.opacity_logits.shape[:-1]:
+        raise ValueError(f"footprint of shape {tuple(footprint.shape)} for {g.num} Gaussians")
+    extra = (variance * footprint.clamp_max(1e6).to(g.log_scales.dtype) ** 2)[:, None]  # [N, 1]
+    log_scales = 0.5 * torch.log(torch.exp(2 * g.log_scales) + extra)
+    return Gaussians(means=g.means, sh=g.sh, log_scales=log_scales, quats=g.quats, opacity_logits=g.opacity_logits)

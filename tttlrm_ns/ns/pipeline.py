@@ -37,7 +37,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from tttlrm_ns import BUNDLED_CHECKPOINT
 from tttlrm_ns.data.normalize import normalize_cameras
 from tttlrm_ns.data.views import ViewSelectionConfig, select_views
-from tttlrm_ns.gaussians import Gaussians, PruneConfig
+from tttlrm_ns.gaussians import Gaussians, PruneConfig, input_footprint, widen_to_footprint
 from tttlrm_ns.model import TttlrmConfig, presets
 from tttlrm_ns.ns import inputs
 from tttlrm_ns.ns.model import TttlrmNSModelConfig
@@ -112,6 +112,10 @@ class TttlrmPipelineConfig(VanillaPipelineConfig):
     """Camera normalisation: 'auto' = mean_cam for the full scan, first_cam for 'ar' / 'stream' (as trained)."""
     prune: PruneConfig = field(default_factory=lambda: PruneConfig(keep_top=0.4, keep_random=0.1))
     """Opacity pruning of the predicted Gaussians (official: keep the 40 % most opaque + 10 % of the rest)."""
+    footprint_filter: float = 0.1
+    """Variance, in input pixels squared, added to every predicted Gaussian at the size of an input pixel where it
+    sits (:func:`tttlrm_ns.gaussians.widen_to_footprint`): renders, the viewer and exports finer than the input
+    then show surfaces instead of separate dots. 0: the model's raw output (the official pipeline)."""
     chunk_views: int = 8
     """Views per chunk of ray encoding / Gaussian decoding (bounds per-pixel memory; the backbone sees all)."""
     memory_budget_gb: Optional[float] = None
@@ -400,6 +404,13 @@ class TttlrmPipeline(VanillaPipeline):
             self.config.chunk_views, gen,
         )
         del model  # the backbone is not part of the nerfstudio model or its checkpoints
+        if self.config.footprint_filter > 0:
+            fp = input_footprint(g.means, c2w_norm.float().to(g.means.device), k.float().to(g.means.device),
+                                 plan.out_h, plan.out_w)
+            g = widen_to_footprint(g, fp, self.config.footprint_filter)
+            CONSOLE.log(f"tttLRM: every Gaussian widened by {self.config.footprint_filter} input pixels^2 of variance "
+                        "(Mip-Splatting's 3D filter at the input views' sampling rate: renders finer than the input "
+                        "show surfaces, not dots; --pipeline.footprint-filter 0 keeps the model's raw output)")
         gc.collect()
         if dev.type == "cuda":
             torch.cuda.empty_cache()
