@@ -59,6 +59,12 @@ def parse_args(argv=None) -> GenerateConfig:
     p.add_argument("--zv-texture-res", type=int, default=ZeroverseConfig.texture_res,
                    help="zeroverse: 0 = colours per vertex; N > 0 = N x N texels per primitive face (crisper "
                         "textures on uncut solid parts)")
+    p.add_argument("--zv-radius", type=float, nargs=2, metavar=("LO", "HI"), default=ZeroverseConfig.radius_range,
+                   help="zeroverse: bounding-sphere radius range of the objects (unit-sphere units; LRM-Zero's "
+                        "objects span about 0.3-0.78 at camera distances 1.5-2.8, i.e. smaller in the frame than "
+                        "the default's)")
+    p.add_argument("--zv-distance", type=float, nargs=2, metavar=("LO", "HI"), default=ZeroverseConfig.distance_range,
+                   help="zeroverse: camera distance range (unit-sphere units)")
     p.add_argument("--supersample", type=int, default=1,
                    help="odd S: render at S x resolution and box-filter colour (anti-aliasing); depth stays exact")
     p.add_argument("--format", choices=["png", "jpg"], default="png", dest="image_format")
@@ -86,7 +92,9 @@ def parse_args(argv=None) -> GenerateConfig:
                           scenes=ScenesConfig(frames=a.frames, supersample=a.supersample),
                           megasynth=MegaSynthScenesConfig(frames=a.frames, supersample=a.supersample,
                                                           room=MegaSynthConfig(camera_mode=a.camera_mode)),
-                          zeroverse=ZeroverseConfig(grid=a.zv_grid, texture_res=a.zv_texture_res)), not a.no_progress
+                          zeroverse=ZeroverseConfig(grid=a.zv_grid, texture_res=a.zv_texture_res,
+                                                    radius_range=tuple(a.zv_radius),
+                                                    distance_range=tuple(a.zv_distance))), not a.no_progress
 
 
 def main(argv=None) -> int:

@@ -245,8 +245,10 @@ def test_widen_to_footprint_adds_the_variance_and_keeps_the_rest():
                           rtol=1e-5)
     for name in ("means", "sh", "quats", "opacity_logits"):
         assert torch.equal(getattr(w, name), getattr(g, name))
-    with pytest.raises(ValueError, match="footprint"):
+    with pytest.raises(ValueError, match="footprint of shape"):
         widen_to_footprint(g, fp[:10], 0.3)
+    with pytest.raises(ValueError, match=">= 0"):
+        widen_to_footprint(g, fp, -0.1)
 
 
 def test_footprint_filter_fills_the_gaps_between_pixel_sized_gaussians_in_a_finer_render():

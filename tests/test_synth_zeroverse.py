@@ -281,3 +281,12 @@ def test_depth_unprojects_onto_the_mesh(rendered):
             off = (dist_bad < 0.01).mean()
             assert on > 0.98, (index, on)
             assert off < on - 0.3, (index, on, off)
+
+
+@needs_gl
+def test_cli_object_size_and_camera_distance_ranges(tmp_path):
+    _cli(tmp_path / "r", "--zv-radius", "0.3", "0.31", "--zv-distance", "3.0", "3.01", "--num", "1")
+    meta = json.loads((tmp_path / "r/zeroverse_00000/opencv_cameras.json").read_text())["generator"]
+    assert 0.3 <= meta["zeroverse"]["radius"] <= 0.31 and 3.0 <= meta["camera_distance"] <= 3.01
+    depth = np.load(tmp_path / "r/zeroverse_00000" / "depth/0000.npy")
+    assert (depth[depth > 0] > 3.0 - 0.31 - 1e-3).all()  # the small object stays where the ranges put it

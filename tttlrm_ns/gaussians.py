@@ -306,10 +306,12 @@ def widen_to_footprint(g: Gaussians, footprint: Tensor, variance: float) -> Gaus
     """Add ``variance * footprint^2`` to every axis' variance of an unbatched container (``footprint`` [N] from
     :func:`input_footprint`); ``variance`` is in input pixels squared (0 returns ``g`` unchanged). Means, colours,
     rotations and opacities are kept."""
-    if variance <= 0:
-        return g
-    if variance < 0 or footprint.shape != g.opacity_logits.shape[:-1]:
+    if variance < 0:
+        raise ValueError(f"footprint filter variance must be >= 0 (input pixels^2), got {variance}")
+    if footprint.shape != g.opacity_logits.shape[:-1]:
         raise ValueError(f"footprint of shape {tuple(footprint.shape)} for {g.num} Gaussians")
+    if variance == 0:
+        return g
     extra = (variance * footprint.clamp_max(1e6).to(g.log_scales.dtype) ** 2)[:, None]  # [N, 1]
     log_scales = 0.5 * torch.log(torch.exp(2 * g.log_scales) + extra)
     return Gaussians(means=g.means, sh=g.sh, log_scales=log_scales, quats=g.quats, opacity_logits=g.opacity_logits)

@@ -336,6 +336,9 @@ class TttlrmPipeline(VanillaPipeline):
     def predict(self) -> tuple[Gaussians, list[int]]:
         """Run the backbone once on the selected train views; Gaussians in the dataparser's world frame."""
         t0 = time.perf_counter()
+        if self.config.footprint_filter < 0:
+            raise PredictionError(f"--pipeline.footprint-filter must be >= 0 (input pixels^2 of variance; 0 = off), "
+                                  f"got {self.config.footprint_filter}")
         path, cfg = self.resolve_model_config()
         idx = self._select_inputs(cfg)
         cameras = self.datamanager.train_dataset.cameras  # type: ignore[union-attr]

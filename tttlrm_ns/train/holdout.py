@@ -28,7 +28,7 @@ import torch
 from tttlrm_ns.data.normalize import NormalizeConfig, normalize_views
 from tttlrm_ns.data.scene import ResizeConfig, load_scene, load_views
 from tttlrm_ns.eval.metrics import psnr
-from tttlrm_ns.gaussians import prune
+from tttlrm_ns.gaussians import input_footprint, prune, widen_to_footprint
 
 from .config import TrainConfig, load_yaml_config
 from .data import discover_scenes
@@ -59,6 +59,9 @@ class HoldoutConfig:
     render_scale: int = 1
     """Render (and compare) the novel views at render_scale x the input size: how the Gaussians hold up when
     rendered finer than they were predicted, as at evaluation on higher-resolution frames."""
+    footprint_filter: float = 0.0
+    """Widen the Gaussians by this variance in input pixels^2 before rendering, as the nerfstudio pipeline does
+    (``--pipeline.footprint-filter``, :func:`tttlrm_ns.gaussians.widen_to_footprint`); 0: the raw output."""
     mode: Literal["auto", "interp", "sphere"] = "auto"
     """'auto': 'sphere' when the run samples views at random (objects), else 'interp'."""
     out: Optional[Path] = None
@@ -88,9 +91,9 @@ def choose_views(c2w: torch.Tensor, n_in: int, n_tgt: int, mode: str, span: int)
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, cfg: TrainConfig, scenes: list[Path], n_in: int, n_tgt: int, mode: str,
-             span: int = 48, render_scale: int = 1) -> dict:
-    """Mean novel-view PSNR over ``scenes`` (targets at ``render_scale`` x the input size); the model runs in eval
-    mode on the CPU/GPU it lives on."""
+             span: int = 48, render_scale: int = 1, footprint_filter: float = 0.0) -> dict:
+    """Mean novel-view PSNR over ``scenes`` (targets at ``render_scale`` x the input size; Gaussians widened by
+    ``footprint_filter`` input pixels^2 after pruning); the model runs in eval mode on the CPU/GPU it lives on."""
     from .loop import render_views, resolve_rasterize
 
     dev = next(model.parameters()).device
@@ -113,6 +116,10 @@ def evaluate(model: torch.nn.Module, cfg: TrainConfig, scenes: list[Path], n_in:
         out = model(vin.images[None].to(dev), c2w_in[None].float().to(dev), vin.fxfycxcy[None].float().to(dev))
         gen = torch.Generator().manual_seed(1000 + k)
         kept = prune(out.gaussians[0], cfg.render.prune, len(inputs), gen)
+        if footprint_filter > 0:
+            fp = input_footprint(kept.means, c2w_in.float().to(dev), vin.fxfycxcy.float().to(dev),
+                                 vin.images.shape[-2], vin.images.shape[-1])
+            kept = widen_to_footprint(kept, fp, footprint_filter)
         render = render_views(kept, c2w_tgt.float().to(dev), vt.fxfycxcy.float().to(dev), vt.images.shape[-2],
                               vt.images.shape[-1], rcfg, raster).clamp(0, 1)
         per_scene.append({"scene": scene.scene_name, "inputs": inputs, "targets": targets,
@@ -157,10 +164,11 @@ def main(argv=None) -> int:
     scenes = discover_scenes(hc.scenes)[: hc.num]
     mode = hc.mode if hc.mode != "auto" else ("sphere" if cfg.data.sampling == "random" else "interp")
     n_in = hc.views or cfg.data.num_input_views[0]
-    res = evaluate(model, cfg, scenes, n_in, hc.targets, mode, hc.span, hc.render_scale)
+    res = evaluate(model, cfg, scenes, n_in, hc.targets, mode, hc.span, hc.render_scale, hc.footprint_filter)
     res["weights"] = what
     res["resolution"] = [cfg.data.height, cfg.data.width]
     res["render_scale"] = hc.render_scale
+    res["footprint_filter"] = hc.footprint_filter
     print(f"{what}: held-out PSNR {res['psnr']:.2f} dB over {res['num_scenes']} scenes "
           f"({n_in} input views at {cfg.data.height}x{cfg.data.width}, {hc.targets} novel targets each rendered at "
           f"{hc.render_scale}x, {mode})")
