@@ -7,7 +7,7 @@ with ``--split paper`` the frames ``tttlrm-eval`` holds out, for a comparison wi
 image's PSNR for reference, the prediction time and the render time per image (wall clock and CPU seconds of this
 process: on a shared machine the wall time mostly measures waiting). Pure torch (no nerfstudio), the same
 steps as ``ns-train tttlrm-triplane`` (object frame from the input cameras, inputs resized to the training
-resolution).
+resolution; :func:`tttlrm_ns.eval.triplane.render_held_out`).
 
   python scripts/eval_triplane.py ../shared/data/gso_toy --weights tttlrm_ns/assets/weights/tttlrm_triplane.safetensors \
       --res 256 --out /tmp/gso_toy_triplane.json --png docs/img/triplane_gso_toy.png
@@ -18,15 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 import torch
 
-from tttlrm_ns.data.object_frame import object_frame
-from tttlrm_ns.data.scene import ResizeConfig, load_scene, load_views
+from tttlrm_ns.data.scene import load_scene
 from tttlrm_ns.data.views import ViewSelectionConfig, paper_protocol, select_views
 from tttlrm_ns.eval import metrics
+from tttlrm_ns.eval.triplane import render_held_out
 from tttlrm_ns.model.triplane import load_triplane, read_triplane_metadata
 
 
@@ -42,26 +41,9 @@ def evaluate_scene(model, meta: dict, scene_dir: Path, a) -> tuple[dict, torch.T
         inputs = select_views(scene.c2w, ViewSelectionConfig(mode="kmeans", num_views=a.views),
                               where=f"{scene_dir}: ")
         held = [i for i in range(len(scene)) if i not in inputs][:: a.every]
-    white = torch.ones(3)
-    vin = load_views(scene, inputs, ResizeConfig(height=in_res, width=in_res, patch_size=model.cfg.patch_size))
-    vout = load_views(scene, held, ResizeConfig(height=a.res, width=a.res, patch_size=1))
-    tr = object_frame(scene.c2w[inputs].double(), model.tri.camera_distance, where=f"{scene_dir}: ")
-    c2w_in = tr.apply(scene.c2w[inputs].double()).float()
-    c2w_out = tr.apply(scene.c2w[held].double()).float()
-    with torch.no_grad():
-        t0, c0 = time.perf_counter(), time.process_time()
-        planes = model(vin.images[None].float(), c2w_in[None], vin.fxfycxcy[None].float()).planes
-        t_pred, c_pred = time.perf_counter() - t0, time.process_time() - c0
-        preds, t_render, c_render = [], [], []
-        for j in range(len(held)):  # one view at a time: the per-image time is what a viewer sees
-            t0, c0 = time.perf_counter(), time.process_time()
-            r = model.render(planes, c2w_out[None, j:j + 1], vout.fxfycxcy[None, j:j + 1].float(), a.res, a.res,
-                             white, a.samples)
-            t_render.append(time.perf_counter() - t0)
-            c_render.append(time.process_time() - c0)
-            preds.append(r["rgb"][0, 0].clamp(0, 1))
-    pred = torch.stack(preds)
-    gt = vout.images.float()
+    r = render_held_out(model, scene, inputs, held, in_res, a.res, a.samples, where=f"{scene_dir}: ")
+    pred, gt = r.pred, r.gt
+    t_pred, c_pred, t_render, c_render = r.prediction_wall_s, r.prediction_cpu_s, r.render_wall_s, r.render_cpu_s
     p = metrics.psnr(pred, gt)
     s = metrics.ssim(pred, gt, "skimage")
     lp = metrics.lpips(pred, gt, "vgg")
@@ -78,7 +60,7 @@ def evaluate_scene(model, meta: dict, scene_dir: Path, a) -> tuple[dict, torch.T
                      for i, h in enumerate(held)],
     }
     k = min(4, len(held))
-    up = torch.nn.functional.interpolate(vin.images.float(), size=(a.res, a.res), mode="nearest")
+    up = torch.nn.functional.interpolate(r.inputs, size=(a.res, a.res), mode="nearest")
     top = torch.cat(list(up) + list(pred[:k]), dim=-1)
     bottom = torch.cat([torch.ones_like(up[0])] * len(inputs) + list(gt[:k]), dim=-1)
     return res, torch.cat([top, bottom], dim=-2)

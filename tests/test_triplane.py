@@ -266,26 +266,20 @@ def test_bundled_triplane_checkpoint_loads_and_predicts():
 def _object_sample_psnr(model: TriplaneModel) -> tuple[float, float, float]:
     """(model, all-white, inputs' mean colour) mean PSNR over 8 held-out views of ``tests/assets/object_sample`` (a
     procedural object of seed 909, never trained on) from 4 k-means input views, all at 64x64 as trained; the
-    same steps as scripts/eval_triplane.py."""
-    from tttlrm_ns.data.scene import ResizeConfig, load_scene, load_views
+    steps of scripts/eval_triplane.py (:func:`tttlrm_ns.eval.triplane.render_held_out`)."""
+    from tttlrm_ns.data.scene import load_scene
     from tttlrm_ns.data.views import ViewSelectionConfig, select_views
     from tttlrm_ns.eval.metrics import psnr
     from tttlrm_ns.eval.protocol import mean_colour_image, white_image
+    from tttlrm_ns.eval.triplane import render_held_out
 
     scene = load_scene(REPO / "tests" / "assets" / "object_sample")
     inputs = select_views(scene.c2w, ViewSelectionConfig(mode="kmeans", num_views=4))
     held = [i for i in range(len(scene)) if i not in inputs][::3][:8]
-    vin = load_views(scene, inputs, ResizeConfig(height=64, width=64, patch_size=model.cfg.patch_size))
-    vout = load_views(scene, held, ResizeConfig(height=64, width=64, patch_size=1))
-    tr = object_frame(scene.c2w[inputs].double(), model.tri.camera_distance)
-    c2w_in, c2w_out = tr.apply(scene.c2w[inputs].double()).float(), tr.apply(scene.c2w[held].double()).float()
-    with torch.no_grad():
-        planes = model(vin.images[None].float(), c2w_in[None], vin.fxfycxcy[None].float()).planes
-        rgb = model.render(planes, c2w_out[None], vout.fxfycxcy[None].float(), 64, 64, torch.ones(3))["rgb"][0]
-    gt = vout.images.float()
-    flat = lambda image: image[None].expand_as(gt)  # noqa: E731  [3, H, W] -> one per held-out view
-    return (float(psnr(rgb.clamp(0, 1), gt).mean()), float(psnr(flat(white_image(64, 64)), gt).mean()),
-            float(psnr(flat(mean_colour_image(vin.images, 64, 64)), gt).mean()))
+    r = render_held_out(model, scene, inputs, held, 64, 64)
+    flat = lambda image: image[None].expand_as(r.gt)  # noqa: E731  [3, H, W] -> one per held-out view
+    return (float(psnr(r.pred, r.gt).mean()), float(psnr(flat(white_image(64, 64)), r.gt).mean()),
+            float(psnr(flat(mean_colour_image(r.inputs, 64, 64)), r.gt).mean()))
 
 
 def test_bundled_triplane_beats_flat_images_and_random_weights_do_not():
