@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -260,7 +261,7 @@ def test_bundled_triplane_checkpoint_loads_and_predicts():
     images, c2w, k = _tiny_inputs(v=4, res=64)
     with torch.no_grad():
         planes = model(images, c2w, k).planes
-    assert planes.shape == (1, 3, 32, 64, 64) and torch.isfinite(planes).all()
+    assert planes.shape == (1, 3, 32, 128, 128) and torch.isfinite(planes).all()  # 16 x 16 tokens of patch 8
 
 
 def _object_sample_psnr(model: TriplaneModel) -> tuple[float, float, float]:
@@ -372,3 +373,31 @@ def test_tttlrm_train_triplane_with_depth_and_silhouette_terms(tmp_path):
     assert all(math.isfinite(r["mask"]) and math.isfinite(r["depth"]) and r["depth"] > 0 for r in h)
     first, last = h[0]["mask"] + h[0]["depth"], min(r["mask"] + r["depth"] for r in h[-4:])
     assert last < 0.65 * first, [(round(r["mask"], 3), round(r["depth"], 3)) for r in h]
+
+
+def test_init_from_a_coarser_triplane_tiles_its_plane_patches(tmp_path):
+    """A 2x2-token triplane initialises a 4x4-token one (`checkpoint.init_from`): every other weight is copied and
+    each query token is repeated over the 2x2 new tokens covering its area. The queries carry no position and attend
+    only among themselves, where a key repeated 4 times leaves softmax attention unchanged, so the finer model's
+    planes are the coarse planes with every patch tiled 2x2 -- the same function of the inputs at first."""
+    from tttlrm_ns.train.triplane import init_from, upsample_plane_queries
+
+    cfg, tri = preset("triplane_tiny")
+    torch.manual_seed(0)
+    coarse = TriplaneModel(cfg, tri).eval()
+    path = save_triplane(coarse, tmp_path / "coarse.safetensors")
+    fine = TriplaneModel(cfg, dataclasses.replace(tri, tokens_per_side=4)).eval()
+    logs = []
+    init_from(fine, str(path), logs.append)
+    assert "repeated to 4x4" in logs[0]
+    images, c2w, k = _tiny_inputs(v=2, res=16)
+    with torch.no_grad():
+        a = coarse(images, c2w, k).planes  # [1, 3, C, 16, 16]
+        b = fine(images, c2w, k).planes  # [1, 3, C, 32, 32]
+    p = cfg.patch_size
+    for i in range(4):
+        for j in range(4):
+            want = a[..., (i // 2) * p:(i // 2 + 1) * p, (j // 2) * p:(j // 2 + 1) * p]
+            torch.testing.assert_close(b[..., i * p:(i + 1) * p, j * p:(j + 1) * p], want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(CheckpointError, match="not a multiple"):
+        upsample_plane_queries(coarse.plane_queries.detach(), 2, 3)

@@ -276,7 +276,8 @@ TRIPLANE_HEADS = {
     # Seed B.2: patch 16 backbone; 16 x 16 query tokens per plane -> 256^2 planes (LRM-like size), 40 channels.
     "object_triplane": TriplaneConfig(tokens_per_side=16, channels=40, mlp_width=64, mlp_layers=3,
                                       samples_per_ray=128),
-    # CPU-sized (the bundled checkpoint): 8 x 8 tokens of patch 8 -> 64^2 planes, 32 channels.
+    # CPU-sized: 8 x 8 tokens of patch 8 -> 64^2 planes, 32 channels (stage 1 of the bundled checkpoint, which has
+    # 16 x 16 tokens: configs/triplane_zv16_cpu.yaml).
     "triplane_small": TriplaneConfig(tokens_per_side=8, channels=32, mlp_width=64, mlp_layers=1, samples_per_ray=48),
     # Tests: 2 x 2 tokens of patch 8 -> 16^2 planes, 8 channels.
     "triplane_tiny": TriplaneConfig(tokens_per_side=2, channels=8, mlp_width=16, mlp_layers=1, samples_per_ray=16),

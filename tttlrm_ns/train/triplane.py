@@ -153,15 +153,36 @@ def build_model(cfg) -> torch.nn.Module:
     return TriplaneModel(cfg.model, cfg.triplane)
 
 
+def upsample_plane_queries(queries, t_old: int, t_new: int, where="") -> torch.Tensor:
+    """Query tokens [3 * t_old^2, d] of a coarser triplane -> [3 * t_new^2, d]: each old token is repeated over the
+    (t_new / t_old)^2 new tokens that cover its area of the plane. With the same patch size and channels the decoder
+    then maps every new token to a patch of a plane with (t_new / t_old)^2 times the texels; a start for training
+    finer planes from a trained coarser model (``checkpoint.init_from``)."""
+    from tttlrm_ns.model.checkpoint import CheckpointError
+
+    if t_new % t_old:
+        raise CheckpointError(f"{where}: {t_old} query tokens per plane side cannot grow to {t_new} (not a multiple)")
+    k, d = t_new // t_old, queries.shape[-1]
+    q = queries.reshape(3, t_old, t_old, d)
+    return q.repeat_interleave(k, 1).repeat_interleave(k, 2).reshape(3 * t_new * t_new, d)
+
+
 def init_from(model, path: str, log) -> None:
-    """Initial weights: a triplane file (all weights) or a Gaussian tttLRM file / official .pt (backbone only:
-    tokenizer, input LayerNorm and blocks; the queries, plane decoder and MLP keep their initialisation)."""
+    """Initial weights: a triplane file (all weights; coarser plane queries are repeated onto this model's finer
+    grid, :func:`upsample_plane_queries`) or a Gaussian tttLRM file / official .pt (backbone only: tokenizer, input
+    LayerNorm and blocks; the queries, plane decoder and MLP keep their initialisation)."""
     from tttlrm_ns.model.checkpoint import CheckpointError, load_any
     from tttlrm_ns.model.triplane import KIND_KEY, load_triplane, read_triplane_metadata
 
     if str(path).endswith(".safetensors") and read_triplane_metadata(path).get(KIND_KEY) == "triplane":
-        model.load_state_dict(load_triplane(path).state_dict(), strict=True)
-        log(f"initial weights (triplane model) from {path}")
+        src = load_triplane(path)
+        state = src.state_dict()
+        t_old, t_new = src.tri.tokens_per_side, model.tri.tokens_per_side
+        if t_old != t_new:
+            state["plane_queries"] = upsample_plane_queries(state["plane_queries"], t_old, t_new, path)
+        model.load_state_dict(state, strict=True)
+        grown = f"; its {t_old}x{t_old} plane queries repeated to {t_new}x{t_new}" if t_old != t_new else ""
+        log(f"initial weights (triplane model) from {path}{grown}")
         return
     src = load_any(path, cfg=model.cfg).state_dict()
     own = model.state_dict()
@@ -184,7 +205,7 @@ def export(model, path, step: int, cfg) -> str:
     return str(save_triplane(model, path, meta))
 
 
-__all__ = ["TriplaneTrainConfig", "build_model", "export", "export_checkpoint", "gather_patches", "geometry_terms", "init_from", "object_frame_cameras",
+__all__ = ["TriplaneTrainConfig", "build_model", "export", "export_checkpoint", "gather_patches", "geometry_terms", "init_from", "upsample_plane_queries", "object_frame_cameras",
            "patch_rays", "triplane_micro_step"]
 
 
