@@ -5,8 +5,10 @@
 
 Per object (one row): one of the inputs at the input size, the ground truth of a novel view at the stored size, the
 render of the raw prediction and the render with the pipeline's footprint filter
-(:func:`tttlrm_ns.gaussians.widen_to_footprint`), each titled with its PSNR. Inputs and novel views are chosen as
-``tttlrm_ns.train.holdout`` does for objects (farthest-point inputs, the first other view as the novel one).
+(:func:`tttlrm_ns.gaussians.widen_to_footprint`), each titled with its PSNR. The steps are
+``tttlrm_ns.train.holdout``'s (:func:`~tttlrm_ns.train.holdout.predict_novel_views`: the training config's input
+size, normalisation and pruning; farthest-point inputs, the first other view as the novel one), the novel view
+rendered at the stored size (a whole multiple of the config's input size).
 """
 
 from __future__ import annotations
@@ -16,14 +18,11 @@ from pathlib import Path
 
 import torch
 
-from tttlrm_ns import conventions
-from tttlrm_ns.data.normalize import NormalizeConfig, normalize_views
-from tttlrm_ns.data.scene import ResizeConfig, load_scene, load_views
+from tttlrm_ns.data.scene import load_scene
 from tttlrm_ns.eval.metrics import psnr
-from tttlrm_ns.gaussians import PruneConfig, input_footprint, prune, widen_to_footprint
 from tttlrm_ns.model.checkpoint import load_model
-from tttlrm_ns.render.splat import render_gaussians
-from tttlrm_ns.train.holdout import choose_views
+from tttlrm_ns.train.config import load_yaml_config
+from tttlrm_ns.train.holdout import choose_views, predict_novel_views, render_novel_views
 
 
 def main(argv=None) -> int:
@@ -31,7 +30,8 @@ def main(argv=None) -> int:
     p.add_argument("scenes", nargs="+", type=Path, help="object scene folders (opencv_cameras.json layout)")
     p.add_argument("--weights", type=Path, required=True, help="object model .safetensors")
     p.add_argument("--views", type=int, default=8, help="input views")
-    p.add_argument("--input-size", type=int, default=64, help="input side in pixels (the model's training size)")
+    p.add_argument("--config", type=Path, default=Path("configs/object_cpu64.yaml"),
+                   help="training config of the weights (input size, normalisation, pruning, rendering)")
     p.add_argument("--filter", type=float, default=0.1, help="footprint filter variance (input pixels^2)")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
@@ -43,26 +43,22 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     model = load_model(a.weights).eval()
-    white = torch.ones(3)
-    resize = ResizeConfig(height=a.input_size, width=a.input_size, orientation="fixed",
-                          patch_size=model.cfg.patch_size)
+    cfg = load_yaml_config(a.config)
+    size = f"{cfg.data.width}x{cfg.data.height}"
     fig, axes = plt.subplots(len(a.scenes), 4, figsize=(12, 3.1 * len(a.scenes)), squeeze=False)
     for row, scene_dir in zip(axes, a.scenes):
         scene = load_scene(scene_dir)
+        scale = scene.width // cfg.data.width
+        if scale * cfg.data.width != scene.width or scale * cfg.data.height != scene.height:
+            raise SystemExit(f"{scene_dir}: stored size {scene.width}x{scene.height} is not a whole multiple of the "
+                             f"config's input size {size}")
         inputs, targets = choose_views(scene.c2w, a.views, 1, "sphere", 0)
-        c2w_in, c2w_t, _ = normalize_views(scene.c2w[inputs], scene.c2w[targets], NormalizeConfig(method="mean_cam"))
-        vin = load_views(scene, inputs, resize)
-        full = ResizeConfig(height=scene.height, width=scene.width, orientation="fixed", patch_size=1)
-        vt = load_views(scene, targets, full)
         with torch.inference_mode():
-            g = model(vin.images[None], c2w_in[None].float(), vin.fxfycxcy[None].float()).gaussians[0]
-            g = prune(g, PruneConfig(keep_top=0.4, keep_random=0.1), len(inputs), torch.Generator().manual_seed(0))
-            fp = input_footprint(g.means, c2w_in.float(), vin.fxfycxcy.float(), a.input_size, a.input_size)
-            K = conventions.fxfycxcy_to_K(vt.fxfycxcy.float())
-            renders = [render_gaussians(x, c2w_t.float(), K, scene.width, scene.height, background=white)
-                       .rgb.clamp(0, 1)[0].permute(2, 0, 1) for x in (g, widen_to_footprint(g, fp, a.filter))]
+            nv = predict_novel_views(model, cfg, scene, inputs, targets, scale, torch.Generator().manual_seed(0))
+            renders = [render_novel_views(nv, cfg, v)[0] for v in (0.0, a.filter)]
+        vin, vt = nv.inputs, nv.targets
         gt = vt.images[0]
-        panels = [(vin.images[0], f"input ({a.input_size}x{a.input_size}, 1 of {a.views})"),
+        panels = [(vin.images[0], f"input ({size}, 1 of {a.views})"),
                   (gt, f"novel view ({scene.width}x{scene.height})"),
                   (renders[0], f"raw prediction: {float(psnr(renders[0][None], gt[None])):.2f} dB"),
                   (renders[1], f"footprint filter {a.filter}: {float(psnr(renders[1][None], gt[None])):.2f} dB")]
@@ -70,7 +66,7 @@ def main(argv=None) -> int:
             ax.imshow(img.permute(1, 2, 0).numpy(), interpolation="nearest")
             ax.set_title(title, fontsize=9)
             ax.axis("off")
-    fig.suptitle(f"{a.weights.name}: held-out objects, {a.views} inputs at {a.input_size}^2, rendered at the stored size")
+    fig.suptitle(f"{a.weights.name}: held-out objects, {a.views} inputs at {size}, rendered at the stored size")
     fig.tight_layout()
     a.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(a.out, dpi=90)

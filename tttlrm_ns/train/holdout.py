@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from tttlrm_ns.data.normalize import NormalizeConfig, normalize_views
-from tttlrm_ns.data.scene import ResizeConfig, load_scene, load_views
+from tttlrm_ns.data.scene import LoadedViews, ResizeConfig, load_scene, load_views
 from tttlrm_ns.eval.metrics import psnr
-from tttlrm_ns.gaussians import input_footprint, prune, widen_to_footprint
+from tttlrm_ns.gaussians import Gaussians, input_footprint, prune, widen_to_footprint
 
 from .config import TrainConfig, load_yaml_config
 from .data import discover_scenes
@@ -89,41 +89,72 @@ def choose_views(c2w: torch.Tensor, n_in: int, n_tgt: int, mode: str, span: int)
     return sorted(chosen), rest[:n_tgt]
 
 
+@dataclass
+class NovelViews:
+    """One scene's prediction for held-out rendering (:func:`predict_novel_views`)."""
+
+    gaussians: Gaussians
+    """Pruned as the run's ``render.prune`` says, raw (no footprint filter)."""
+    footprint: torch.Tensor
+    """[N] size of an input pixel at each Gaussian (:func:`tttlrm_ns.gaussians.input_footprint`)."""
+    inputs: LoadedViews
+    targets: LoadedViews
+    """Target images at ``render_scale`` x the input size and their intrinsics."""
+    c2w_targets: torch.Tensor
+    """[T, 4, 4] target cameras in the normalised frame."""
+
+
+def predict_novel_views(model: torch.nn.Module, cfg: TrainConfig, scene, inputs: list[int], targets: list[int],
+                        render_scale: int = 1, generator: Optional[torch.Generator] = None) -> NovelViews:
+    """The run's evaluation steps for one scene: resize and normalise as trained, predict, prune."""
+    dev = next(model.parameters()).device
+    resize = ResizeConfig(height=cfg.data.height, width=cfg.data.width, mode=cfg.data.resize_mode,
+                          orientation="fixed", patch_size=cfg.model.patch_size, background=tuple(cfg.data.background))
+    resize_tgt = dataclasses.replace(resize, height=cfg.data.height * render_scale,
+                                     width=cfg.data.width * render_scale)
+    c2w_in, c2w_tgt, _ = normalize_views(scene.c2w[inputs], scene.c2w[targets],
+                                         NormalizeConfig(method=cfg.data.normalize, stats="inputs"))
+    vin, vt = load_views(scene, inputs, resize), load_views(scene, targets, resize_tgt)
+    out = model(vin.images[None].to(dev), c2w_in[None].float().to(dev), vin.fxfycxcy[None].float().to(dev))
+    kept = prune(out.gaussians[0], cfg.render.prune, len(inputs), generator)
+    fp = input_footprint(kept.means, c2w_in.float().to(dev), vin.fxfycxcy.float().to(dev), vin.images.shape[-2],
+                         vin.images.shape[-1])
+    return NovelViews(kept, fp, vin, vt, c2w_tgt.float().to(dev))
+
+
+def render_novel_views(nv: NovelViews, cfg: TrainConfig, footprint_filter: float = 0.0,
+                       rasterize_fn=None) -> torch.Tensor:
+    """Render the targets of ``nv`` with the run's render settings (not deferred: no backward here), the Gaussians
+    widened by ``footprint_filter`` input pixels^2 -> [T, 3, H, W] in [0, 1]."""
+    from .loop import render_views, resolve_rasterize
+
+    rcfg = cfg
+    if cfg.render.deferred:
+        rcfg = dataclasses.replace(cfg, render=dataclasses.replace(cfg.render, deferred=False))
+    g = widen_to_footprint(nv.gaussians, nv.footprint, footprint_filter)
+    vt = nv.targets
+    return render_views(g, nv.c2w_targets, vt.fxfycxcy.float().to(nv.c2w_targets.device), vt.images.shape[-2],
+                        vt.images.shape[-1], rcfg, rasterize_fn or resolve_rasterize(cfg.render.backend)).clamp(0, 1)
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, cfg: TrainConfig, scenes: list[Path], n_in: int, n_tgt: int, mode: str,
              span: int = 48, render_scale: int = 1, footprint_filter: float = 0.0) -> dict:
     """Mean novel-view PSNR over ``scenes`` (targets at ``render_scale`` x the input size; Gaussians widened by
     ``footprint_filter`` input pixels^2 after pruning); the model runs in eval mode on the CPU/GPU it lives on."""
-    from .loop import render_views, resolve_rasterize
+    from .loop import resolve_rasterize
 
-    dev = next(model.parameters()).device
     model.eval()
-    resize = ResizeConfig(height=cfg.data.height, width=cfg.data.width, mode=cfg.data.resize_mode,
-                          orientation="fixed", patch_size=cfg.model.patch_size, background=tuple(cfg.data.background))
-    resize_tgt = dataclasses.replace(resize, height=cfg.data.height * render_scale,
-                                     width=cfg.data.width * render_scale)
-    norm = NormalizeConfig(method=cfg.data.normalize, stats="inputs")
     raster = resolve_rasterize(cfg.render.backend)
-    rcfg = cfg
-    if cfg.render.deferred:  # no backward here: plain rendering
-        rcfg = dataclasses.replace(cfg, render=dataclasses.replace(cfg.render, deferred=False))
     per_scene = []
     for k, scene_dir in enumerate(scenes):
         scene = load_scene(scene_dir, check_images=False)
         inputs, targets = choose_views(scene.c2w, n_in, n_tgt, mode, span)
-        c2w_in, c2w_tgt, _ = normalize_views(scene.c2w[inputs], scene.c2w[targets], norm)
-        vin, vt = load_views(scene, inputs, resize), load_views(scene, targets, resize_tgt)
-        out = model(vin.images[None].to(dev), c2w_in[None].float().to(dev), vin.fxfycxcy[None].float().to(dev))
-        gen = torch.Generator().manual_seed(1000 + k)
-        kept = prune(out.gaussians[0], cfg.render.prune, len(inputs), gen)
-        if footprint_filter > 0:
-            fp = input_footprint(kept.means, c2w_in.float().to(dev), vin.fxfycxcy.float().to(dev),
-                                 vin.images.shape[-2], vin.images.shape[-1])
-            kept = widen_to_footprint(kept, fp, footprint_filter)
-        render = render_views(kept, c2w_tgt.float().to(dev), vt.fxfycxcy.float().to(dev), vt.images.shape[-2],
-                              vt.images.shape[-1], rcfg, raster).clamp(0, 1)
+        nv = predict_novel_views(model, cfg, scene, inputs, targets, render_scale,
+                                 torch.Generator().manual_seed(1000 + k))
+        render = render_novel_views(nv, cfg, footprint_filter, raster)
         per_scene.append({"scene": scene.scene_name, "inputs": inputs, "targets": targets,
-                          "psnr": float(psnr(render.cpu(), vt.images).mean())})
+                          "psnr": float(psnr(render.cpu(), nv.targets.images).mean())})
     return {"psnr": float(np.mean([s["psnr"] for s in per_scene])), "num_scenes": len(per_scene),
             "views": n_in, "targets": n_tgt, "mode": mode, "per_scene": per_scene}
 
