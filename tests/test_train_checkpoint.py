@@ -98,6 +98,37 @@ def test_export_roundtrip(tmp_path, procedural_scenes):  # noqa: F811
     assert torch.equal(load_model(tmp_path / "cli.safetensors").decoder[1].weight, trainer.model.decoder[1].weight)
 
 
+def test_training_history_accumulates_over_fine_tunes(tmp_path, procedural_scenes):  # noqa: F811
+    """A fine-tune's export lists its initial weights' stages then its own (``train_step_total`` counts all);
+    the stages are taken when the run starts, so replacing the init file before a resume does not change them."""
+    import json
+
+    from tttlrm_ns.model.checkpoint import read_metadata
+
+    first = _run(tiny_config(tmp_path / "a", procedural_scenes, optim=dict(max_steps=2, batch_size=1),
+                             checkpoint=dict(export=True))).run()
+    meta = read_metadata(first.export)
+    assert json.loads(meta["train_history"]) == [{"steps": 2, "resolution": "16x16", "init_from": None}]
+    assert meta["train_step"] == "2" and meta["train_step_total"] == "2"
+
+    init = tmp_path / "init.safetensors"
+    init.write_bytes((tmp_path / "a" / "model.safetensors").read_bytes())
+    sections = dict(optim=dict(max_steps=3, batch_size=1), checkpoint=dict(export=True, every=1, init_from=str(init)))
+    _run(tiny_config(tmp_path / "b", procedural_scenes, **sections), stop_at=1).run()
+    ckpt.export_checkpoint(tmp_path / "b" / "checkpoints" / "step_000000001.pt", tmp_path / "b1.safetensors")
+    init.write_bytes(b"replaced")  # e.g. the shipped file retrained while this run was stopped
+    second = _run(tiny_config(tmp_path / "b", procedural_scenes, resume=True, **sections)).run()
+
+    stages = json.loads(read_metadata(second.export)["train_history"])
+    assert stages == [{"steps": 2, "resolution": "16x16", "init_from": None},
+                      {"steps": 3, "resolution": "16x16", "init_from": "init.safetensors"}]
+    assert read_metadata(second.export)["train_step_total"] == "5"
+    assert read_metadata(tmp_path / "b1.safetensors")["train_step_total"] == "3"  # export of the step-1 checkpoint
+
+    legacy = ckpt.history_of(str(tmp_path / "b1.safetensors"))  # a file with history: read as stored
+    assert [s["steps"] for s in legacy] == [2, 1]
+
+
 def test_sigterm_checkpoints_the_current_step_and_stops(tmp_path, procedural_scenes):  # noqa: F811
     """SIGTERM (preemption) mid-run: the step in flight completes, a checkpoint is written, the run stops, and
     ``--resume`` continues from there."""

@@ -22,7 +22,10 @@ key                        value
 ``trained.resolution``     training image size ``HxW`` (e.g. ``72x128``); informative, inference may differ
 ``trained.background``     background the renders were composited on: ``white``, ``black`` or ``r,g,b`` in [0, 1]
 ``trained.preset``         the model preset whose shapes the weights have (``official_full``, ...) or ``custom``
-``train_step``             optimiser step of the exported weights (``tttlrm-train`` exports only)
+``train_step``             optimiser steps of the run that exported the weights (``tttlrm-train`` exports only)
+``train_history``          JSON list of every training stage behind the weights, oldest first (``steps``,
+                           ``resolution``, ``init_from``): a fine-tune carries its initial weights' stages
+``train_step_total``       the sum of the stages' steps
 =========================  ==========================================================================================
 
 Files written before these keys existed load with a warning naming what could not be checked.

@@ -17,11 +17,14 @@ read with exactly the three numpy globals that array needs allow-listed (:data:`
 still resume.
 
 The exported ``.safetensors`` records what the weights were trained for (:func:`trained_for`, the ``trained.*``
-metadata of :mod:`tttlrm_ns.model.checkpoint`), which ``ns-train`` checks against the method.
+metadata of :mod:`tttlrm_ns.model.checkpoint`), which ``ns-train`` checks against the method, and every training
+stage behind them (:func:`history_metadata`): a model fine-tuned from another file carries that file's stages
+followed by its own, so ``train_step_total`` counts all optimiser steps, not only the last run's ``train_step``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -171,6 +174,59 @@ def trained_for(config: Any):
     )
 
 
+HISTORY_KEY = "train_history"
+"""Metadata key: JSON list of the training stages behind the weights, oldest first; each
+``{"steps", "resolution", "init_from"}`` (``init_from``: the file name the stage started from, null: random)."""
+
+
+def history_of(path: Optional[str]) -> list[dict[str, Any]]:
+    """The training stages recorded in the weights file ``path`` (``[]`` for none, random weights or files without
+    metadata, e.g. an official ``.pt``). Files written before :data:`HISTORY_KEY` existed give one stage with their
+    ``train_step`` and ``"earlier": "not recorded"``, so a count that starts there says so."""
+    if not path or not str(path).endswith(".safetensors"):
+        return []
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if HISTORY_KEY in meta:
+        return list(json.loads(meta[HISTORY_KEY]))
+    if "train_step" in meta:
+        return [{"steps": int(meta["train_step"]), "resolution": meta.get("trained.resolution"),
+                 "init_from": None, "earlier": "not recorded"}]
+    return []
+
+
+def history_metadata(prior: list[dict[str, Any]], step: int, config: Any) -> dict[str, str]:
+    """``train_step`` (this run), ``train_history`` (``prior`` + this run) and ``train_step_total`` metadata.
+
+    ``config``: the run's ``TrainConfig`` or its plain dict (its data size and ``checkpoint.init_from``)."""
+    if not isinstance(config, dict):
+        from tttlrm_ns.train.config import config_to_dict
+
+        config = config_to_dict(config)
+    init = (config.get("checkpoint") or {}).get("init_from")
+    stage = {"steps": int(step), "resolution": f"{int(config['data']['height'])}x{int(config['data']['width'])}",
+             "init_from": Path(init).name if init else None}
+    stages = [*prior, stage]
+    return {"train_step": str(int(step)), HISTORY_KEY: json.dumps(stages),
+            "train_step_total": str(sum(int(s["steps"]) for s in stages))}
+
+
+def payload_history(payload: dict[str, Any], log=print) -> list[dict[str, Any]]:
+    """The stages before a checkpoint's run: stored in the checkpoint since the run started (``init_history``);
+    for checkpoints written before that, read now from the run's ``checkpoint.init_from`` file (said in the log,
+    since that file may have changed since the run started)."""
+    if "init_history" in payload:
+        return list(json.loads(payload["init_history"]))
+    init = (payload["config"].get("checkpoint") or {}).get("init_from")
+    if init and Path(init).exists():
+        log(f"checkpoint has no init_history (written before it was stored); reading the earlier stages from {init} "
+            "as it is now")
+        return history_of(init)
+    return []
+
+
 def export_model(
     model: torch.nn.Module, path: Path, extra: Optional[dict[str, str]] = None, config: Any = None
 ) -> Path:
@@ -190,12 +246,14 @@ def export_checkpoint(checkpoint: Path, out: Path) -> Path:
     cfg = TttlrmConfig.from_dict(payload["config"]["model"])
     model = TttlrmModel(cfg)
     model.load_state_dict(payload["model"], strict=True)
-    return export_model(model, out, {"train_step": str(payload["step"])}, config=payload["config"])
+    meta = history_metadata(payload_history(payload), int(payload["step"]), payload["config"])
+    return export_model(model, out, meta, config=payload["config"])
 
 
 __all__ = [
-    "atomic_torch_save", "export_checkpoint", "export_model", "list_checkpoints", "load_latest", "load_payload",
-    "rng_state", "save_checkpoint", "set_rng_state", "trained_for",
+    "HISTORY_KEY", "atomic_torch_save", "export_checkpoint", "export_model", "history_metadata", "history_of",
+    "list_checkpoints", "load_latest", "load_payload", "payload_history", "rng_state", "save_checkpoint",
+    "set_rng_state", "trained_for",
 ]
 
 

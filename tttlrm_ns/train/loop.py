@@ -32,7 +32,8 @@ from tttlrm_ns.gaussians import Gaussians, prune
 from tttlrm_ns.render.splat import render_gaussians
 
 from . import parallel as par
-from .checkpoint import export_model, load_latest, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (export_model, history_metadata, history_of, load_latest, rng_state, save_checkpoint,
+                         set_rng_state)
 from .config import TrainConfig, config_to_dict, dump_config
 from .data import RankSlots, StepBatchSampler, TrainDataset, make_loader, tokens_per_sample
 from .losses import PerceptualLoss, depth_partial, log_depth_partial, mask_partial, mse_partial, opacity_partial
@@ -171,8 +172,11 @@ class Trainer:
             self.model = build_model(cfg).to(dev)
         else:
             self.model = TttlrmModel(cfg.model).to(dev)
-        if cfg.checkpoint.init_from:
+        self.init_history: list = []  # training stages behind the initial weights (exported as train_history)
+        found = load_latest(self.ckpt_dir, log=self.log) if cfg.resume else None
+        if cfg.checkpoint.init_from and found is None:  # a resumed run's weights come from its checkpoint only
             self._init_weights(cfg.checkpoint.init_from)
+            self.init_history = history_of(cfg.checkpoint.init_from)
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(param_groups(self.model, o.weight_decay), lr=o.lr, betas=tuple(o.betas),
                                            fused=dev.type == "cuda")
@@ -185,7 +189,7 @@ class Trainer:
         self.summary = TrainSummary()
         self.start_step = 0
         if cfg.resume:
-            self._resume()
+            self._resume(found)
         if info.sp_size > 1:
             par.broadcast_parameters(self.model, info)
         self.ddp_model = par.wrap_data_parallel(self.model, info)
@@ -219,8 +223,7 @@ class Trainer:
         self.model.load_state_dict(state, strict=True)
         self.log(f"initial weights from {path}")
 
-    def _resume(self) -> None:
-        found = load_latest(self.ckpt_dir, log=self.log)
+    def _resume(self, found) -> None:
         if found is None:
             self.log(f"--resume: no checkpoint in {self.ckpt_dir}; starting from step 0")
             return
@@ -237,6 +240,8 @@ class Trainer:
                      "using rank 0's")
             set_rng_state(rngs[0])
         self.start_step = int(payload["step"])
+        if "init_history" in payload:  # read when the run started: the init file may have been replaced since
+            self.init_history = json.loads(payload["init_history"])
         for k in ("skipped_grad_norm", "skipped_nonfinite", "bad_samples", "nonfinite_grad_entries"):
             setattr(self.summary, k, int(payload["counters"].get(k, 0)))
         self.log(f"resumed from {path} at step {self.start_step}")
@@ -258,6 +263,7 @@ class Trainer:
                                                         "nonfinite_grad_entries")},
                 "config": config_to_dict(self.cfg),
                 "world_size": self.info.world_size,
+                "init_history": json.dumps(self.init_history),
             }
             path = save_checkpoint(self.ckpt_dir, step, payload, self.cfg.checkpoint.keep_last)
             self.summary.checkpoint = str(path)
@@ -458,10 +464,10 @@ class Trainer:
         if step >= o.max_steps and cfg.checkpoint.export and info.is_main and cfg.model_kind == "triplane":
             from .triplane import export as export_triplane
 
-            s.export = export_triplane(self.model, self.out / "model.safetensors", step, cfg)
+            s.export = export_triplane(self.model, self.out / "model.safetensors", step, cfg, self.init_history)
         elif step >= o.max_steps and cfg.checkpoint.export and info.is_main:
-            s.export = str(export_model(self.model, self.out / "model.safetensors", {"train_step": str(step)},
-                                        config=cfg))
+            s.export = str(export_model(self.model, self.out / "model.safetensors",
+                                        history_metadata(self.init_history, step, cfg), config=cfg))
         par.barrier(info)
         if info.is_main:
             self._print_summary()

@@ -195,11 +195,15 @@ def init_from(model, path: str, log) -> None:
     log(f"initial backbone weights (Gaussian model) from {path}; triplane head initialised at random")
 
 
-def export(model, path, step: int, cfg) -> str:
+def export(model, path, step: int, cfg, history: Optional[list] = None) -> str:
+    """Write the triplane ``.safetensors`` with what it was trained for and its training stages (``history``: the
+    stages behind the run's initial weights, :func:`tttlrm_ns.train.checkpoint.history_metadata`)."""
     from tttlrm_ns.model.checkpoint import background_name
     from tttlrm_ns.model.triplane import save_triplane
 
-    meta = {"train_step": str(step), "trained.resolution": f"{cfg.data.height}x{cfg.data.width}",
+    from .checkpoint import history_metadata
+
+    meta = {**history_metadata(history or [], step, cfg), "trained.resolution": f"{cfg.data.height}x{cfg.data.width}",
             "trained.background": background_name(cfg.data.background), "trained.preset": "custom",
             "triplane.normalization": "object_frame"}
     return str(save_triplane(model, path, meta))
@@ -212,7 +216,7 @@ __all__ = ["TriplaneTrainConfig", "build_model", "export", "export_checkpoint", 
 def export_checkpoint(checkpoint, out) -> str:
     """A triplane training checkpoint (``checkpoints/step_*.pt``, e.g. of a run stopped by ``stop_after_minutes``)
     -> the ``.safetensors`` model file that ``ns-train tttlrm-triplane`` loads."""
-    from .checkpoint import load_payload
+    from .checkpoint import load_payload, payload_history
     from .config import config_from_dict
 
     payload = load_payload(checkpoint)
@@ -221,7 +225,7 @@ def export_checkpoint(checkpoint, out) -> str:
         raise ValueError(f"{checkpoint} is a checkpoint of a '{cfg.model_kind}' run, not of a triplane run")
     model = build_model(cfg)
     model.load_state_dict(payload["model"], strict=True)
-    return export(model, out, int(payload["step"]), cfg)
+    return export(model, out, int(payload["step"]), cfg, payload_history(payload))
 
 
 if __name__ == "__main__":  # python -m tttlrm_ns.train.triplane CHECKPOINT.pt OUT.safetensors
