@@ -66,6 +66,7 @@ def main(argv=None) -> int:
     p.add_argument("--series", nargs="+", action="append", required=True, metavar="NAME STEPS=FILE",
                    help="a series name followed by its points")
     p.add_argument("--target", type=float, default=None, help="PSNR target (dB) drawn and extrapolated to")
+    p.add_argument("--target-label", default=None, help="legend text of the target line (default: 'target N dB')")
     p.add_argument("--title", default="held-out PSNR vs training steps")
     p.add_argument("--out", type=Path, required=True, help="PNG")
     a = p.parse_args(argv)
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
         else:
             print(f"| {name} | {cells} | - | - |")
     if a.target is not None:
-        ax.axhline(a.target, color="k", lw=0.8, ls=":", label=f"target {a.target:g} dB")
+        ax.axhline(a.target, color="k", lw=0.8, ls=":", label=a.target_label or f"target {a.target:g} dB")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("optimiser steps (all stages, batch 1)")
     ax.set_ylabel("PSNR (dB)")

@@ -2,7 +2,7 @@
 # Regenerate docs/results.md (tables, quality-vs-time plots, image grid, scaling study) from scratch on this machine.
 #
 #   scripts/reproduce_tables.sh [--quick] [--checkpoint PATH] [--object-checkpoint PATH] [--race-runs FILE]
-#                               [--out FILE.md]
+#                               [--scaling-from FILE.json] [--out FILE.md]
 #
 # Runs tttlrm-eval on the bundled sample scene (tttlrm, 8 views, long side 256), ../shared/data/mydesk (tttlrm, its
 # precomputed 32 input views, 144x256 inputs) and ../shared/data/gso_toy (tttlrm-object, 8 views, the method's input
@@ -21,6 +21,9 @@
 # --object-checkpoint weights of the object model for gso_toy (default: the bundled object model)
 # --race-runs FILE    take the race from FILE (JSONL of scripts/bench_refine.py run, e.g. made on another core
 #                     with the same commands) instead of running it
+# --scaling-from FILE take the scaling study from FILE (JSON of scripts/bench_scaling.py, e.g. the committed
+#                     docs/bench_scaling.json) instead of running it: its timings need an idle machine, the
+#                     quality tables do not
 # A full run takes about two hours on 2 CPU cores (the race alone ~50 min); run it on an otherwise idle machine
 # (timings are recorded with the load average; the race counts CPU seconds of one thread). Exit status 1 if any
 # scene failed (the page still lists it).
@@ -35,6 +38,8 @@ CKPT=""
 OBJ_CKPT=""
 OUT_MD=""
 RACE_RUNS=""
+SCALING_FROM=""
+ORIG_ARGS="$*"  # recorded on the page: which parts were re-run and which were taken from files
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1; shift ;;
@@ -42,6 +47,7 @@ while [ $# -gt 0 ]; do
     --object-checkpoint) OBJ_CKPT="$2"; shift 2 ;;
     --out) OUT_MD="$2"; shift 2 ;;
     --race-runs) RACE_RUNS="$2"; shift 2 ;;
+    --scaling-from) SCALING_FROM="$2"; shift 2 ;;
     -h|--help) sed -n '2,/^set /{/^set /!p}' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -126,8 +132,18 @@ fi
 echo "=== scaling study ==="
 SCALING_JSON="$OUT_DIR/bench_scaling.json"
 [ "$QUICK" = 1 ] || SCALING_JSON="$REPO/docs/bench_scaling.json"
-"$BIN/python" "$REPO/scripts/bench_scaling.py" "${SCALING[@]}" --out "$SCALING_JSON" \
-  --img "$OUT_DIR/img/results_scaling.png" || status=1
+if [ -n "$SCALING_FROM" ]; then
+  if [ ! -s "$SCALING_FROM" ]; then
+    echo "--scaling-from $SCALING_FROM: no such file (or empty)" >&2
+    status=1
+  else
+    echo "scaling: using $SCALING_FROM (not re-run; its plot $OUT_DIR/img/results_scaling.png is kept)"
+    [ "$(realpath "$SCALING_FROM")" = "$(realpath -m "$SCALING_JSON")" ] || cp "$SCALING_FROM" "$SCALING_JSON"
+  fi
+else
+  "$BIN/python" "$REPO/scripts/bench_scaling.py" "${SCALING[@]}" --out "$SCALING_JSON" \
+    --img "$OUT_DIR/img/results_scaling.png" || status=1
+fi
 
 EXISTING=()
 for r in "${RESULTS[@]}"; do [ -f "$r" ] && EXISTING+=("$r"); done
@@ -135,6 +151,6 @@ RACE_ARGS=()
 [ -s "$RACE_JSONL" ] && RACE_ARGS=(--race "$RACE_JSONL")
 "$BIN/python" -m tttlrm_ns.eval.report --results "${EXISTING[@]}" --scaling "$SCALING_JSON" "${RACE_ARGS[@]}" \
   --out "$OUT_MD" \
-  --command "scripts/reproduce_tables.sh $([ "$QUICK" = 1 ] && echo --quick)" || status=1
+  --command "scripts/reproduce_tables.sh${ORIG_ARGS:+ $ORIG_ARGS}" || status=1
 echo "wrote $OUT_MD (exit status $status)"
 exit $status
