@@ -66,6 +66,8 @@ def main(argv=None) -> int:
     p.add_argument("--series", nargs="+", action="append", required=True, metavar="NAME STEPS=FILE",
                    help="a series name followed by its points")
     p.add_argument("--target", type=float, default=None, help="PSNR target (dB) drawn and extrapolated to")
+    p.add_argument("--target-only", default=None, metavar="TEXT",
+                   help="extrapolate to the target only the series whose name contains TEXT (e.g. the real scene's)")
     p.add_argument("--target-label", default=None, help="legend text of the target line (default: 'target N dB')")
     p.add_argument("--title", default="held-out PSNR vs training steps")
     p.add_argument("--out", type=Path, required=True, help="PNG")
@@ -89,7 +91,8 @@ def main(argv=None) -> int:
             fa, fb = fit_log2(steps, values)
             xs = [min(steps), max(steps) * 4]
             ax.plot(xs, [fa + fb * math.log2(x) for x in xs], "--", color=line.get_color(), alpha=0.5)
-            need = steps_to_reach(fa, fb, a.target) if a.target is not None else None
+            wanted = a.target is not None and (a.target_only is None or a.target_only in name)
+            need = steps_to_reach(fa, fb, a.target) if wanted else None
             reach = "-" if need is None else ("never (flat or falling)" if math.isinf(need) else f"{need:.2g}")
             print(f"| {name} | {cells} | {fb:+.2f} | {reach} |")
         else:

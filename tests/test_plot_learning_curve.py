@@ -43,5 +43,8 @@ def test_reads_holdout_and_eval_results_and_writes_the_figure(tmp_path, capsys):
     assert "| synthetic | 1000: 21.00, 4000: 22.00 | +0.50 | 1.6e+04 |" in text
     assert "| real | 4000: 17.00 | - | - |" in text
     assert out.stat().st_size > 1000
+    assert m.main(["--series", "synthetic", f"1000={tmp_path / 'h1.json'}", f"4000={tmp_path / 'h2.json'}",
+                   "--target", "23", "--target-only", "real", "--out", str(out)]) == 0
+    assert "| synthetic | 1000: 21.00, 4000: 22.00 | +0.50 | - |" in capsys.readouterr().out
     with pytest.raises(ValueError, match="neither"):
         m.result_psnr(tmp_path / "bad.json")
