@@ -110,14 +110,18 @@ race() {  # scene name, data folder, views, budget, extra bench arguments
   OMP_NUM_THREADS=1 "$BIN/python" "$REPO/scripts/bench_refine.py" run --method splatfacto --data "$data" \
     --views "$views" --budget "$budget" --out "$RACE_JSONL" --label "$name-splatfacto-$views" "$@" || status=1
 }
-if [ -n "$RACE_RUNS" ]; then
-  if [ ! -s "$RACE_RUNS" ]; then
-    echo "--race-runs $RACE_RUNS: no such file (or empty); the page will have no race section" >&2
+take_from_file() {  # flag, given file, destination, consequence if missing: use a file instead of re-running a part
+  local flag="$1" src="$2" dest="$3" missing="$4"
+  if [ ! -s "$src" ]; then
+    echo "$flag $src: no such file (or empty)$missing" >&2
     status=1
   else
-    echo "race: using the runs in $RACE_RUNS (not re-run)"
-    [ "$(realpath "$RACE_RUNS")" = "$(realpath -m "$RACE_JSONL")" ] || cp "$RACE_RUNS" "$RACE_JSONL"
+    echo "$flag: using $src (not re-run)"
+    [ "$(realpath "$src")" = "$(realpath -m "$dest")" ] || cp "$src" "$dest"
   fi
+}
+if [ -n "$RACE_RUNS" ]; then
+  take_from_file --race-runs "$RACE_RUNS" "$RACE_JSONL" "; the page will have no race section"
 elif [ "$QUICK" = 1 ]; then
   rm -f "$RACE_JSONL"
   race sample "$REPO/tttlrm_ns/assets/sample_scene" input 15
@@ -133,13 +137,7 @@ echo "=== scaling study ==="
 SCALING_JSON="$OUT_DIR/bench_scaling.json"
 [ "$QUICK" = 1 ] || SCALING_JSON="$REPO/docs/bench_scaling.json"
 if [ -n "$SCALING_FROM" ]; then
-  if [ ! -s "$SCALING_FROM" ]; then
-    echo "--scaling-from $SCALING_FROM: no such file (or empty)" >&2
-    status=1
-  else
-    echo "scaling: using $SCALING_FROM (not re-run; its plot $OUT_DIR/img/results_scaling.png is kept)"
-    [ "$(realpath "$SCALING_FROM")" = "$(realpath -m "$SCALING_JSON")" ] || cp "$SCALING_FROM" "$SCALING_JSON"
-  fi
+  take_from_file --scaling-from "$SCALING_FROM" "$SCALING_JSON" "" # its plot img/results_scaling.png is kept
 else
   "$BIN/python" "$REPO/scripts/bench_scaling.py" "${SCALING[@]}" --out "$SCALING_JSON" \
     --img "$OUT_DIR/img/results_scaling.png" || status=1

@@ -185,10 +185,9 @@ def history_of(path: Optional[str]) -> list[dict[str, Any]]:
     ``train_step`` and ``"earlier": "not recorded"``, so a count that starts there says so."""
     if not path or not str(path).endswith(".safetensors"):
         return []
-    from safetensors import safe_open
+    from tttlrm_ns.model.checkpoint import read_metadata
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    meta = read_metadata(path)  # Gaussian and triplane files alike (both carry the backbone config)
     if HISTORY_KEY in meta:
         return list(json.loads(meta[HISTORY_KEY]))
     if "train_step" in meta:
