@@ -13,7 +13,7 @@ PKG = Path(__file__).resolve().parents[1] / "tttlrm_ns"
 # "Dependency order" section of docs/architecture.md.
 LAYERS = {
     "tttlrm_ns": 0, "conventions": 0, "sh": 0,
-    "gaussians": 1,
+    "gaussians": 1, "geometry": 1,
     "render": 2, "model": 2, "data": 2, "synth": 2, "eval.metrics": 2, "eval.lpips_weights": 2, "eval.protocol": 2,
     "train": 3,
     "data.dataparser": 4, "ns": 4, "method_configs": 4,

@@ -17,6 +17,12 @@ Methods:
   * scale (all): ``scale = 1 / max_{i,k} |t_{i,k}|`` over the aligned centres, so every centre lies in [-1, 1]^3.
     A single camera or coincident centres give ``max = 0``; then ``scale = 1`` (the official code divides by zero).
 
+Scale by depth (extension, :func:`scale_to_depth`): instead of the camera extent, divide by the scene's median
+depth (measured: SfM points or a plane sweep, :mod:`tttlrm_ns.geometry.depth_range`; in training, the renders'
+exact depth), so the subject sits at depth ~1 whatever the trajectory. Under the extent scale the subject's
+normalised depth varies ~10x between an orbit, a forward-facing capture and a walk-through, which one learned
+depth prior cannot fit. The official presets keep the extent scale.
+
 Which views give the statistics is the caller's choice (``stats_c2w``): the clean default is the input views only
 (test poses must not shape the frame); the official code uses all loaded views, inputs and targets (compat).
 
@@ -105,6 +111,18 @@ def normalize_cameras(
     """
     transform = compute_transform(c2w if stats_c2w is None else stats_c2w, method, scale_to_unit)
     return transform.apply(c2w), transform
+
+
+def scale_to_depth(transform: SceneTransform, median_depth: float) -> SceneTransform:
+    """The same alignment with the scale that puts ``median_depth`` (world units, camera z) at depth 1.
+
+    Depths are invariant under the rigid alignment, so only the scale changes."""
+    if not (median_depth > 0 and median_depth < float("inf")):
+        raise ValueError(f"median depth must be a positive finite number, got {median_depth}")
+    return SceneTransform(align=transform.align, scale=1.0 / float(median_depth))
+
+
+ScaleMode = Literal["extent", "median_depth"]
 
 
 @dataclass

@@ -163,6 +163,9 @@ class TrainedFor:
     background: str
     """``white``, ``black`` or ``r,g,b``."""
     preset: str = "custom"
+    scale: str = "extent"
+    """Scale of the normalised frame: ``extent`` (official: camera extent) or ``median_depth`` (median scene depth
+    = 1, :func:`tttlrm_ns.data.normalize.scale_to_depth`). Absent in older files, which all used ``extent``."""
 
     def to_metadata(self) -> dict[str, str]:
         return {TRAINED_PREFIX + f.name: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -171,11 +174,12 @@ class TrainedFor:
     def from_metadata(cls, meta: Mapping[str, str]) -> tuple[Optional["TrainedFor"], list[str]]:
         """(the record, names of the missing keys); the record is None unless every key is present."""
         names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if TRAINED_PREFIX + n not in meta]
+        optional = {f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+        missing = [n for n in names if TRAINED_PREFIX + n not in meta and n not in optional]
         if missing:
             return None, missing
-        values = {n: meta[TRAINED_PREFIX + n] for n in names}
-        bad = [(n, values[n], ok) for n, ok in _ALLOWED.items() if values[n] not in ok]
+        values = {n: meta[TRAINED_PREFIX + n] for n in names if TRAINED_PREFIX + n in meta}
+        bad = [(n, values[n], ok) for n, ok in _ALLOWED.items() if n in values and values[n] not in ok]
         if bad:
             raise CheckpointError(
                 "invalid trained.* metadata: "
@@ -184,7 +188,8 @@ class TrainedFor:
         return cls(**values), []  # type: ignore[arg-type]
 
 
-_ALLOWED = {"kind": {"scene", "object"}, "scan": {"full", "ar", "stream"}, "normalization": {"mean_cam", "first_cam"}}
+_ALLOWED = {"kind": {"scene", "object"}, "scan": {"full", "ar", "stream"}, "normalization": {"mean_cam", "first_cam"},
+            "scale": {"extent", "median_depth"}}
 
 
 def background_name(rgb) -> str:

@@ -109,6 +109,28 @@ class TttlrmConfig:
     """Round the ray rotation and ``max_dist * sigmoid`` to bfloat16 as the official code does under
     autocast. Off: geometry is always float32."""
 
+    # --- measured geometry (extension, off in the official presets; docs/geometry.md) --------------------
+    geometry_input: bool = False
+    """Give the tokenizer two more channels per pixel: the plane-sweep depth (log of camera z) and its confidence
+    (:mod:`tttlrm_ns.geometry.plane_sweep` over the input views, in the model's frame). Not in the official model."""
+    depth_anchor: bool = False
+    """Place each Gaussian at the measured depth where the plane sweep is confident: log ray distance
+    ``= w log(measured) + (1 - w) log(predicted)``, ``w = clamp(confidence / anchor_confidence, 0, 1)``; where
+    matching fails (no overlap, no texture) the learned prediction stands. Not in the official model."""
+    anchor_confidence: float = 0.5
+    """Sweep confidence from which the measured depth fully replaces the predicted one (``depth_anchor``)."""
+    sweep_near: float = 0.25
+    """Nearest plane of the model's sweep, in the model's frame (with median-depth normalisation the scene's
+    median depth is 1 there)."""
+    sweep_far: float = 10.0
+    """Farthest plane of the model's sweep."""
+    sweep_planes: int = 32
+    """Planes of the model's sweep (uniform in inverse depth)."""
+    sweep_neighbours: int = 4
+    """Views each input view is matched against."""
+    sweep_downsample: int = 4
+    """The sweep runs at 1 / this of the input resolution (4: 2x2 measurements per 8x8 patch)."""
+
     # --- efficiency -----------------------------------------------------------------------------------
     autocast_bf16: bool = False
     """Run projections, attention and fast-weight matmuls under bfloat16 autocast (fast-weight state,
@@ -141,6 +163,17 @@ class TttlrmConfig:
         return 11 + 3 * self.sh_coeffs
 
     @property
+    def uses_geometry(self) -> bool:
+        """Whether the model reads the plane sweep (tokenizer channels or depth anchor)."""
+        return self.geometry_input or self.depth_anchor
+
+    @property
+    def token_channels(self) -> int:
+        """Per-pixel channels the tokenizer reads: the 12-channel ray encoding, plus log depth and confidence
+        with ``geometry_input``."""
+        return self.in_channels + (2 if self.geometry_input else 0)
+
+    @property
     def base_lr_inv(self) -> float:
         """``softplus^-1(base_lr)``, the constant added to the learning-rate logits."""
         return self.ttt_base_lr + math.log(-math.expm1(-self.ttt_base_lr))
@@ -165,6 +198,18 @@ class TttlrmConfig:
             problems.append(f"muon_steps must be >= 0, got {self.muon_steps}")
         if self.in_channels != 12:
             problems.append(f"in_channels is fixed to 12 by the ray encoding, got {self.in_channels}")
+        if self.uses_geometry:
+            if not 0 < self.sweep_near < self.sweep_far:
+                problems.append(f"need 0 < sweep_near < sweep_far, got {self.sweep_near}, {self.sweep_far}")
+            if self.sweep_planes < 2 or self.sweep_neighbours < 1 or self.sweep_downsample < 1:
+                problems.append("sweep_planes >= 2, sweep_neighbours >= 1 and sweep_downsample >= 1 are required")
+            if self.patch_size % self.sweep_downsample:
+                problems.append(f"sweep_downsample={self.sweep_downsample} must divide patch_size={self.patch_size}")
+            if self.scan == "stream":
+                problems.append("geometry_input / depth_anchor need every input view at once; scan='stream' is "
+                                "not supported with them")
+            if self.anchor_confidence <= 0:
+                problems.append(f"anchor_confidence must be > 0, got {self.anchor_confidence}")
         if problems:
             raise ValueError("invalid TttlrmConfig: " + "; ".join(problems))
         return self

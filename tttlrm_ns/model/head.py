@@ -25,7 +25,8 @@ def to_patch_major(x: Tensor, patch: int) -> Tensor:
 
 
 def decode_gaussians(
-    raw: Tensor, origins: Tensor, directions: Tensor, cfg: TttlrmConfig, images: Optional[Tensor] = None
+    raw: Tensor, origins: Tensor, directions: Tensor, cfg: TttlrmConfig, images: Optional[Tensor] = None,
+    anchor: Optional[tuple[Tensor, Tensor]] = None,
 ) -> Gaussians:
     """Activate the decoder output.
 
@@ -33,6 +34,8 @@ def decode_gaussians(
         raw: [B, V*n, p*p*C] decoder output (one row per token).
         origins, directions: [B, V, 3, H, W] pixel rays of the decoded views (unit directions).
         images: [B, V, 3, H, W] in [0, 1], the decoded views' pixels; required when ``cfg.rgb_skip``.
+        anchor: (measured ray distance [B, V, 1, H, W], weight [B, V, 1, H, W] in [0, 1]); required when
+            ``cfg.depth_anchor``: the log distance is ``w log(measured) + (1 - w) log(predicted)``.
     Returns:
         Gaussians with leading dims [B, V*H*W], float32.
     """
@@ -51,6 +54,12 @@ def decode_gaussians(
         sh = torch.cat([sh[:, :, :1] + ((rgb - 0.5) / C0)[:, :, None], sh[:, :, 1:]], dim=2)
     # Distance along the unit ray; only the mean of the three position channels is used (Q16).
     dist = torch.sigmoid(xyz.mean(dim=-1, keepdim=True) + cfg.dist_shift) * cfg.max_dist
+    if cfg.depth_anchor:
+        if anchor is None:
+            raise ValueError("depth_anchor=True needs the measured distances in decode_gaussians")
+        measured, weight = (to_patch_major(t, cfg.patch_size) for t in anchor)  # [B, N, 1] each
+        # Blend in log distance: a confident measurement pins the Gaussian, the prediction fills in elsewhere.
+        dist = torch.exp(weight * torch.log(measured.clamp_min(1e-6)) + (1 - weight) * torch.log(dist.clamp_min(1e-6)))
     if cfg.geometry_bf16_compat:
         dist = dist.to(torch.bfloat16).float()
     return Gaussians(

@@ -118,7 +118,7 @@ class LaCTBackbone(nn.Module):
         super().__init__()
         self.cfg = cfg.validate()
         d, p = cfg.d, cfg.patch_size
-        self.tokenizer = nn.Sequential(Patchify(p), nn.Linear(cfg.in_channels * p * p, d, bias=False))
+        self.tokenizer = nn.Sequential(Patchify(p), nn.Linear(cfg.token_channels * p * p, d, bias=False))
         self.input_layernorm = layer_norm(d)
         self.blocks = nn.ModuleList([LaCTBlock(cfg) for _ in range(cfg.n_layer)])
         self._block_fns = [torch.compile(b) if cfg.compile else b for b in self.blocks]
@@ -184,6 +184,36 @@ class LaCTBackbone(nn.Module):
             _warn_slow_cpu_bf16(device)
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=self.cfg.autocast_bf16)
 
+    @torch.no_grad()
+    def measure_geometry(self, images: Tensor, c2w: Tensor, fxfycxcy: Tensor) -> Optional[Tensor]:
+        """Plane-sweep depth and confidence of every input pixel, or None when the model does not read them.
+
+        Args:
+            images: [B, V, 3, H, W] in [0, 1]. c2w: [B, V, 4, 4] (the model's frame). fxfycxcy: [B, V, 4].
+        Returns:
+            [B, V, 2, H, W] float32: camera-z depth and confidence in [0, 1]. The sweep runs at
+            ``1 / cfg.sweep_downsample`` of the input size; each measurement covers its block of input pixels
+            (nearest-neighbour upsampling: blending depths across an occlusion edge would invent a surface).
+        """
+        cfg = self.cfg
+        if not cfg.uses_geometry:
+            return None
+        from tttlrm_ns.geometry.plane_sweep import PlaneSweepConfig, plane_sweep
+
+        sweep_cfg = PlaneSweepConfig(num_planes=cfg.sweep_planes, neighbours=cfg.sweep_neighbours,
+                                     downsample=cfg.sweep_downsample)
+        b, v, _, h, w = images.shape
+        if v < 2:
+            raise ValueError("geometry_input / depth_anchor need at least 2 input views (the plane sweep matches "
+                             f"views against each other), got {v}")
+        out = []
+        for i in range(b):  # a loop over the scenes of a batch; each sweep is vectorised over views and pixels
+            r = plane_sweep(images[i].float(), c2w[i].float(), fxfycxcy[i].float(), cfg.sweep_near, cfg.sweep_far,
+                            sweep_cfg)
+            m = torch.stack([r.depth, r.confidence], 1)  # [V, 2, h', w']
+            out.append(torch.nn.functional.interpolate(m, size=(h, w), mode="nearest"))
+        return torch.stack(out).to(images.device)
+
     def encode(
         self,
         images: Tensor,
@@ -191,6 +221,7 @@ class LaCTBackbone(nn.Module):
         fxfycxcy: Tensor,
         chunk_views: Optional[int] = None,
         intermediates: Optional[dict[str, Tensor]] = None,
+        geometry: Optional[Tensor] = None,
     ) -> Tensor:
         """Embedded input tokens: ray encoding, patchify, linear, LayerNorm.
 
@@ -201,16 +232,24 @@ class LaCTBackbone(nn.Module):
                 so the tokens are the same up to the last bit (the embedding matmul over fewer rows may round
                 differently).
             intermediates: receives ``model_input_views`` [B, V, 12, H, W] (all chunks).
+            geometry: [B, V, 2, H, W] from :meth:`measure_geometry` (computed here if the model reads it and it is
+                not given; pass it when the decoder needs it too, so the sweep runs once).
         Returns:
             [B, V*n, d], ``n = (H/p) (W/p)``, view-major then patch row, patch column.
         """
         b, v, _, h, w = images.shape
+        if self.cfg.geometry_input and geometry is None:
+            geometry = self.measure_geometry(images, c2w, fxfycxcy)
         n = self.tokens_per_view(h, w)
         x: Optional[Tensor] = None
         feats_seen = []
         for s, e in view_chunks(v, chunk_views):  # chunks of views, each one batched pass over its pixels
             # Rays and the encoding stay float32 (geometry is never autocast); the embedding follows autocast.
             feats, _, _ = ray_input(images[:, s:e], c2w[:, s:e], fxfycxcy[:, s:e], self.cfg.geometry_bf16_compat)
+            if self.cfg.geometry_input:
+                g = geometry[:, s:e].to(feats.dtype)
+                # log depth: the frame is scaled so that the median depth is 1 (O(1) values, scale-free steps)
+                feats = torch.cat([feats, torch.log(g[:, :, :1].clamp_min(1e-3)), g[:, :, 1:2]], dim=2)
             with self.autocast(images.device):
                 t = self.input_layernorm(self.tokenizer(feats))  # [B, (e-s)*n, d]
             if intermediates is not None:
@@ -322,7 +361,8 @@ class TttlrmModel(LaCTBackbone):
 
     # --- stage 3: decoding ----------------------------------------------------------------------------------
     def decode(
-        self, tokens: Tensor, c2w: Tensor, fxfycxcy: Tensor, height: int, width: int, images: Optional[Tensor] = None
+        self, tokens: Tensor, c2w: Tensor, fxfycxcy: Tensor, height: int, width: int, images: Optional[Tensor] = None,
+        geometry: Optional[Tensor] = None,
     ) -> TttlrmOutput:
         """Final tokens of the decoded views -> one Gaussian per pixel.
 
@@ -330,6 +370,8 @@ class TttlrmModel(LaCTBackbone):
             tokens: [B, Vq*n, d] (``run_blocks(...).tokens``). c2w: [B, Vq, 4, 4], fxfycxcy: [B, Vq, 4]: the
                 cameras of those views. height, width: pixels per view.
             images: [B, Vq, 3, H, W] those views' pixels; needed by ``cfg.rgb_skip`` (ignored otherwise).
+            geometry: [B, Vq, 2, H, W] those views' measured depth and confidence (:meth:`measure_geometry`);
+                needed by ``cfg.depth_anchor`` (ignored otherwise).
         Returns:
             Gaussians [B, Vq*H*W, ...] (patch-major order) and ``raw`` [B, Vq*n, p*p*C] (float32).
         """
@@ -337,11 +379,19 @@ class TttlrmModel(LaCTBackbone):
             raw = self.decoder(tokens)  # [B, Vq*n, p*p*C]
         raw = raw.to(torch.promote_types(raw.dtype, torch.float32))
         origins, dirs = pixel_rays(c2w, fxfycxcy, height, width, self.cfg.geometry_bf16_compat)  # [B, Vq, 3, H, W]
-        return TttlrmOutput(decode_gaussians(raw, origins, dirs, self.cfg, images), raw)
+        anchor = None
+        if self.cfg.depth_anchor:
+            if geometry is None:
+                raise ValueError("depth_anchor=True needs the decoded views' measured geometry in decode")
+            # camera z -> distance along the unit ray: z / cos(angle between the ray and the optical axis)
+            cos = (dirs * c2w[:, :, :3, 2, None, None].to(dirs.dtype)).sum(2, keepdim=True).clamp_min(1e-3)
+            weight = (geometry[:, :, 1:2] / self.cfg.anchor_confidence).clamp(0, 1)
+            anchor = (geometry[:, :, :1].to(dirs.dtype) / cos, weight.to(dirs.dtype))
+        return TttlrmOutput(decode_gaussians(raw, origins, dirs, self.cfg, images, anchor), raw)
 
     def decode_chunks(
         self, tokens: Tensor, c2w: Tensor, fxfycxcy: Tensor, height: int, width: int, chunk_views: Optional[int],
-        images: Optional[Tensor] = None,
+        images: Optional[Tensor] = None, geometry: Optional[Tensor] = None,
     ) -> Iterator[tuple[int, int, Gaussians]]:
         """:meth:`decode`, ``chunk_views`` views at a time (bounds the decoder output and rays to one chunk).
 
@@ -350,7 +400,8 @@ class TttlrmModel(LaCTBackbone):
         n = self.tokens_per_view(height, width)
         for s, e in view_chunks(c2w.shape[1], chunk_views):
             out = self.decode(tokens[:, s * n : e * n], c2w[:, s:e], fxfycxcy[:, s:e], height, width,
-                              None if images is None else images[:, s:e])
+                              None if images is None else images[:, s:e],
+                              None if geometry is None else geometry[:, s:e])
             yield s, e, out.gaussians
 
     def decode_pruned(
@@ -365,6 +416,7 @@ class TttlrmModel(LaCTBackbone):
         generator: Optional[torch.Generator] = None,
         num_views: Optional[int] = None,
         images: Optional[Tensor] = None,
+        geometry: Optional[Tensor] = None,
     ) -> Gaussians:
         """Decode and opacity-prune one scene while holding one chunk of Gaussians plus the kept ones.
 
@@ -380,13 +432,15 @@ class TttlrmModel(LaCTBackbone):
             generator: RNG of the random part of pruning.
             num_views: input view count that selects the ``*_many_views`` fractions (default: Vq).
             images: [1, Vq, 3, H, W] the decoded views' pixels (``cfg.rgb_skip``).
+            geometry: [1, Vq, 2, H, W] their measured depth and confidence (``cfg.depth_anchor``).
         Returns:
             Unbatched Gaussians [M, ...] (float32).
         """
         if tokens.shape[0] != 1:
             raise ValueError(f"decode_pruned handles one scene (batch 1), got a batch of {tokens.shape[0]}")
         vq = c2w.shape[1]
-        chunks = lambda: self.decode_chunks(tokens, c2w, fxfycxcy, height, width, chunk_views, images)  # noqa: E731
+        chunks = lambda: self.decode_chunks(tokens, c2w, fxfycxcy, height, width, chunk_views, images,  # noqa: E731
+                                             geometry)
         if prune is None or prune.keep_top <= 0:
             parts = [g[0] for _, _, g in chunks()]
             return Gaussians.cat(parts) if len(parts) > 1 else parts[0]
@@ -450,12 +504,17 @@ class TttlrmModel(LaCTBackbone):
             return self._forward_stream(images, c2w, fxfycxcy)
         h, w = images.shape[-2:]
         inter: Optional[dict[str, Tensor]] = {} if return_intermediates else None
-        x = self.encode(images, c2w, fxfycxcy, intermediates=inter)
+        geometry = self.measure_geometry(images, c2w, fxfycxcy)  # None unless the model reads measured depth
+        if geometry is not None and sp_group is not None:
+            raise ValueError("geometry_input / depth_anchor need every input view on one process; sequence "
+                             "parallelism (sp_group) is not supported with them")
+        x = self.encode(images, c2w, fxfycxcy, intermediates=inter, geometry=geometry)
         blocks = self.run_blocks(x, self.tokens_per_view(h, w), virtual_view_indices, sp_group, intermediates=inter)
         if virtual_view_indices is not None:
             c2w, fxfycxcy = c2w[:, virtual_view_indices], fxfycxcy[:, virtual_view_indices]
             images = images[:, virtual_view_indices]
-        out = self.decode(blocks.tokens, c2w, fxfycxcy, h, w, images)
+            geometry = None if geometry is None else geometry[:, virtual_view_indices]
+        out = self.decode(blocks.tokens, c2w, fxfycxcy, h, w, images, geometry)
         if inter is not None:
             out.intermediates = inter
         return out

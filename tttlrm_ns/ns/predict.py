@@ -170,9 +170,11 @@ def predict_gaussians(
         # before they are pruned as a whole (the scan's chunks, not chunk_views, bound that part).
         g = model(images, c2w, fxfycxcy).gaussians[0]
         return g if prune is None or prune.keep_top <= 0 else prune_gaussians(g, prune, v, generator)
-    x = model.encode(images, c2w, fxfycxcy, chunk_views)  # [1, V*n, d]
+    geometry = model.measure_geometry(images, c2w, fxfycxcy)  # [1, V, 2, H, W] or None; one sweep for both uses
+    x = model.encode(images, c2w, fxfycxcy, chunk_views, geometry=geometry)  # [1, V*n, d]
     x = model.run_blocks(x, model.tokens_per_view(h, w)).tokens  # [1, V*n, d]
-    return model.decode_pruned(x, c2w, fxfycxcy, h, w, prune, chunk_views, generator, images=images)
+    return model.decode_pruned(x, c2w, fxfycxcy, h, w, prune, chunk_views, generator, images=images,
+                               geometry=geometry)
 
 
 __all__ = [

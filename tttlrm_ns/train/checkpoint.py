@@ -171,6 +171,7 @@ def trained_for(config: Any):
         resolution=f"{int(data['height'])}x{int(data['width'])}",
         background=background_name(data.get("background", (1.0, 1.0, 1.0))),
         preset=matching_preset(model),
+        scale=data.get("normalize_scale", "extent"),
     )
 
 

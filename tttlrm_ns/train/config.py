@@ -60,6 +60,12 @@ class DataConfig:
     """Camera normalisation (``mean_cam`` full model, ``first_cam`` AR model)."""
     normalize_stats: Literal["inputs", "all"] = "inputs"
     """Views defining the normalised frame: input views only (clean) or inputs + targets (official)."""
+    normalize_scale: Literal["extent", "median_depth"] = "extent"
+    """Scale of the normalised frame: camera extent (official) or the input views' median depth = 1 (from the
+    renders' exact depth; needs ``load_depth``; :func:`tttlrm_ns.data.normalize.scale_to_depth`)."""
+    median_jitter: float = 0.0
+    """With ``median_depth``: multiply the median by ``exp(U(-j, j))`` per sample, so the model does not rely on
+    a perfect median (at inference it is measured, not known)."""
     load_depth: bool = False
     """Load per-frame depth maps (frame key ``depth_key``) of the input views for the depth loss."""
     load_target_depth: bool = False
@@ -257,6 +263,9 @@ class TrainConfig:
         if d.frames_per_window < 2:
             problems.append("data.frames_per_window must be >= 2 (the window's two ends)")
         # Gaussians: depth / silhouette of the input pixels; triplane: of the rendered target pixels.
+        if self.data.normalize_scale == "median_depth" and not self.data.load_depth:
+            raise ValueError("data.normalize_scale=median_depth needs data.load_depth (the median comes from the "
+                             "input views' depth maps)")
         need, what = (("load_target_depth", "target") if self.model_kind == "triplane" else ("load_depth", "input"))
         for term in ("depth", "mask"):
             if getattr(self.loss, term) > 0 and not getattr(d, need):

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tttlrm_ns.data.normalize import NormalizeConfig, normalize_views
+from tttlrm_ns.data.normalize import NormalizeConfig, normalize_views, scale_to_depth
 from tttlrm_ns.data.scene import SCENE_FILE, ResizeConfig, SceneDataError, load_scene, load_views, plan_resize
 
 from .config import DataConfig
@@ -209,9 +209,18 @@ class TrainDataset(torch.utils.data.Dataset):
             if self.cfg.load_depth:
                 frames = json.loads(scene.scene_file.read_text())["frames"]
                 plan = plan_resize(scene.width, scene.height, self.resize)
+                depth = _load_depth(scene.scene_file.parent, frames, views_in.indices, self.cfg.depth_key, plan)
+                if self.cfg.normalize_scale == "median_depth":
+                    known = depth[depth > 0]
+                    if known.numel() == 0:
+                        raise SceneDataError(f"{scene_dir}: the input views' depth maps are all 0 (unknown)")
+                    jitter = math.exp(rng.uniform(-self.cfg.median_jitter, self.cfg.median_jitter))
+                    tf = scale_to_depth(tf, float(known.median()) * jitter)
+                    c2w_all = tf.apply(scene.c2w[list(inputs) + list(targets)].double())
+                    item["c2w"] = c2w_all[: len(inputs)][loc_in].float()
+                    item["target_c2w"] = c2w_all[len(inputs):][loc_tgt].float()
                 # z-depth in the normalised frame (a similarity: depths scale by tf.scale), like the predicted means
-                item["depth"] = _load_depth(scene.scene_file.parent, frames, views_in.indices, self.cfg.depth_key,
-                                            plan) * float(tf.scale)
+                item["depth"] = depth * float(tf.scale)
             if self.cfg.load_target_depth:
                 frames = json.loads(scene.scene_file.read_text())["frames"]
                 plan_t = plan_resize(scene.width, scene.height, self.resize_tgt)
