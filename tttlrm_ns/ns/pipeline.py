@@ -35,9 +35,10 @@ from nerfstudio.utils.rich_utils import CONSOLE
 # BUNDLED_CHECKPOINT: the bundled demo weights (defined once in tttlrm_ns/__init__.py); DEFAULT_WEIGHTS below
 # says which method uses which bundled file.
 from tttlrm_ns import BUNDLED_CHECKPOINT
-from tttlrm_ns.data.normalize import normalize_cameras
+from tttlrm_ns import infer
+from tttlrm_ns.geometry.depth_range import DepthRangeError
 from tttlrm_ns.data.views import ViewSelectionConfig, select_views
-from tttlrm_ns.gaussians import Gaussians, PruneConfig, input_footprint, widen_to_footprint
+from tttlrm_ns.gaussians import Gaussians, PruneConfig
 from tttlrm_ns.model import TttlrmConfig, presets
 from tttlrm_ns.ns import inputs
 from tttlrm_ns.ns.model import TttlrmNSModelConfig
@@ -110,6 +111,17 @@ class TttlrmPipelineConfig(VanillaPipelineConfig):
     """'crop': keep the aspect ratio (uniform scale + centre crop); 'stretch': scale x and y separately (official)."""
     normalization: Literal["auto", "mean_cam", "first_cam"] = "auto"
     """Camera normalisation: 'auto' = mean_cam for the full scan, first_cam for 'ar' / 'stream' (as trained)."""
+    normalization_scale: Literal["auto", "extent", "median_depth"] = "auto"
+    """Scale of the model's frame: 'auto' = as the weights were trained (``trained.scale``; official weights:
+    'extent', the camera extent); 'median_depth' = the scene's median depth is 1, measured from the capture's SfM
+    points when the dataparser has them, else by a plane sweep of the input views (the log says which)."""
+    init: Literal["model", "mvs"] = "model"
+    """Where the Gaussians come from: 'model' = the feed-forward prediction; 'mvs' = no network: one Gaussian per
+    confidently matched pixel at the depth a plane sweep measures, with the input colours
+    (:func:`tttlrm_ns.infer.mvs_gaussians`); refinement continues from either."""
+    plausibility_check: bool = True
+    """After predicting, render the Gaussians into 4 input views and warn (naming the likely cause and the flag to
+    try) when they reproduce their own inputs below 16 dB."""
     prune: PruneConfig = field(default_factory=lambda: PruneConfig(keep_top=0.4, keep_random=0.1))
     """Opacity pruning of the predicted Gaussians (official: keep the 40 % most opaque + 10 % of the rest)."""
     footprint_filter: float = 0.1
@@ -293,6 +305,7 @@ class TttlrmPipeline(VanillaPipeline):
                 detail = f"no training record; config scan {cfg.scan}"
             else:
                 self.check_trained_for(path, trained.kind, trained.scan, trained.normalization, trained.background)
+                self._trained_scale = trained.scale
                 step = read_metadata(path).get("train_step")
                 detail = (f"trained for {trained.kind}s, {trained.scan} scan, {trained.normalization}, "
                           f"{trained.resolution}, {trained.background} background, preset {trained.preset}"
@@ -391,39 +404,80 @@ class TttlrmPipeline(VanillaPipeline):
         method = self.config.normalization
         if method == "auto":
             method = "mean_cam" if cfg.scan == "full" else "first_cam"
-        c2w_norm, transform = normalize_cameras(c2w, method)
         random_bg = self.model.config.background_color == "random"
         background = torch.ones(3) if random_bg else self.model.background_color.float()
         image_t = inputs.prepare_images(images, plan, background.cpu())
-
-        from tttlrm_ns.model.checkpoint import load_any
+        scale = self.config.normalization_scale
+        if scale == "auto":
+            scale = getattr(self, "_trained_scale", "extent")
+        if self.config.init == "mvs" and scale == "extent":
+            scale = "median_depth"  # the sweep needs the measured depth range anyway
+        points = self._sfm_points() if scale == "median_depth" else None
+        try:
+            norm = infer.normalise_for_model(image_t, c2w, k, method, scale, points)
+        except DepthRangeError as e:
+            raise PredictionError(f"cannot measure the scene's depth for the median-depth normalisation: {e}. "
+                                  "Use a capture with SfM points (ns-process-data, colmap) or more overlapping views, "
+                                  "or --pipeline.normalization-scale extent") from None
+        CONSOLE.log(f"tttLRM: {method} alignment, {norm.describe()}")
+        c2w_norm = norm.c2w
 
         dev = torch.device(self.device)
-        model = load_any(path, cfg, **_runtime_overrides(cfg)).to(dev).eval()
         gen = torch.Generator().manual_seed(self.config.seed)
         t1 = time.perf_counter()
-        g = predict_gaussians(
-            model, image_t.to(dev), c2w_norm.float().to(dev), k.float().to(dev), self.config.prune,
-            self.config.chunk_views, gen,
-        )
-        del model  # the backbone is not part of the nerfstudio model or its checkpoints
+        if self.config.init == "mvs":
+            rng = norm.depth_range
+            s = float(norm.transform.scale)
+            g = infer.mvs_gaussians(image_t, c2w_norm, k.float(), rng.near * s, rng.far * s).to(dev)
+            CONSOLE.log(f"tttLRM: --pipeline.init mvs: {g.num} Gaussians at the plane-sweep depth of the confidently "
+                        "matched pixels (no network)")
+        else:
+            from tttlrm_ns.model.checkpoint import load_any
+
+            model = load_any(path, cfg, **_runtime_overrides(cfg)).to(dev).eval()
+            g = predict_gaussians(
+                model, image_t.to(dev), c2w_norm.to(dev), k.float().to(dev), self.config.prune,
+                self.config.chunk_views, gen,
+            )
+            del model  # the backbone is not part of the nerfstudio model or its checkpoints
         if self.config.footprint_filter > 0:
-            fp = input_footprint(g.means, c2w_norm.float().to(g.means.device), k.float().to(g.means.device),
-                                 plan.out_h, plan.out_w)
-            g = widen_to_footprint(g, fp, self.config.footprint_filter)
+            g = infer.footprint_filtered(g, c2w_norm, k.float(), plan.out_h, plan.out_w, self.config.footprint_filter)
             CONSOLE.log(f"tttLRM: every Gaussian widened by {self.config.footprint_filter} input pixels^2 of variance "
                         "(Mip-Splatting's 3D filter at the input views' sampling rate: renders finer than the input "
                         "show surfaces, not dots; --pipeline.footprint-filter 0 keeps the model's raw output)")
+        if self.config.plausibility_check:
+            check = infer.check_plausibility(g, image_t.to(dev), c2w_norm.to(dev), k.float().to(dev),
+                                             self._render_fn(background))
+            if check.warning:
+                CONSOLE.log(f"[bold yellow]tttLRM: WARNING: {check.warning}")
+            else:
+                CONSOLE.log(f"tttLRM: plausibility check passed: the Gaussians reproduce input views {check.views} "
+                            f"at {check.input_psnr:.1f} dB")
         gc.collect()
         if dev.type == "cuda":
             torch.cuda.empty_cache()
-        means, quats, log_scales, sh = transform.gaussians_to_world(g.means, g.quats, g.log_scales, g.sh)
-        out = Gaussians(means=means, sh=sh, log_scales=log_scales, quats=quats, opacity_logits=g.opacity_logits)
+        out = infer.to_world(g, norm.transform)
         CONSOLE.log(
             f"tttLRM: predicted {out.num} Gaussians from {v} views in {time.perf_counter() - t1:.1f} s "
             f"(setup {t1 - t0:.1f} s)"
         )
         return out, idx
+
+    def _sfm_points(self) -> Optional[torch.Tensor]:
+        """The dataparser's SfM points [N, 3] in its (= the cameras') frame, or None (nerfstudio-data with
+        ``ply_file_path``, colmap: ``points3D_xyz`` in the dataparser outputs' metadata)."""
+        outputs = getattr(self.datamanager, "train_dataparser_outputs", None)
+        pts = None if outputs is None else outputs.metadata.get("points3D_xyz")
+        return None if pts is None else torch.as_tensor(pts, dtype=torch.float64)
+
+    def _render_fn(self, background: torch.Tensor):
+        """The render call of the plausibility check: the model's own renderer settings, no gradients."""
+        from tttlrm_ns.render.splat import render_gaussians
+
+        def render(g, c2w, ks, width, height):
+            return render_gaussians(g, c2w, ks, width, height, background=background.to(c2w.device).float()).rgb
+
+        return render
 
     def _long_side(self, width: int, height: int, patch: int) -> tuple[Optional[int], str]:
         """Input long side (None: the stored size) and why: explicit flags as given, else the device's cap, never

@@ -25,7 +25,7 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 
-from tttlrm_ns.data.normalize import NormalizeConfig, normalize_views
+from tttlrm_ns.infer import normalise_for_model
 from tttlrm_ns.data.scene import LoadedViews, ResizeConfig, load_scene, load_views
 from tttlrm_ns.eval.metrics import psnr
 from tttlrm_ns.gaussians import Gaussians, input_footprint, prune, widen_to_footprint
@@ -112,9 +112,12 @@ def predict_novel_views(model: torch.nn.Module, cfg: TrainConfig, scene, inputs:
                           orientation="fixed", patch_size=cfg.model.patch_size, background=tuple(cfg.data.background))
     resize_tgt = dataclasses.replace(resize, height=cfg.data.height * render_scale,
                                      width=cfg.data.width * render_scale)
-    c2w_in, c2w_tgt, _ = normalize_views(scene.c2w[inputs], scene.c2w[targets],
-                                         NormalizeConfig(method=cfg.data.normalize, stats="inputs"))
     vin, vt = load_views(scene, inputs, resize), load_views(scene, targets, resize_tgt)
+    # The frame the pipeline would use: with median-depth scale the depth is *measured* (plane sweep), not taken
+    # from the renders, so held-out numbers include the measurement's error as a user's run does.
+    norm = normalise_for_model(vin.images, scene.c2w[inputs], vin.fxfycxcy, cfg.data.normalize,
+                               cfg.data.normalize_scale)
+    c2w_in, c2w_tgt = norm.c2w, norm.transform.apply(scene.c2w[targets].double())
     out = model(vin.images[None].to(dev), c2w_in[None].float().to(dev), vin.fxfycxcy[None].float().to(dev))
     kept = prune(out.gaussians[0], cfg.render.prune, len(inputs), generator)
     fp = input_footprint(kept.means, c2w_in.float().to(dev), vin.fxfycxcy.float().to(dev), vin.images.shape[-2],
