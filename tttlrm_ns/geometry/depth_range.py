@@ -42,7 +42,9 @@ class DepthRangeConfig:
     wide_ratio: float = 100.0
     """The wide sweep covers ``[spread / wide_ratio, spread * wide_ratio]``, spread = RMS camera distance from
     their mean (or the nearest-view distance, whichever is larger)."""
-    min_confidence: float = 0.5
+    min_confidence: float = 0.3
+    """Pixels that count as measured. At 0.5 a close orbit of a procedural room (training mix, 8 views at 36x64)
+    kept under 1 % of its pixels; 0.3 keeps 10-50 % on the rooms of every trajectory class."""
     min_fraction: float = 0.01
     """Fewer confident pixels than this share: the views do not measure the range (no overlap or no texture)."""
 

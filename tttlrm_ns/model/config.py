@@ -128,8 +128,10 @@ class TttlrmConfig:
     """Planes of the model's sweep (uniform in inverse depth)."""
     sweep_neighbours: int = 4
     """Views each input view is matched against."""
-    sweep_downsample: int = 4
-    """The sweep runs at 1 / this of the input resolution (4: 2x2 measurements per 8x8 patch)."""
+    sweep_long_side: int = 64
+    """The sweep runs with about this many pixels along the long side, whatever the input size (the input is
+    area-downsampled by the largest power of two that keeps at least this many and divides both sides): the same
+    measurement in scene terms for a model trained at 72x128 and run at 144x256, and a fixed cost per view."""
 
     # --- efficiency -----------------------------------------------------------------------------------
     autocast_bf16: bool = False
@@ -173,6 +175,13 @@ class TttlrmConfig:
         with ``geometry_input``."""
         return self.in_channels + (2 if self.geometry_input else 0)
 
+    def sweep_downsample(self, height: int, width: int) -> int:
+        """Downsampling factor of the model's plane sweep for ``height x width`` inputs (see ``sweep_long_side``)."""
+        f = 1
+        while max(height, width) // (2 * f) >= self.sweep_long_side and height % (2 * f) == 0 and width % (2 * f) == 0:
+            f *= 2
+        return f
+
     @property
     def base_lr_inv(self) -> float:
         """``softplus^-1(base_lr)``, the constant added to the learning-rate logits."""
@@ -201,10 +210,8 @@ class TttlrmConfig:
         if self.uses_geometry:
             if not 0 < self.sweep_near < self.sweep_far:
                 problems.append(f"need 0 < sweep_near < sweep_far, got {self.sweep_near}, {self.sweep_far}")
-            if self.sweep_planes < 2 or self.sweep_neighbours < 1 or self.sweep_downsample < 1:
-                problems.append("sweep_planes >= 2, sweep_neighbours >= 1 and sweep_downsample >= 1 are required")
-            if self.patch_size % self.sweep_downsample:
-                problems.append(f"sweep_downsample={self.sweep_downsample} must divide patch_size={self.patch_size}")
+            if self.sweep_planes < 2 or self.sweep_neighbours < 1 or self.sweep_long_side < 8:
+                problems.append("sweep_planes >= 2, sweep_neighbours >= 1 and sweep_long_side >= 8 are required")
             if self.scan == "stream":
                 problems.append("geometry_input / depth_anchor need every input view at once; scan='stream' is "
                                 "not supported with them")

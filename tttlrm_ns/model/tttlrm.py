@@ -191,18 +191,19 @@ class LaCTBackbone(nn.Module):
         Args:
             images: [B, V, 3, H, W] in [0, 1]. c2w: [B, V, 4, 4] (the model's frame). fxfycxcy: [B, V, 4].
         Returns:
-            [B, V, 2, H, W] float32: camera-z depth and confidence in [0, 1]. The sweep runs at
-            ``1 / cfg.sweep_downsample`` of the input size; each measurement covers its block of input pixels
-            (nearest-neighbour upsampling: blending depths across an occlusion edge would invent a surface).
+            [B, V, 2, H, W] float32: camera-z depth and confidence in [0, 1]. The sweep runs at about
+            ``cfg.sweep_long_side`` pixels along the long side (:meth:`TttlrmConfig.sweep_downsample`); each
+            measurement covers its block of input pixels (nearest-neighbour upsampling: blending depths across an
+            occlusion edge would invent a surface).
         """
         cfg = self.cfg
         if not cfg.uses_geometry:
             return None
         from tttlrm_ns.geometry.plane_sweep import PlaneSweepConfig, plane_sweep
 
-        sweep_cfg = PlaneSweepConfig(num_planes=cfg.sweep_planes, neighbours=cfg.sweep_neighbours,
-                                     downsample=cfg.sweep_downsample)
         b, v, _, h, w = images.shape
+        sweep_cfg = PlaneSweepConfig(num_planes=cfg.sweep_planes, neighbours=cfg.sweep_neighbours,
+                                     downsample=cfg.sweep_downsample(h, w))
         if v < 2:
             raise ValueError("geometry_input / depth_anchor need at least 2 input views (the plane sweep matches "
                              f"views against each other), got {v}")
