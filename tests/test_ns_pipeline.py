@@ -350,3 +350,48 @@ def test_official_pt_checkpoint_with_preset_and_bf16(tmp_path):
     assert model_cfg.autocast_bf16 and model_cfg.d == 64
     g = pipe.model.get_gaussians()
     assert g.num > 0 and torch.isfinite(g.means).all() and torch.isfinite(g.sh).all()
+
+
+@pytest.fixture(scope="module")
+def tiny_geometry_checkpoint(tmp_path_factory) -> Path:
+    """Random tiny weights that read the plane sweep and were 'trained' under median-depth normalisation."""
+    from tttlrm_ns.model import TttlrmModel, presets
+    from tttlrm_ns.model.checkpoint import TrainedFor, save_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny_geo.safetensors"
+    model = TttlrmModel(presets.tiny(sh_degree=1, geometry_input=True, depth_anchor=True))
+    save_model(model, path, trained_for=TrainedFor(kind="scene", scan="full", normalization="mean_cam",
+                                                   resolution="72x128", background="white", scale="median_depth"))
+    return path
+
+
+def test_median_depth_weights_keep_the_world_frame(tiny_geometry_checkpoint, capsys):
+    """Weights trained under median-depth normalisation: the pipeline measures the depth (and says so), and the
+    Gaussians of input view j still project onto view j's pixel centres in the world frame."""
+    from tttlrm_ns.gaussians import PruneConfig
+
+    pipe = _setup(_config(tiny_geometry_checkpoint, prune=PruneConfig(keep_top=0.0), footprint_filter=0.0))
+    out = capsys.readouterr().out
+    assert "= 1 / median depth" in out and "plane sweep of the 4 views" in out
+    g = pipe.model.get_gaussians()
+    h, w = 72, 128
+    cams = pipe.datamanager.train_dataset.cameras
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    centres = to_patch_major(torch.stack([xs, ys])[None, None] + 0.5, 8)[0]
+    i, s = pipe.input_indices[1], 128 / 480
+    c2w = conventions.opengl_to_opencv_c2w(conventions.to_homogeneous_pose(cams.camera_to_worlds[i].double()))
+    k = torch.tensor([cams.fx[i, 0], cams.fy[i, 0], cams.cx[i, 0], cams.cy[i, 0]], dtype=torch.float64) * s
+    px = conventions.project_points(g.means[h * w : 2 * h * w].double(), conventions.c2w_to_w2c(c2w), k)
+    torch.testing.assert_close(px, centres, atol=2e-3, rtol=0)
+
+
+def test_mvs_init_reads_no_weights_and_random_weights_are_flagged(tiny_checkpoint, tmp_path, capsys):
+    pipe = _setup(_config(tmp_path / "does_not_exist.safetensors", init="mvs"))
+    out = capsys.readouterr().out
+    assert "--pipeline.init mvs: no network" in out and "does_not_exist" not in out
+    g = pipe.model.get_gaussians()
+    assert 0 < g.num < 4 * 72 * 128 and torch.isfinite(g.means).all()
+    _setup(_config(tiny_checkpoint))  # random weights: a blur that cannot reproduce its own input views
+    out = capsys.readouterr().out
+    assert "WARNING" in out and "--pipeline.init mvs" in out

@@ -211,12 +211,14 @@ scenes: 15.2 dB), so a prediction below 16 dB does no better than no geometry at
 
 @torch.no_grad()
 def check_plausibility(g: Gaussians, images: Tensor, c2w: Tensor, fxfycxcy: Tensor, render: Callable,
-                       num_views: int = 4, threshold: float = PLAUSIBLE_INPUT_PSNR) -> Plausibility:
+                       num_views: int = 4, threshold: float = PLAUSIBLE_INPUT_PSNR,
+                       source: str = "model") -> Plausibility:
     """Render ``g`` into up to ``num_views`` evenly spread input views and compare with the images.
 
     Args:
         g: unbatched Gaussians in the frame of ``c2w``. images: [V, 3, H, W]. c2w: [V, 4, 4]. fxfycxcy: [V, 4].
         render: ``render(g, c2w [C, 4, 4], K [C, 3, 3], width, height) -> [C, H, W, 3]`` (the caller's renderer).
+        source: where ``g`` came from, ``model`` or ``mvs`` (the warning names the likely cause accordingly).
     """
     v, _, h, w = images.shape
     idx = sorted({round(i * (v - 1) / max(num_views - 1, 1)) for i in range(min(num_views, v))})
@@ -224,7 +226,12 @@ def check_plausibility(g: Gaussians, images: Tensor, c2w: Tensor, fxfycxcy: Tens
     mse = ((pred.cpu() - images[idx].cpu()) ** 2).flatten(1).mean(1).clamp_min(1e-10)
     psnr = float((-10 * torch.log10(mse)).mean())
     warning = None
-    if psnr < threshold:
+    if psnr < threshold and source == "mvs":
+        warning = (f"the plane-sweep Gaussians reproduce their own input views at only {psnr:.1f} dB (views {idx}; "
+                   f"plausible: >= {threshold:g} dB): the views match too little (untextured surfaces, little "
+                   "overlap) and leave holes. Try the model's prediction (--pipeline.init model), refinement steps "
+                   "(--max-num-iterations), or more overlapping input views (--pipeline.views.num-views).")
+    elif psnr < threshold:
         warning = (f"the prediction reproduces its own input views at only {psnr:.1f} dB (views {idx}; plausible: "
                    f">= {threshold:g} dB): the model's depth does not fit this capture (a trajectory or scale it was "
                    "not trained on). Try --pipeline.init mvs (Gaussians at the depth measured by a plane sweep), "

@@ -276,7 +276,8 @@ def plane_sweep(
         raise ValueError(f"images must be [V, 3, H, W], got {tuple(images.shape)}")
     v = images.shape[0]
     if tuple(c2w.shape) != (v, 4, 4) or tuple(fxfycxcy.shape) != (v, 4):
-        raise ValueError(f"c2w must be [{v}, 4, 4] and fxfycxcy [{v}, 4], got {tuple(c2w.shape)}, {tuple(fxfycxcy.shape)}")
+        raise ValueError(f"c2w must be [{v}, 4, 4] and fxfycxcy [{v}, 4], got {tuple(c2w.shape)}, "
+                         f"{tuple(fxfycxcy.shape)}")
     imgs, intr = downsample_views(images.float(), fxfycxcy.float(), cfg.downsample)
     g = grey(imgs)  # [V, h, w]
     h, w = g.shape[-2:]

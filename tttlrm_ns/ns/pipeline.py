@@ -352,7 +352,13 @@ class TttlrmPipeline(VanillaPipeline):
         if self.config.footprint_filter < 0:
             raise PredictionError(f"--pipeline.footprint-filter must be >= 0 (input pixels^2 of variance; 0 = off), "
                                   f"got {self.config.footprint_filter}")
-        path, cfg = self.resolve_model_config()
+        if self.config.init == "mvs":
+            # No network and no weights; the config only rounds the input size to the usual patch multiple.
+            path, cfg = Path("(none)"), TttlrmConfig()
+            CONSOLE.log("tttLRM: --pipeline.init mvs: no network; Gaussians come from a plane sweep of the input "
+                        "views")
+        else:
+            path, cfg = self.resolve_model_config()
         idx = self._select_inputs(cfg)
         cameras = self.datamanager.train_dataset.cameras  # type: ignore[union-attr]
         images = [self._train_image(i) for i in idx]  # loads (and undistorts) the cache first
@@ -372,30 +378,33 @@ class TttlrmPipeline(VanillaPipeline):
                                 c.resize_mode)
         v = len(idx)
         CONSOLE.log(f"tttLRM: input size {plan.out_w}x{plan.out_h} from {width}x{height} stored images ({why})")
-        self._log_output_size(v, plan.out_h, plan.out_w)
+        if self.config.init == "model":
+            self._log_output_size(v, plan.out_h, plan.out_w)
 
-        est = estimate_memory(
-            cfg, v, plan.out_h, plan.out_w, keep_fraction(self.config.prune, v), self.config.chunk_views
-        )
-        budget = (
-            int(self.config.memory_budget_gb * GIB) if self.config.memory_budget_gb is not None
-            else available_memory(self.device)
-        )
-        if est.total > budget:
-            raise InsufficientMemoryError(
-                f"tttLRM prediction from {v} views of {plan.out_h}x{plan.out_w} pixels needs about {est.describe()} "
-                f"but only {budget / GIB:.2f} GiB are available on {torch.device(self.device).type}. Reduce it with "
-                f"fewer input views (--pipeline.views.num-views, now {v}), a lower resolution "
-                f"(--pipeline.input-long-side or --pipeline.input-height / --pipeline.input-width, now "
-                f"{plan.out_h}x{plan.out_w}), fewer views per "
-                f"decoding chunk (--pipeline.chunk-views, now {self.config.chunk_views})"
-                + ("" if cfg.autocast_bf16 else " or bf16 activations (--pipeline.model.bf16 on)")
-                + "; --pipeline.memory-budget-gb overrides the available amount."
+        if self.config.init == "model":  # the network's memory (the sweep's is a small fraction)
+            est = estimate_memory(
+                cfg, v, plan.out_h, plan.out_w, keep_fraction(self.config.prune, v), self.config.chunk_views
             )
-        CONSOLE.log(
-            f"tttLRM: {v} input views at {plan.out_h}x{plan.out_w} ({width}x{height} stored), scan={cfg.scan}, "
-            f"estimated peak {est.describe()}"
-        )
+            budget = (
+                int(self.config.memory_budget_gb * GIB) if self.config.memory_budget_gb is not None
+                else available_memory(self.device)
+            )
+            if est.total > budget:
+                raise InsufficientMemoryError(
+                    f"tttLRM prediction from {v} views of {plan.out_h}x{plan.out_w} pixels needs about "
+                    f"{est.describe()} but only {budget / GIB:.2f} GiB are available on "
+                    f"{torch.device(self.device).type}. Reduce it with "
+                    f"fewer input views (--pipeline.views.num-views, now {v}), a lower resolution "
+                    f"(--pipeline.input-long-side or --pipeline.input-height / --pipeline.input-width, now "
+                    f"{plan.out_h}x{plan.out_w}), fewer views per "
+                    f"decoding chunk (--pipeline.chunk-views, now {self.config.chunk_views})"
+                    + ("" if cfg.autocast_bf16 else " or bf16 activations (--pipeline.model.bf16 on)")
+                    + "; --pipeline.memory-budget-gb overrides the available amount."
+                )
+            CONSOLE.log(
+                f"tttLRM: {v} input views at {plan.out_h}x{plan.out_w} ({width}x{height} stored), scan={cfg.scan}, "
+                f"estimated peak {est.describe()}"
+            )
 
         c2w, k = inputs.cameras_to_opencv(
             cameras.camera_to_worlds[idx], cameras.fx[idx], cameras.fy[idx], cameras.cx[idx], cameras.cy[idx]
@@ -447,7 +456,7 @@ class TttlrmPipeline(VanillaPipeline):
                         "show surfaces, not dots; --pipeline.footprint-filter 0 keeps the model's raw output)")
         if self.config.plausibility_check:
             check = infer.check_plausibility(g, image_t.to(dev), c2w_norm.to(dev), k.float().to(dev),
-                                             self._render_fn(background))
+                                             self._render_fn(background), source=self.config.init)
             if check.warning:
                 CONSOLE.log(f"[bold yellow]tttLRM: WARNING: {check.warning}")
             else:
