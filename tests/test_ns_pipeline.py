@@ -395,3 +395,17 @@ def test_mvs_init_reads_no_weights_and_random_weights_are_flagged(tiny_checkpoin
     _setup(_config(tiny_checkpoint))  # random weights: a blur that cannot reproduce its own input views
     out = capsys.readouterr().out
     assert "WARNING" in out and "--pipeline.init mvs" in out
+
+
+def test_object_method_says_when_the_capture_background_is_not_the_weights(tiny_checkpoint, capsys):
+    """An object model trained on white, given a capture whose borders are a room (mydesk_mini): one warning that
+    names both colours and what to do."""
+    from tttlrm_ns import method_configs as mc
+
+    cfg = _config(tiny_checkpoint, views=3, long_side=64)
+    cfg.pipeline.method_kind = "object"
+    cfg.pipeline.model = copy.deepcopy(mc.tttlrm_object_config.pipeline.model)
+    cfg.pipeline.model.checkpoint = tiny_checkpoint
+    _setup(cfg)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "WARNING: the input views' border is (" in out and "(1.00, 1.00, 1.00) background" in out

@@ -416,6 +416,8 @@ class TttlrmPipeline(VanillaPipeline):
         random_bg = self.model.config.background_color == "random"
         background = torch.ones(3) if random_bg else self.model.background_color.float()
         image_t = inputs.prepare_images(images, plan, background.cpu())
+        if self.config.method_kind == "object" and not random_bg:
+            self._check_object_background(image_t, background.cpu())
         scale = self.config.normalization_scale
         if scale == "auto":
             scale = getattr(self, "_trained_scale", "extent")
@@ -471,6 +473,25 @@ class TttlrmPipeline(VanillaPipeline):
             f"(setup {t1 - t0:.1f} s)"
         )
         return out, idx
+
+    def _check_object_background(self, images: torch.Tensor, background: torch.Tensor) -> None:
+        """Object weights assume the captures' background is the one they were trained on (``trained.background``,
+        the render background). Compare with the median colour of the input views' border pixels (transparent
+        pixels are already composited over that background) and say so when they differ."""
+        border = torch.cat([images[..., :2, :].flatten(2), images[..., -2:, :].flatten(2),
+                            images[..., :, :2].flatten(2), images[..., :, -2:].flatten(2)], -1)  # [V, 3, n]
+        seen = border.permute(1, 0, 2).reshape(3, -1).median(dim=1).values
+        gap = float((seen - background).abs().max())
+        if gap > BACKGROUND_TOLERANCE:
+            CONSOLE.log(
+                f"[bold yellow]tttLRM: WARNING: the input views' border is {_rgb(seen)} but this object model renders "
+                f"and was trained on a {_rgb(background)} background: the model treats the border as part of the "
+                "object and the reconstruction will be poor. Capture on the weights' background or with transparency "
+                "(RGBA images), or use --pipeline.init mvs (no learned background)."
+            )
+        else:
+            CONSOLE.log(f"tttLRM: object background {_rgb(seen)} at the image borders matches the weights' "
+                        f"{_rgb(background)}")
 
     def _sfm_points(self) -> Optional[torch.Tensor]:
         """The dataparser's SfM points [N, 3] in its (= the cameras') frame, or None (nerfstudio-data with
@@ -539,6 +560,15 @@ class TttlrmPipeline(VanillaPipeline):
         outputs = self._model(camera)
         metrics = self.model.get_metrics_dict(outputs, data)
         return outputs, self.model.get_loss_dict(outputs, data, metrics), metrics
+
+
+BACKGROUND_TOLERANCE = 0.25
+"""Largest per-channel difference between the image border's median colour and an object model's background that
+still counts as the same background (JPEG noise, vignetting and shadows reach the border)."""
+
+
+def _rgb(c: torch.Tensor) -> str:
+    return "(" + ", ".join(f"{float(x):.2f}" for x in c) + ")"
 
 
 def select_input_views(datamanager, views: ViewSelectionConfig, use_precomputed: bool = True,
