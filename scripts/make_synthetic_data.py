@@ -24,6 +24,8 @@ from tttlrm_ns.synth import assets as A
 from tttlrm_ns.synth.generate import GenerateConfig, MegaSynthScenesConfig, ObjectsConfig, ScenesConfig, generate
 from tttlrm_ns.synth.gl import RendererUnavailable
 from tttlrm_ns.synth.megasynth import MegaSynthConfig
+from tttlrm_ns.synth.room import RoomConfig
+from tttlrm_ns.synth.trajectories import CAMERA_MODES
 from tttlrm_ns.synth.zeroverse import ZeroverseConfig
 
 
@@ -52,8 +54,22 @@ def parse_args(argv=None) -> GenerateConfig:
     p.add_argument("--camera-mode", choices=["path", "walls"], default="path",
                    help="megasynth: handheld-like path through the room (default) or MegaSynth's layout (cameras "
                         "along the walls looking in, in walking order, then a few in the centre)")
-    p.add_argument("--background", choices=["rgba", "white"], default=None,
-                   help="objects/zeroverse: RGBA PNG or on white (default: rgba for objects, white for zeroverse)")
+    p.add_argument("--room-camera", choices=list(CAMERA_MODES), default="path",
+                   help="scenes: path = handheld walk-through (default); orbit = around a furniture piece, looking "
+                        "at it; forward = LLFF-style, all cameras on a 10-30 cm patch looking one way; closeup = "
+                        "short sweep 0.3-0.8 m from a surface (tttlrm_ns/synth/trajectories.py)")
+    p.add_argument("--fov", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="scenes: horizontal field-of-view range in degrees, one value per item (default "
+                        f"{RoomConfig.fov_range[0]:g} {RoomConfig.fov_range[1]:g}); objects/zeroverse: random "
+                        "per item instead of the fixed 50")
+    p.add_argument("--portrait-prob", type=float, default=0.0,
+                   help="scenes: chance that an item is portrait (--res HxW swapped to height > width); 1 = all")
+    p.add_argument("--distance", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="objects: camera distance range (unit-sphere units; default fixed 2.7; zeroverse: "
+                        "--zv-distance)")
+    p.add_argument("--background", choices=["rgba", "white", "black", "cluttered"], default=None,
+                   help="objects/zeroverse: RGBA PNG, on white, on black, or cluttered (inside a textured room-like "
+                        "box with a few pieces; RGB) (default: rgba for objects, white for zeroverse)")
     p.add_argument("--zv-grid", type=int, default=ZeroverseConfig.grid,
                    help="zeroverse: quads per cube-face edge of a primitive (vertex spacing = texture detail)")
     p.add_argument("--zv-texture-res", type=int, default=ZeroverseConfig.texture_res,
@@ -88,8 +104,13 @@ def parse_args(argv=None) -> GenerateConfig:
                           assets=a.assets, libraries=tuple(s for s in a.libraries.split(",") if s),
                           furniture_dir=a.furniture_dir, textures_jar=a.textures_jar, cache_dir=a.cache_dir,
                           workers=a.workers, objects=ObjectsConfig(views=a.views, background=a.background,
-                                                supersample=a.supersample),
-                          scenes=ScenesConfig(frames=a.frames, supersample=a.supersample),
+                                                supersample=a.supersample,
+                                                distance_range=tuple(a.distance) if a.distance else None,
+                                                fov_range=tuple(a.fov) if a.fov else None),
+                          scenes=ScenesConfig(frames=a.frames, supersample=a.supersample,
+                                              portrait_probability=a.portrait_prob,
+                                              room=RoomConfig(camera_mode=a.room_camera,
+                                                              **({"fov_range": tuple(a.fov)} if a.fov else {}))),
                           megasynth=MegaSynthScenesConfig(frames=a.frames, supersample=a.supersample,
                                                           room=MegaSynthConfig(camera_mode=a.camera_mode)),
                           zeroverse=ZeroverseConfig(grid=a.zv_grid, texture_res=a.zv_texture_res,

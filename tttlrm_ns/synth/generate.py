@@ -35,7 +35,8 @@ from tttlrm_ns.synth import assets as A
 from tttlrm_ns.synth.cameras import focal_from_fov, gl_c2w_to_cv_w2c, sphere_poses
 from tttlrm_ns.synth.megasynth import MegaSynthConfig, build_megasynth_room
 from tttlrm_ns.synth.megasynth import camera_poses as megasynth_camera_poses
-from tttlrm_ns.synth.room import AssetSources, LightSpec, RoomConfig, SceneSpec, build_room, camera_path
+from tttlrm_ns.synth.room import AssetSources, LightSpec, RoomConfig, SceneSpec, _shell, build_room
+from tttlrm_ns.synth.trajectories import CAMERA_MODES, camera_poses
 from tttlrm_ns.synth.zeroverse import ZeroverseConfig, make_object
 
 SCENE_FILE = "opencv_cameras.json"
@@ -56,9 +57,15 @@ class ObjectsConfig:
     fov_deg: float = 50.0  # gso_toy: fx = 549 px at 512 px
     distance: float = 2.7  # gso_toy camera distance
     elevation_range: tuple[float, float] = (-20.0, 60.0)
-    # RGBA PNG (straight alpha) or rendered over white (RGB); None = the kind's default: rgba for objects, white
-    # for zeroverse (the LRM-Zero training setting)
-    background: Optional[Literal["rgba", "white"]] = None
+    # RGBA PNG (straight alpha) or rendered over white / black (RGB), or ``cluttered``: the object stands on the
+    # floor of a textured room-like box with a few procedural pieces around (RGB; real captures have a background,
+    # and a flat colour teaches the model that everything off the object is empty). None = the kind's default:
+    # rgba for objects, white for zeroverse (the LRM-Zero training setting)
+    background: Optional[Literal["rgba", "white", "black", "cluttered"]] = None
+    # Random per item when set (else ``distance`` / ``fov_deg``; zeroverse draws its distance from its own
+    # ``ZeroverseConfig.distance_range``): one value per item, all its views share it.
+    distance_range: Optional[tuple[float, float]] = None
+    fov_range: Optional[tuple[float, float]] = None
     ambient: float = 0.35
     headlight: float = 2.5
     supersample: int = 1  # odd; 3 = 3x3 anti-aliasing (about 5-8x slower)
@@ -71,6 +78,9 @@ class ScenesConfig:
     frames: int = 120
     supersample: int = 1  # odd; 3 = 3x3 anti-aliasing
     room: RoomConfig = field(default_factory=RoomConfig)
+    # Chance that an item is rendered portrait (height and width swapped so that height > width); 1 = always.
+    # Drawn from a separate stream so that the room and cameras of a seed do not depend on it.
+    portrait_probability: float = 0.0
 
 
 @dataclass
@@ -124,6 +134,12 @@ class GenerateConfig:
             raise ValueError("num and start must be >= 0")
         if self.image_format not in ("png", "jpg"):
             raise ValueError(f"image format must be png or jpg, got {self.image_format!r}")
+        if self.background not in ("rgba", "white", "black", "cluttered"):
+            raise ValueError(f"object background must be rgba, white, black or cluttered, got {self.background!r}")
+        if self.kind == "scenes" and self.scenes.room.camera_mode not in CAMERA_MODES:
+            raise ValueError(f"room camera mode must be one of {CAMERA_MODES}, got {self.scenes.room.camera_mode!r}")
+        if not 0.0 <= self.scenes.portrait_probability <= 1.0:
+            raise ValueError(f"portrait probability must be in [0, 1], got {self.scenes.portrait_probability}")
         if self.kind in _OBJECT_KINDS and self.background == "rgba" and self.image_format == "jpg":
             raise ValueError("RGBA object renders need PNG: use --format png or --background white")
         bad = [lib for lib in self.libraries if lib not in A.LIBRARY_LICENSES]
@@ -219,6 +235,41 @@ def _zeroverse_spec(rng: np.random.Generator, cfg: GenerateConfig) -> tuple[Scen
     return spec, {"zeroverse": obj.info}
 
 
+def _add_cluttered_surround(rng: np.random.Generator, spec: SceneSpec, distance: float, poses: np.ndarray) -> dict:
+    """Put the object (inside the unit sphere) on the floor of a textured room-like box that encloses the cameras,
+    with 2-5 procedural pieces around: a background with texture and depth instead of a flat colour. Returns
+    metadata.
+
+    The floor is just under the object (it stands there) unless a camera is lower (elevations go down to -20
+    degrees): then it drops to 20 cm under the lowest camera, since a double-sided floor between camera and object
+    would hide the object. Pieces stand outside the camera sphere (by their own half-size + 0.3), so none comes
+    between a camera and the object: the object's pixels are those of the white-background render."""
+    lowest = min(float(m.vertices[:, 1].min()) for m, _ in spec.meshes)
+    floor = min(lowest - 1e-3, float(poses[:, 1, 3].min()) - 0.2)
+    top = float(poses[:, 1, 3].max())
+    half = distance + rng.uniform(1.5, 3.5, 2)  # walls beyond the cameras (x, z half-sizes)
+    height = top - floor + rng.uniform(0.8, 2.0)  # ceiling above the highest camera
+    shell = SceneSpec()
+    _shell(rng, AssetSources(), 2 * half[0], 2 * half[1], height, shell)  # procedural textures: no asset files
+    pieces = int(rng.integers(2, 6))
+    for _ in range(pieces):
+        meshes, _attribution = A.procedural_furniture(rng)
+        verts = np.concatenate([m.vertices for m in meshes])
+        extent = float(np.abs(verts[:, [0, 2]]).max())
+        az = rng.uniform(0, 2 * np.pi)
+        rad = distance + 0.3 + extent + rng.uniform(0.0, 0.5)
+        pose = np.eye(4)
+        pose[:3, 3] = (rad * np.sin(az), 0.0, rad * np.cos(az))
+        shell.meshes += [(m.copy().apply_transform(pose), True) for m in meshes]
+    lift = np.eye(4)
+    lift[1, 3] = floor
+    spec.meshes += [(m.apply_transform(lift), smooth) for m, smooth in shell.meshes]
+    spec.attributions.append({"name": "procedural backdrop room and pieces", "license": "CC0-1.0",
+                              "source": "procedural (tttlrm_ns.synth.assets)"})
+    return {"backdrop_size_m": [float(2 * half[0]), height, float(2 * half[1])], "backdrop_floor_y": floor,
+            "backdrop_pieces": pieces}
+
+
 def _encode_image(rgb: np.ndarray, alpha: Optional[np.ndarray], path: Path, cfg: GenerateConfig) -> None:
     from PIL import Image
 
@@ -228,6 +279,18 @@ def _encode_image(rgb: np.ndarray, alpha: Optional[np.ndarray], path: Path, cfg:
         Image.fromarray(rgb, "RGB").save(path, format="JPEG", quality=cfg.jpeg_quality)
     else:
         Image.fromarray(rgb, "RGB").save(path, format="PNG")
+
+
+def _probe_depth(renderer, spec: SceneSpec, f: float, h: int, w: int, poses: np.ndarray) -> np.ndarray:
+    """Depth [N, ph, pw] of the item's scene from ``poses`` at 24 px width and the item's field of view: enough to
+    measure how far the visible surfaces are (camera planning), ~1 ms a view."""
+    from tttlrm_ns.synth.render import Intrinsics
+
+    pw = 24
+    ph = max(8, int(round(pw * h / w)))
+    s = pw / w
+    intr = Intrinsics(fx=f * s, fy=f * s, cx=pw / 2, cy=ph / 2, width=pw, height=ph)
+    return np.stack([d for _, _, d in renderer.render(spec, intr, poses)])
 
 
 def generate_item(cfg: GenerateConfig, index: int, renderer, sources: AssetSources,
@@ -247,16 +310,25 @@ def generate_item(cfg: GenerateConfig, index: int, renderer, sources: AssetSourc
     h, w = cfg.height, cfg.width
     extra = {}
     if cfg.kind in _OBJECT_KINDS:
+        oc = cfg.objects
         if cfg.kind == "objects":
             spec, extra = _object_spec(rng, cfg, sources)
-            distance = cfg.objects.distance
+            distance = oc.distance
+            if oc.distance_range is not None:  # drawn only when asked: default items keep their random stream
+                distance = float(rng.uniform(*oc.distance_range))
         else:  # geometry first, then the camera distance: the mesh depends on the rng state at the item's start
             spec, extra = _zeroverse_spec(rng, cfg)
             distance = float(rng.uniform(*cfg.zeroverse.distance_range))
-            extra["camera_distance"] = distance
-        f = focal_from_fov(cfg.objects.fov_deg, w)
-        poses = sphere_poses(rng, cfg.objects.views, distance, cfg.objects.elevation_range)
-        rgba, headlight, ss = cfg.background == "rgba", cfg.objects.headlight, cfg.objects.supersample
+        fov = oc.fov_deg if oc.fov_range is None else float(rng.uniform(*oc.fov_range))
+        extra.update(camera_distance=distance, fov_x_deg=fov, background=cfg.background)
+        f = focal_from_fov(fov, w)
+        poses = sphere_poses(rng, oc.views, distance, oc.elevation_range)
+        # Background last, so the object and cameras of a seed are the same whatever the background.
+        if cfg.background == "black":
+            spec.bg_color = (0.0, 0.0, 0.0, 1.0)
+        elif cfg.background == "cluttered":
+            extra.update(_add_cluttered_surround(rng, spec, distance, poses))
+        rgba, headlight, ss = cfg.background == "rgba", oc.headlight, oc.supersample
     elif cfg.kind == "megasynth":
         ms = cfg.megasynth
         scene = build_megasynth_room(rng, ms.room)
@@ -267,11 +339,21 @@ def generate_item(cfg: GenerateConfig, index: int, renderer, sources: AssetSourc
         extra = {"room_size_m": [scene.layout.width, scene.layout.height, scene.layout.depth],
                  "camera_mode": ms.room.camera_mode, "contents": scene.counts}
     else:
-        spec, layout = build_room(rng, cfg.scenes.room, sources)
-        f = focal_from_fov(rng.uniform(*cfg.scenes.room.fov_range), w)
-        poses = camera_path(rng, cfg.scenes.room, layout, cfg.scenes.frames)
-        rgba, headlight, ss = False, 0.0, cfg.scenes.supersample
-        extra = {"room_size_m": [layout.width, layout.height, layout.depth]}
+        sc = cfg.scenes
+        # Orientation from its own stream (keyed on the item), so it never shifts the room's random draws.
+        portrait = (sc.portrait_probability > 0 and np.random.default_rng(
+            np.random.SeedSequence([cfg.seed, _KIND_ID[cfg.kind], index, 1])).uniform() < sc.portrait_probability)
+        if portrait:
+            h, w = max(h, w), min(h, w)
+        spec, layout = build_room(rng, sc.room, sources)
+        fov = float(rng.uniform(*sc.room.fov_range))  # horizontal, over the (possibly portrait) width
+        f = focal_from_fov(fov, w)
+        poses, cam_info = camera_poses(rng, sc.room, layout, sc.frames,
+                                       probe=lambda p: _probe_depth(renderer, spec, f, h, w, p))
+        rgba, headlight, ss = False, 0.0, sc.supersample
+        extra = {"room_size_m": [layout.width, layout.height, layout.depth], "camera_mode": sc.room.camera_mode,
+                 "fov_x_deg": fov, "orientation": "portrait" if h > w else "landscape" if w > h else "square",
+                 **cam_info}
     intr = Intrinsics(fx=f, fy=f, cx=w / 2, cy=h / 2, width=w, height=h)
     w2c = gl_c2w_to_cv_w2c(poses)
 

@@ -40,6 +40,17 @@ class RoomConfig:
     shake_m: float = 0.01  # RMS hand shake (position)
     shake_roll_deg: float = 1.5
     fov_range: tuple[float, float] = (55.0, 75.0)  # horizontal field of view
+    # Trajectory kind (see :func:`camera_poses`): the handheld walk-through ``path`` is what the model was trained
+    # on; ``orbit``, ``forward`` and ``closeup`` imitate the other ways people capture (issue 23, item 4).
+    camera_mode: str = "path"
+    orbit_arc_range_deg: tuple[float, float] = (30.0, 360.0)  # angle swept around the subject
+    orbit_radius_range: tuple[float, float] = (1.0, 2.2)  # nominal distance to the subject's centre
+    orbit_ellipse: float = 0.2  # semi-axes r (1 +- e), e drawn in [0, orbit_ellipse]: people do not walk circles
+    orbit_height_wobble_m: float = 0.08  # RMS slow height change along the orbit
+    forward_patch_range: tuple[float, float] = (0.1, 0.3)  # side of the square patch the cameras lie on (LLFF)
+    forward_jitter_deg: float = 3.0  # each view's direction within +- this (per axis) of the common direction
+    closeup_distance_range: tuple[float, float] = (0.3, 0.8)  # median depth of the close-up views
+    closeup_sweep_range: tuple[float, float] = (0.2, 0.5)  # sideways travel of the close-up path
 
 
 @dataclass
@@ -80,6 +91,7 @@ class RoomLayout:
     depth: float
     height: float
     footprints: list[np.ndarray] = field(default_factory=list)
+    heights: list[float] = field(default_factory=list)  # top of each footprint's piece (floor at y = 0)
 
 
 def textured_quad(origin, a, b, texture: A.TextureAsset):
@@ -193,6 +205,7 @@ def _place_furniture(rng, cfg: RoomConfig, sources: AssetSources, layout: RoomLa
             for m in meshes:
                 spec.meshes.append((m.copy().apply_transform(pose), True))
             layout.footprints.append(world)
+            layout.heights.append(float(verts[:, 1].max()))
             spec.attributions.append(attribution)
             placed = True
             break
@@ -290,6 +303,17 @@ def _view_directions(rng, cfg: RoomConfig, layout: RoomLayout, pts: np.ndarray) 
     return np.array(dirs)
 
 
+def _free_cells(cfg: RoomConfig, layout: RoomLayout) -> np.ndarray:
+    """[N, 2] (x, z) centres of the 5 cm floor cells that keep the camera clearances (the room centre if none)."""
+    g = np.arange(-layout.width / 2, layout.width / 2, 0.05), np.arange(-layout.depth / 2, layout.depth / 2, 0.05)
+    gx, gz = np.meshgrid(*g, indexing="ij")
+    free = _free_mask(cfg, layout, gx.ravel(), gz.ravel())
+    cells = np.stack([gx.ravel()[free], gz.ravel()[free]], -1)
+    if len(cells) == 0:  # tiny room: fall back to the centre region
+        cells = np.zeros((1, 2))
+    return cells
+
+
 def camera_path(rng, cfg: RoomConfig, layout: RoomLayout, frames: int) -> np.ndarray:
     """[frames, 4, 4] OpenGL c2w along a smooth path through the free space, looking around the room.
 
@@ -297,12 +321,7 @@ def camera_path(rng, cfg: RoomConfig, layout: RoomLayout, frames: int) -> np.nda
     redrawn (up to 50 times, then the best one is kept). Views look at furniture or across the room, turning
     gradually (see :func:`_view_directions`); a small band-limited shake is added to position and roll.
     """
-    g = np.arange(-layout.width / 2, layout.width / 2, 0.05), np.arange(-layout.depth / 2, layout.depth / 2, 0.05)
-    gx, gz = np.meshgrid(*g, indexing="ij")
-    free = _free_mask(cfg, layout, gx.ravel(), gz.ravel())
-    cells = np.stack([gx.ravel()[free], gz.ravel()[free]], -1)
-    if len(cells) == 0:  # tiny room: fall back to the centre region
-        cells = np.zeros((1, 2))
+    cells = _free_cells(cfg, layout)
     best = None
     for _ in range(50):
         k = int(rng.integers(cfg.path_points_range[0], cfg.path_points_range[1] + 1))
