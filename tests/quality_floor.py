@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 
 from tttlrm_ns import conventions
-from tttlrm_ns.data.normalize import NormalizeConfig, normalize_views
+from tttlrm_ns.infer import mvs_gaussians, normalise_for_model
 from tttlrm_ns.data.scene import ResizeConfig, load_scene, load_views
 from tttlrm_ns.eval.metrics import psnr
 from tttlrm_ns.gaussians import PruneConfig, prune
@@ -18,17 +18,19 @@ from tttlrm_ns.render.splat import render_gaussians
 
 
 def held_out_psnr(model: TttlrmModel, scene_dir: Path, height: int, width: int, inputs: Sequence[int],
-                  held_out: Sequence[int], keep_top: float = 0.0,
-                  normalization: str = "mean_cam") -> tuple[torch.Tensor, torch.Tensor, int]:
+                  held_out: Sequence[int], keep_top: float = 0.0, normalization: str = "mean_cam",
+                  scale: str = "extent") -> tuple[torch.Tensor, torch.Tensor, int]:
     """(PSNR [T] of the model's renders of the held-out views, PSNR [T] of the inputs' mean colour, number of
     predicted Gaussians). White background, as the nerfstudio methods render; cameras normalised as the model was
-    trained (``normalization``: mean_cam for the full model, first_cam for the autoregressive one).
+    trained (``normalization``: mean_cam for the full model, first_cam for the autoregressive one; ``scale``: the
+    weights' ``trained.scale``, with ``median_depth`` measured by a plane sweep as the pipeline does).
     ``keep_top`` > 0: opacity pruning as the nerfstudio pipeline does (that fraction by opacity, 0.1 of the rest)."""
     scene = load_scene(scene_dir)
     resize = ResizeConfig(height=height, width=width, orientation="fixed", patch_size=model.cfg.patch_size)
     ins, outs = list(inputs), list(held_out)
     vin, vt = load_views(scene, ins, resize), load_views(scene, outs, resize)
-    c2w, c2w_t, _ = normalize_views(scene.c2w[ins], scene.c2w[outs], NormalizeConfig(method=normalization))
+    norm = normalise_for_model(vin.images, scene.c2w[ins], vin.fxfycxcy, normalization, scale)
+    c2w, c2w_t = norm.c2w, norm.transform.apply(scene.c2w[outs].double()).float()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a small forward; two threads on a busy 2-core machine were 30x slower
     try:
@@ -46,3 +48,21 @@ def held_out_psnr(model: TttlrmModel, scene_dir: Path, height: int, width: int, 
     pred = out.rgb.clamp(0, 1).permute(0, 3, 1, 2)  # [T, 3, H, W]
     flat = vin.images.mean(dim=(0, 2, 3))[None, :, None, None].expand_as(vt.images)
     return psnr(pred, vt.images), psnr(flat, vt.images), g.num
+
+
+def mvs_held_out_psnr(scene_dir: Path, height: int, width: int, inputs: Sequence[int],
+                      held_out: Sequence[int]) -> torch.Tensor:
+    """PSNR [T] of the non-learned ``--pipeline.init mvs`` Gaussians (plane-sweep depth, input colours) on the same
+    views: the bar a model that reads measured geometry has to clear."""
+    scene = load_scene(scene_dir)
+    resize = ResizeConfig(height=height, width=width, orientation="fixed", patch_size=8)
+    ins, outs = list(inputs), list(held_out)
+    vin, vt = load_views(scene, ins, resize), load_views(scene, outs, resize)
+    norm = normalise_for_model(vin.images, scene.c2w[ins], vin.fxfycxcy, "mean_cam", "median_depth")
+    s = norm.transform.scale
+    g = mvs_gaussians(vin.images, norm.c2w, vin.fxfycxcy.float(), norm.depth_range.near * s,
+                      norm.depth_range.far * s)
+    c2w_t = norm.transform.apply(scene.c2w[outs].double()).float()
+    out = render_gaussians(g, c2w_t, conventions.fxfycxcy_to_K(vt.fxfycxcy.float()), width, height,
+                           background=torch.ones(3))
+    return psnr(out.rgb.clamp(0, 1).permute(0, 3, 1, 2), vt.images)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from quality_floor import held_out_psnr
+from quality_floor import held_out_psnr, mvs_held_out_psnr
 
 from tttlrm_ns import SAMPLE_SCENE
 from tttlrm_ns.model import TttlrmModel
@@ -55,9 +55,9 @@ CASES = {
 }
 
 
-def _psnr_vs_flat(model: TttlrmModel, case: Case) -> tuple[torch.Tensor, torch.Tensor]:
+def _psnr_vs_flat(model: TttlrmModel, case: Case, scale: str = "extent") -> tuple[torch.Tensor, torch.Tensor]:
     trained, flat, _ = held_out_psnr(model, case.scene, case.height, case.width, case.inputs, case.held_out,
-                                     case.keep_top, case.normalization)
+                                     case.keep_top, case.normalization, scale)
     return trained, flat
 
 
@@ -81,8 +81,17 @@ def test_shipped_model_beats_a_flat_colour_and_random_weights_do_not(name):
     configuration (+ 0.3 dB), so better weights pass it too and random weights fail it."""
     case = CASES[name]
     model = load_model(WEIGHTS / case.file).eval()
-    trained, flat = _psnr_vs_flat(model, case)
+    scale = read_trained_for(WEIGHTS / case.file)[0].scale
+    trained, flat = _psnr_vs_flat(model, case, scale)
     torch.manual_seed(0)
-    random_psnr, _ = _psnr_vs_flat(TttlrmModel(read_config(WEIGHTS / case.file)).eval(), case)
+    random_psnr, _ = _psnr_vs_flat(TttlrmModel(read_config(WEIGHTS / case.file)).eval(), case, scale)
     floor = max(float(flat.mean()) + case.margin_db, float(random_psnr.mean()) + 0.3)
+    if model.cfg.uses_geometry:
+        # Weights that read measured geometry must also beat the geometry-free random model (the same architecture
+        # without the sweep: its Gaussians sit at the depth prior) and the plane-sweep initialiser without a network.
+        free = read_config(WEIGHTS / case.file).replace(geometry_input=False, depth_anchor=False)
+        torch.manual_seed(0)
+        free_psnr, _ = _psnr_vs_flat(TttlrmModel(free).eval(), case, scale)
+        mvs = mvs_held_out_psnr(case.scene, case.height, case.width, case.inputs, case.held_out)
+        floor = max(floor, float(free_psnr.mean()) + 0.3, float(mvs.mean()))
     assert float(trained.mean()) > floor, (trained, flat, random_psnr)

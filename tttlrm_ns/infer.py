@@ -12,8 +12,8 @@ where the depth came from, for the log.
 
 Two more things a prediction needs and that live here:
 
-* :func:`mvs_gaussians`, the non-learned initialiser: Gaussians at the plane-sweep depth of every confident pixel
-  with the input colours (``--pipeline.init mvs``), a baseline the learned model must beat and an explicit fallback
+* :func:`mvs_gaussians`, the non-learned initialiser: Gaussians at the plane-sweep depth of every pixel (unmeasured
+  pixels filled from their measured surroundings) with the input colours (``--pipeline.init mvs``), a baseline the learned model must beat and an explicit fallback
   for captures the model does not suit.
 * :func:`check_plausibility`: renders the prediction into a few of its own input views; a reconstruction that cannot
   even reproduce the views it was made from is implausible, and the log says so with the likely cause.
@@ -33,7 +33,7 @@ from tttlrm_ns.conventions import fxfycxcy_to_K
 from tttlrm_ns.data.normalize import SceneTransform, compute_transform, scale_to_depth
 from tttlrm_ns.gaussians import Gaussians, PruneConfig, input_footprint, rotation_to_quat, widen_to_footprint
 from tttlrm_ns.geometry.depth_range import DepthRange, range_from_points, range_from_views
-from tttlrm_ns.geometry.plane_sweep import PlaneSweepConfig, plane_sweep
+from tttlrm_ns.geometry.plane_sweep import PlaneSweepConfig, fill_depth, plane_sweep
 from tttlrm_ns.sh import C0
 
 
@@ -111,7 +111,11 @@ class MvsInitConfig:
     num_planes: int = 48
     neighbours: int = 4
     min_confidence: float = 0.1
-    """Pixels whose sweep confidence is below this get no Gaussian."""
+    """Pixels whose sweep confidence is below this are unmeasured: filled (``fill_holes``) or left out."""
+    fill_holes: bool = True
+    """Give unmeasured pixels the depth of the measured pixels around them
+    (:func:`tttlrm_ns.geometry.plane_sweep.fill_depth`) instead of leaving a hole through which the background
+    shows."""
     agree_tolerance: float = 0.05
     """Cross-view check (the classical depth-map fusion filter): a pixel's 3D point, projected into a neighbour,
     must land where that neighbour measured the same depth within this relative tolerance ..."""
@@ -128,10 +132,11 @@ class MvsInitConfig:
 @torch.no_grad()
 def mvs_gaussians(images: Tensor, c2w: Tensor, fxfycxcy: Tensor, near: float, far: float,
                   cfg: Optional[MvsInitConfig] = None) -> Gaussians:
-    """Gaussians at the measured depth of every confident pixel, coloured by the input (degree-0 SH).
+    """One Gaussian per (downsampled) input pixel at the plane-sweep depth, coloured by the input (degree-0 SH).
 
-    Each is an isotropic disc of the size of its (downsampled) pixel at its depth, flattened along the view
-    direction, so the views are tiled without gaps where the sweep is confident.
+    Pixels the sweep measured confidently sit at their measured depth; the others take the depth of the measured
+    pixels around them (``fill_holes``) or get no Gaussian. Each is a disc of ``sigma_pixels`` pixels at its depth,
+    flattened along its camera's view direction, so each view is tiled without gaps.
 
     Args:
         images: [V, 3, H, W] in [0, 1]. c2w: [V, 4, 4] (any frame). fxfycxcy: [V, 4].
@@ -148,16 +153,17 @@ def mvs_gaussians(images: Tensor, c2w: Tensor, fxfycxcy: Tensor, near: float, fa
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
     x = (xs[None] + 0.5 - k[:, 2, None, None]) / k[:, 0, None, None]
     y = (ys[None] + 0.5 - k[:, 3, None, None]) / k[:, 1, None, None]
-    cam = torch.stack([x, y, torch.ones_like(x)], -1) * sweep.depth[..., None]  # [V, h, w, 3] camera frame
+    depth = fill_depth(sweep.depth, sweep.confidence, cfg.min_confidence) if cfg.fill_holes else sweep.depth
+    cam = torch.stack([x, y, torch.ones_like(x)], -1) * depth[..., None]  # [V, h, w, 3] camera frame
     rot = c2w[:, :3, :3].float()
     world = torch.einsum("vij,vhwj->vhwi", rot, cam) + c2w[:, None, None, :3, 3].float()
     colours = F.avg_pool2d(images.float(), cfg.downsample) if cfg.downsample > 1 else images.float()
-    keep = sweep.confidence > cfg.min_confidence  # [V, h, w]
+    keep = torch.ones_like(depth, dtype=torch.bool) if cfg.fill_holes else sweep.confidence > cfg.min_confidence
     if cfg.min_agree > 0:
-        keep &= _agreeing_neighbours(world, sweep.depth, c2w.float(), k, sweep.neighbours,
+        keep &= _agreeing_neighbours(world, depth, c2w.float(), k, sweep.neighbours,
                                      cfg.agree_tolerance) >= cfg.min_agree
     n = int(keep.sum())
-    size = (sweep.depth / k[:, 0, None, None] * cfg.sigma_pixels)[keep]  # sigma_pixels pixels at the measured depth
+    size = (depth / k[:, 0, None, None] * cfg.sigma_pixels)[keep]  # sigma_pixels pixels at the measured depth
     log_scales = torch.log(torch.stack([size, size, size * 0.1], -1).clamp_min(1e-8))
     quats = rotation_to_quat(rot)[:, None, None].expand(v, h, w, 4)[keep]  # disc axes = camera axes
     rgb = colours.permute(0, 2, 3, 1)[keep]

@@ -327,6 +327,34 @@ def plane_sweep(
     return SweepResult(torch.cat(depth), torch.cat(conf), torch.cat(best), intr, nbr, planes)
 
 
+def fill_depth(depth: Tensor, confidence: Tensor, min_confidence: float, radii=(2, 4, 8, 16, 32, 64)) -> Tensor:
+    """Depth maps [V, h, w] with the pixels below ``min_confidence`` filled from confident pixels around them.
+
+    Normalised convolution in log depth: ``sum(c log d) / sum(c)`` over boxes of growing radius; each unconfident
+    pixel takes the smallest box that holds confident pixels (a wall without texture gets the depth of its textured
+    border, not of the far side of the room). Pixels with no confident pixel within the largest box, or views with
+    none at all, get the view's (then the scene's) confidence-weighted mean log depth.
+    """
+    c = torch.where(confidence >= min_confidence, confidence, torch.zeros_like(confidence))[:, None]
+    logd = torch.log(depth.clamp_min(1e-8))[:, None]
+    out = logd.clone()
+    todo = c[:, 0] <= 0
+    for r in radii:
+        if not todo.any():
+            break
+        win = 2 * r + 1
+        num, den = _box_sum(torch.cat([c * logd, c], 1), win).unbind(1)
+        ok = todo & (den > 1e-6)
+        out[:, 0] = torch.where(ok, num / den.clamp_min(1e-6), out[:, 0])
+        todo &= ~ok
+    if todo.any():
+        csum = c.sum((1, 2, 3))
+        scene = (c * logd).sum() / c.sum().clamp_min(1e-6)
+        view = torch.where(csum > 0, (c * logd).sum((1, 2, 3)) / csum.clamp_min(1e-6), scene)
+        out[:, 0] = torch.where(todo, view[:, None, None].expand_as(out[:, 0]), out[:, 0])
+    return torch.exp(out[:, 0])
+
+
 def plane_sweep_reference(
     images: Tensor, c2w: Tensor, fxfycxcy: Tensor, near: float, far: float, cfg: Optional[PlaneSweepConfig] = None
 ) -> SweepResult:
@@ -404,4 +432,5 @@ __all__ = [
     "downsample_views",
     "plane_sweep",
     "plane_sweep_reference",
+    "fill_depth",
 ]

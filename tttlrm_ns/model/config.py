@@ -119,6 +119,13 @@ class TttlrmConfig:
     matching fails (no overlap, no texture) the learned prediction stands. Not in the official model."""
     anchor_confidence: float = 0.5
     """Sweep confidence from which the measured depth fully replaces the predicted one (``depth_anchor``)."""
+    anchor_min_weight: float = 0.0
+    """Lower bound of the anchor weight ``w``: > 0 pulls every Gaussian towards the measured (with ``sweep_fill``:
+    filled-in) depth, also where the sweep is not confident."""
+    sweep_fill: bool = False
+    """Pixels the sweep did not measure (confidence < 0.1) take the depth of the measured pixels around them
+    (:func:`tttlrm_ns.geometry.plane_sweep.fill_depth`) in the measured-depth channel, instead of their unreliable
+    best plane."""
     sweep_near: float = 0.25
     """Nearest plane of the model's sweep, in the model's frame (with median-depth normalisation the scene's
     median depth is 1 there)."""
@@ -217,6 +224,8 @@ class TttlrmConfig:
                                 "not supported with them")
             if self.anchor_confidence <= 0:
                 problems.append(f"anchor_confidence must be > 0, got {self.anchor_confidence}")
+            if not 0 <= self.anchor_min_weight <= 1:
+                problems.append(f"anchor_min_weight must be in [0, 1], got {self.anchor_min_weight}")
         if problems:
             raise ValueError("invalid TttlrmConfig: " + "; ".join(problems))
         return self

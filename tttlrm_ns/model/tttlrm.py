@@ -96,6 +96,10 @@ class BlocksOutput:
     """Final fast-weight state of every block (what the next chunk of a stream continues from)."""
 
 
+SWEEP_FILL_CONFIDENCE = 0.1
+"""Below this sweep confidence a pixel counts as unmeasured for ``sweep_fill`` (the ``mvs`` initialiser's value)."""
+
+
 def view_chunks(num_views: int, chunk_views: Optional[int]) -> list[tuple[int, int]]:
     """``[(start, end), ...]`` covering ``num_views`` views ``chunk_views`` at a time (None: one chunk)."""
     if chunk_views is None:
@@ -199,7 +203,7 @@ class LaCTBackbone(nn.Module):
         cfg = self.cfg
         if not cfg.uses_geometry:
             return None
-        from tttlrm_ns.geometry.plane_sweep import PlaneSweepConfig, plane_sweep
+        from tttlrm_ns.geometry.plane_sweep import PlaneSweepConfig, fill_depth, plane_sweep
 
         b, v, _, h, w = images.shape
         sweep_cfg = PlaneSweepConfig(num_planes=cfg.sweep_planes, neighbours=cfg.sweep_neighbours,
@@ -211,7 +215,8 @@ class LaCTBackbone(nn.Module):
         for i in range(b):  # a loop over the scenes of a batch; each sweep is vectorised over views and pixels
             r = plane_sweep(images[i].float(), c2w[i].float(), fxfycxcy[i].float(), cfg.sweep_near, cfg.sweep_far,
                             sweep_cfg)
-            m = torch.stack([r.depth, r.confidence], 1)  # [V, 2, h', w']
+            depth = fill_depth(r.depth, r.confidence, SWEEP_FILL_CONFIDENCE) if cfg.sweep_fill else r.depth
+            m = torch.stack([depth, r.confidence], 1)  # [V, 2, h', w']
             out.append(torch.nn.functional.interpolate(m, size=(h, w), mode="nearest"))
         return torch.stack(out).to(images.device)
 
@@ -386,7 +391,7 @@ class TttlrmModel(LaCTBackbone):
                 raise ValueError("depth_anchor=True needs the decoded views' measured geometry in decode")
             # camera z -> distance along the unit ray: z / cos(angle between the ray and the optical axis)
             cos = (dirs * c2w[:, :, :3, 2, None, None].to(dirs.dtype)).sum(2, keepdim=True).clamp_min(1e-3)
-            weight = (geometry[:, :, 1:2] / self.cfg.anchor_confidence).clamp(0, 1)
+            weight = (geometry[:, :, 1:2] / self.cfg.anchor_confidence).clamp(self.cfg.anchor_min_weight, 1)
             anchor = (geometry[:, :, :1].to(dirs.dtype) / cos, weight.to(dirs.dtype))
         return TttlrmOutput(decode_gaussians(raw, origins, dirs, self.cfg, images, anchor), raw)
 
