@@ -138,3 +138,19 @@ def test_depth_range_refuses_views_without_baseline():
     img, _, k = _scene(cams, 24, 32)
     with pytest.raises(DepthRangeError, match="coincide"):
         range_from_views(img, cams, k)
+
+
+def test_fill_depth_takes_the_nearest_measured_surface():
+    from tttlrm_ns.geometry.plane_sweep import fill_depth
+
+    depth = torch.full((2, 20, 30), 7.0)  # unmeasured pixels hold an arbitrary best plane
+    conf = torch.zeros(2, 20, 30)
+    depth[0, :, :10], conf[0, :, :10] = 1.0, 0.9  # left third of view 0 measured at 1, right third at 4
+    depth[0, :, 20:], conf[0, :, 20:] = 4.0, 0.9
+    out = fill_depth(depth, conf, 0.1)
+    assert torch.equal(out[0, :, :10], depth[0, :, :10]) and torch.allclose(out[0, :, 20:], depth[0, :, 20:])
+    assert torch.allclose(out[0, :, 11], torch.full((20,), 1.0), rtol=1e-5)  # next to the near surface: near
+    assert torch.allclose(out[0, :, 18], torch.full((20,), 4.0), rtol=1e-5)
+    assert float(out[0, :, 15].min()) >= 1.0 and float(out[0, :, 15].max()) <= 4.0
+    # a view with nothing measured takes the scene's confidence-weighted mean log depth (here: exp(mean(log 1, log 4)))
+    assert torch.allclose(out[1], torch.full((20, 30), 2.0), rtol=1e-5)
