@@ -24,6 +24,7 @@ import torch
 from tttlrm_ns import ASSETS
 from tttlrm_ns.data.normalize import compute_transform, scale_to_depth
 from tttlrm_ns.geometry import analytic as A
+from tttlrm_ns.model import TttlrmModel
 from tttlrm_ns.model.checkpoint import load_model
 from tttlrm_ns.model.surgery import add_geometry
 from tttlrm_ns.ns.predict import predict_gaussians
@@ -58,7 +59,9 @@ def main(argv=None) -> int:
     c2w_extent = tf.apply(cams.double()).float()
     c2w_depth = scale_to_depth(tf, float(dep.median())).apply(cams.double()).float()
     base = load_model(args.weights).eval()
-    geo = add_geometry(base, geometry_input=True, depth_anchor=True, old_median=4.0).eval()
+    surgery = add_geometry(base, geometry_input=True, depth_anchor=True, old_median=4.0)
+    geo = TttlrmModel(surgery.cfg.replace(sweep_fill=True)).eval()  # as configs/scene_geometry_cpu.yaml
+    geo.load_state_dict(surgery.state_dict())
     runs = {"without": [], "with": [], "sweep": []}
     for _ in range(args.reps):  # alternate, so load changes on a shared machine hit both
         t = time.perf_counter()
@@ -90,7 +93,7 @@ def main(argv=None) -> int:
             f"{rec['sweep']['neighbours']} neighbours, at 1/{rec['sweep']['downsample']} of the input.\n\n"
             "| prediction | seconds |\n|---|---|\n"
             f"| scene model, no sweep | {med['without']:.2f} |\n"
-            f"| same weights with geometry input + depth anchor | {med['with']:.2f} |\n"
+            f"| same weights with geometry input + depth anchor + sweep fill | {med['with']:.2f} |\n"
             f"| of which the plane sweep | {med['sweep']:.2f} |\n\n"
             f"Ratio: **{ratio:.2f}x** ({v} views at {h}x{w}; target <= 1.2x).\n")
     return 0
