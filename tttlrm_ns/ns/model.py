@@ -8,8 +8,12 @@
 * The Gaussians come from :class:`tttlrm_ns.ns.pipeline.TttlrmPipeline` (:meth:`TttlrmNSModel.set_gaussians`),
   not from SfM points; the model starts empty and ``load_state_dict`` resizes it to a checkpoint's Gaussians.
 * Predicted Gaussians are complete: full SH from step 0 (no progressive SH) and no resolution schedule.
-  SH are always stored with ``sh_degree`` bands (default 3, zero-padded when the backbone predicts fewer), so the
-  exported ``.ply`` has the same 62 properties as splatfacto's and any splat viewer reads it.
+  SH are stored at the degree the backbone predicts (``config.sh_degree`` is the highest accepted and becomes the
+  stored degree), so ``ns-export gaussian-splat`` writes only the SH the scene has: no ``f_rest_*`` columns at
+  degree 0 (17 properties), 3 * ((d + 1)^2 - 1) at degree d (62 at degree 3, splatfacto's layout). Zero-padded
+  bands rendered the same but made the .ply up to 3.6x larger with columns of zeros.
+* ``model.quats`` (what the exporter reads) is unit-normalised; ``gauss_params["quats"]`` stays raw, as the
+  rasterisers normalise anyway, so rendering and refinement see exactly the stored values.
 * Rendering goes through :func:`tttlrm_ns.ns.splat_render.render_camera` (shared with splatfacto-cpu), i.e.
   ``tttlrm_ns.render.rasterize`` (gsplat on CUDA, our C++ extension on CPU).
 * Densification is off unless ``refine.strategy = "default"``; refinement is configured by :class:`RefineConfig`.
@@ -79,7 +83,7 @@ class TttlrmNSModelConfig(SplatfactoModelConfig):
     background_color: Literal["random", "black", "white"] = "white"
     """Background behind the Gaussians; white as in the official renderer (and object renders)."""
     sh_degree: int = 3
-    """SH degree of the stored colours (predictions of lower degree are zero-padded)."""
+    """Highest SH degree accepted from the backbone; the model stores (and exports) the prediction's own degree."""
 
 
 class TttlrmNSModel(SplatfactoModel):
@@ -94,6 +98,9 @@ class TttlrmNSModel(SplatfactoModel):
         if not 0 <= self.config.sh_degree <= 3:
             raise ValueError(f"sh_degree must be 0..3, got {self.config.sh_degree}")
         k = num_sh_bases(self.config.sh_degree)
+        # set_gaussians lowers config.sh_degree to the prediction's degree (the exporter reads it); the user's bound
+        # is kept here so that a later prediction is still checked against it.
+        self._max_sh_degree = self.config.sh_degree
         # Empty until the pipeline installs predicted Gaussians or a checkpoint is loaded.
         self.gauss_params = torch.nn.ParameterDict(
             {
@@ -156,22 +163,22 @@ class TttlrmNSModel(SplatfactoModel):
     def set_gaussians(self, g: Gaussians) -> None:
         """Install unbatched Gaussians [N, ...] (world frame of the cameras) as the model's parameters.
 
-        The SH are zero-padded to ``config.sh_degree``; a prediction of higher degree is refused (the dropped
-        bands would change the colours).
+        The SH are stored at the prediction's degree, which becomes ``config.sh_degree`` (rendering and
+        ``ns-export gaussian-splat`` read it); a prediction above the configured degree is refused (dropping bands
+        would change the colours).
         """
         if g.means.dim() != 2:
             raise ValueError(f"set_gaussians expects unbatched Gaussians [N, 3], got means {tuple(g.means.shape)}")
-        k = num_sh_bases(self.config.sh_degree)
-        if g.sh.shape[1] > k:
+        if g.sh_degree > self._max_sh_degree:
             raise ValueError(
-                f"the backbone predicts SH degree {g.sh_degree} but the model stores degree {self.config.sh_degree}; "
-                f"set --pipeline.model.sh-degree {g.sh_degree}"
+                f"the backbone predicts SH degree {g.sh_degree} but the model accepts at most degree "
+                f"{self._max_sh_degree}; set --pipeline.model.sh-degree {g.sh_degree}"
             )
         if self.config.refine.active:  # the refinement's starting set (fewer Gaussians, opacity cap)
             g = prepare_gaussians(g, self.config.refine)
         dev = self.device
-        sh = torch.zeros(g.num, k, 3, dtype=torch.float32, device=dev)
-        sh[:, : g.sh.shape[1]] = g.sh.to(dev, torch.float32)
+        self.config.sh_degree = g.sh_degree
+        sh = g.sh.to(dev, torch.float32)
         values = {
             "means": g.means,
             "scales": g.log_scales,
@@ -200,8 +207,11 @@ class TttlrmNSModel(SplatfactoModel):
             k = rest.shape[1] + 1
             degree = int(round(k**0.5)) - 1
             if (degree + 1) ** 2 != k:
-                raise ValueError(f"checkpoint features_rest has {rest.shape[1]} SH coefficients; expected 3, 8 or 15")
+                raise ValueError(
+                    f"checkpoint features_rest has {rest.shape[1]} SH coefficients; expected 0, 3, 8 or 15"
+                )
             self.config.sh_degree = degree
+            self._max_sh_degree = max(self._max_sh_degree, degree)
         for name in list(self.gauss_params.keys()):
             key = f"gauss_params.{name}"
             if key in dict:
@@ -209,7 +219,17 @@ class TttlrmNSModel(SplatfactoModel):
         self.step = 0
         return torch.nn.Module.load_state_dict(self, dict, **kwargs)
 
-    # --- colours as the exporter reads them (always SH, whatever the degree) -----------------------------------
+    # --- what the exporter reads ------------------------------------------------------------------------------
+    @property
+    def quats(self) -> Tensor:
+        """Unit quaternions (w, x, y, z) for ``ns-export gaussian-splat``, which writes ``model.quats`` as is.
+
+        The stored ones are raw network outputs (norms far from 1) and refinement moves them; splat viewers expect
+        unit rows. Rendering reads ``gauss_params`` directly (see ``splat_render``), so this changes no image.
+        """
+        return torch.nn.functional.normalize(self.gauss_params["quats"], dim=-1)
+
+    # colours: always SH, whatever the degree
     @property
     def colors(self) -> Tensor:
         return self.features_dc * C0 + 0.5
