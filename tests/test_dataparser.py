@@ -109,3 +109,55 @@ def test_bad_data_errors_name_the_frame(tmp_path):
         OpencvCamerasDataParserConfig(data=dst).setup().get_dataparser_outputs("train")
     with pytest.raises(SceneDataError, match="scene file not found"):
         OpencvCamerasDataParserConfig(data=tmp_path / "nowhere").setup().get_dataparser_outputs("train")
+
+
+def _ns_scene(tmp_path: Path) -> Path:
+    from test_ns_pipeline import nerfstudio_scene  # tests/ is on sys.path (rootdir conftest, no package)
+
+    return nerfstudio_scene(tmp_path / "ns_scene")
+
+
+def test_transforms_json_folder_is_read_by_nerfstudio_data_and_says_so(tmp_path, capsys):
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import Nerfstudio, NerfstudioDataParserConfig
+
+    data = _ns_scene(tmp_path)
+    parser = OpencvCamerasDataParserConfig(data=data).setup()
+    log = capsys.readouterr().out
+    assert isinstance(parser, Nerfstudio)
+    assert "dataparser: nerfstudio-data" in log and "no opencv_cameras.json" in log
+    # exactly what `ns-train tttlrm --data DIR nerfstudio-data` gives
+    got = parser.get_dataparser_outputs("train")
+    want = NerfstudioDataParserConfig(data=data).setup().get_dataparser_outputs("train")
+    assert got.image_filenames == want.image_filenames
+    torch.testing.assert_close(got.cameras.camera_to_worlds, want.cameras.camera_to_worlds)
+    # --data naming the file itself
+    assert isinstance(OpencvCamerasDataParserConfig(data=data / "transforms.json").setup(), Nerfstudio)
+
+
+def test_opencv_cameras_json_wins_when_both_are_present(tmp_path, capsys):
+    from tttlrm_ns.data.dataparser import OpencvCameras
+
+    data = _ns_scene(tmp_path)
+    shutil.copy(MINI / "opencv_cameras.json", data / "opencv_cameras.json")
+    assert type(OpencvCamerasDataParserConfig(data=data).setup()) is OpencvCameras
+    assert type(OpencvCamerasDataParserConfig(data=MINI).setup()) is OpencvCameras
+    assert "nerfstudio-data" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method", ["tttlrm", "tttlrm-ar", "tttlrm-object", "tttlrm-refine3"])
+def test_methods_default_dataparser_reads_an_ns_process_data_folder(method, tmp_path):
+    """The methods' datamanager as `ns-train METHOD --data DIR` sets it up (no dataparser subcommand)."""
+    import copy
+
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import Nerfstudio
+
+    from tttlrm_ns import method_configs as mc
+
+    configs = {"tttlrm": mc.tttlrm_config, "tttlrm-ar": mc.tttlrm_ar_config, "tttlrm-object": mc.tttlrm_object_config,
+               "tttlrm-refine3": mc.tttlrm_refine3_config}
+    dm_config = copy.deepcopy(configs[method].pipeline.datamanager)
+    assert isinstance(dm_config.dataparser, OpencvCamerasDataParserConfig)
+    dm_config.data = _ns_scene(tmp_path)
+    dm = dm_config.setup(device="cpu", test_mode="val")
+    assert isinstance(dm.dataparser, Nerfstudio)
+    assert len(dm.train_dataset) + len(dm.eval_dataset) == 10  # mydesk_mini's frames, 90/10 (nerfstudio's default)

@@ -9,7 +9,8 @@
 * ``tttlrm-refine3`` / ``tttlrm-refine10``: ``tttlrm`` followed by the paper's 3- / 10-step refinement. Any method
   refines for a time budget with ``--pipeline.model.refine.steps 100000 --pipeline.model.refine.seconds S``.
 
-Every method reads ``opencv_cameras.json`` scenes by default (dataparser ``opencv-cameras``); nerfstudio's own
+Every method reads ``opencv_cameras.json`` scenes by default (dataparser ``opencv-cameras``, which hands a folder with
+only a ``transforms.json``, ``ns-process-data``'s output, to ``nerfstudio-data`` and logs it); nerfstudio's own
 dataparsers work as well (``ns-train tttlrm --data DIR nerfstudio-data``). Weights: ``--pipeline.model.checkpoint``,
 default the method's bundled file (``DEFAULT_WEIGHTS`` in ``ns/pipeline.py``); weights trained for another method
 are refused. ``--max-num-iterations N`` = N refinement steps.

@@ -19,6 +19,13 @@ Splits
     ``train_frames`` restricts the train split to a list of frames (a baseline trained on exactly the N input views).
     Transforms are computed from all frames, so train and eval cameras share one frame.
 
+Folders from ``ns-process-data``
+    A ``--data`` folder with a ``transforms.json`` and no ``opencv_cameras.json`` (or ``--data`` naming a
+    ``transforms.json``) is read by nerfstudio's ``nerfstudio-data`` parser with its defaults, exactly as
+    ``ns-train tttlrm --data DIR nerfstudio-data`` would; the choice and its reason are logged
+    (:meth:`OpencvCamerasDataParserConfig.setup`). This parser's options then do not apply; give the
+    ``nerfstudio-data`` subcommand to set that parser's options.
+
 Metadata (``DataparserOutputs.metadata``) for the tttLRM method: ``opencv_scene_file`` (str), ``frame_indices``
 (file frame index of each camera of this split), ``scene_extras`` (top-level json keys such as
 ``fold_8_kmeans_32_input``).
@@ -75,6 +82,33 @@ class OpencvCamerasDataParserConfig(DataParserConfig):
     """Restrict the train split to these file frame indices (e.g. the N input views of an evaluation, so a
     per-scene optimiser sees exactly the feed-forward model's inputs); each must be in the train split. The eval
     split and the world transform are unchanged."""
+
+    def setup(self, **kwargs) -> DataParser:
+        """This parser, or nerfstudio's ``nerfstudio-data`` for an ``ns-process-data`` folder (see the module
+        docstring): the tttlrm methods default to this parser, and users of nerfstudio's own capture tools would
+        otherwise have to know to add the subcommand."""
+        reason = nerfstudio_data_reason(self.data)
+        if reason is None:
+            return super().setup(**kwargs)
+        from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+        from nerfstudio.utils.rich_utils import CONSOLE
+
+        CONSOLE.log(
+            f"dataparser: nerfstudio-data (its defaults, as `... nerfstudio-data` would give) instead of "
+            f"opencv-cameras: {reason}. To set its options, end the command with `nerfstudio-data` and them "
+            "(`ns-train tttlrm nerfstudio-data --help` lists them)."
+        )
+        return NerfstudioDataParserConfig(data=self.data).setup(**kwargs)
+
+
+def nerfstudio_data_reason(data: Path) -> Optional[str]:
+    """Why ``data`` is a nerfstudio ``transforms.json`` scene rather than an ``opencv_cameras.json`` one, or None."""
+    data = Path(data)
+    if data.is_file() and data.name == "transforms.json":
+        return f"{data} is a nerfstudio transforms.json"
+    if data.is_dir() and (data / "transforms.json").is_file() and not (data / "opencv_cameras.json").exists():
+        return f"{data} holds transforms.json (ns-process-data's layout) and no opencv_cameras.json"
+    return None
 
 
 @dataclass
