@@ -56,7 +56,7 @@ if ! $VPY -c "import torch, torchvision, nerfstudio, gsplat, pyrender, tttlrm_ns
   else
     echo "[setup] installing with pip's resolver (no lock file, TTTLRM_NO_LOCK=1, or the locked install failed)"
     $VPY -m pip install -q torch==2.14.1 torchvision==0.29.1
-    $VPY -m pip install -q -e ".[dev]"
+    $VPY -m pip install -q -e ".[dev,synth]"
     # pyrender pins PyOpenGL==3.1.0; we run it with the PyOpenGL pinned in pyproject.toml (OSMesa works there).
     $VPY -m pip install -q --no-deps pyrender==0.1.45
   fi
