@@ -77,12 +77,14 @@ def test_configured_degree_stays_the_bound_after_a_lower_prediction():
         m.set_gaussians(_gaussians(degree=3))
 
 
-def test_load_state_dict_resizes_count_and_sh_bands():
-    src = _model(sh_degree=2)
-    src.set_gaussians(_gaussians(n=37, degree=2))
+@pytest.mark.parametrize("degree", [0, 2])
+def test_load_state_dict_resizes_count_and_sh_bands(degree):
+    src = _model()
+    src.set_gaussians(_gaussians(n=37, degree=degree))
     dst = _model()  # sh_degree 3, empty
     dst.load_state_dict(src.state_dict())
-    assert dst.num_points == 37 and dst.config.sh_degree == 2 and dst.features_rest.shape == (37, 8, 3)
+    k = (degree + 1) ** 2 - 1
+    assert dst.num_points == 37 and dst.config.sh_degree == degree and dst.features_rest.shape == (37, k, 3)
     for k, v in src.gauss_params.items():
         assert torch.equal(dst.gauss_params[k], v)
 

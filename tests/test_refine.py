@@ -241,3 +241,22 @@ def test_refined_run_loads_in_eval_export_and_viewer(tiny_checkpoint, tmp_path):
     with torch.no_grad():
         rgb = pipeline.model.get_outputs_for_camera(cam)["rgb"]
     assert rgb.shape == (int(cam.height), int(cam.width), 3) and torch.isfinite(rgb).all()
+
+
+def test_refinement_runs_on_a_degree_0_prediction(tmp_path):
+    """A degree-0 backbone (the scene model's) is stored without SH bands (features_rest [N, 0, 3]); the
+    optimisers and the refinement steps handle the empty group."""
+    from tttlrm_ns.model import TttlrmModel, presets
+    from tttlrm_ns.model.checkpoint import save_model
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny0.safetensors"
+    save_model(TttlrmModel(presets.tiny(sh_degree=0)), ckpt)
+    trainer = _trainer(ckpt, tmp_path, steps=3, max_gaussians=1000, initial_downscale=2)
+    model = trainer.pipeline.model
+    assert model.config.sh_degree == 0 and model.features_rest.shape == (model.num_points, 0, 3)
+    dc = model.features_dc.detach().clone()
+    trainer.train()
+    assert model.refine_controller.steps_done == 3
+    assert model.features_rest.shape == (model.num_points, 0, 3)
+    assert not torch.equal(model.features_dc, dc) and torch.isfinite(model.features_dc).all()
