@@ -43,11 +43,13 @@ def test_own_photos_to_splats(tmp_path):
     copied = {f"frame_{i + 1:05d}.jpg": p.name for i, p in enumerate(images)}  # ns-process-data's renaming
     missing = sorted(set(copied.values()) - {copied.get(Path(f["file_path"]).name) for f in frames})
     assert len(frames) >= len(images) - 2, f"COLMAP registered {len(frames)} of {len(images)} frames; missing {missing}"
-    # 2. the prediction on the processed capture (bundled weights), nerfstudio's habits: --max-num-iterations
+    # 2. the prediction on the processed capture (bundled weights), nerfstudio's habits: --max-num-iterations, and
+    # no dataparser subcommand (the default opencv-cameras hands a transforms.json folder to nerfstudio-data)
     res = _run([str(BIN / "ns-train"), "tttlrm", "--data", str(processed), "--output-dir", str(tmp_path / "out"),
                 "--vis", "tensorboard", "--max-num-iterations", "1", "--pipeline.views.num-views", "8",
-                "--machine.device-type", "cpu", "nerfstudio-data"], tmp_path)
+                "--machine.device-type", "cpu"], tmp_path)
     log = res.stdout + res.stderr
+    assert "dataparser: nerfstudio-data" in log and "no opencv_cameras.json" in log
     from tttlrm_ns.ns.pipeline import DEFAULT_WEIGHTS, WEIGHTS_DIR
 
     default = next(f for f in DEFAULT_WEIGHTS[("scene", "full")] if (WEIGHTS_DIR / f).is_file())
