@@ -379,7 +379,7 @@ class TttlrmPipeline(VanillaPipeline):
         v = len(idx)
         CONSOLE.log(f"tttLRM: input size {plan.out_w}x{plan.out_h} from {width}x{height} stored images ({why})")
         if self.config.init == "model":
-            self._log_output_size(v, plan.out_h, plan.out_w)
+            self._log_output_size(v, plan.out_h, plan.out_w, cfg.sh_degree)
 
         if self.config.init == "model":  # the network's memory (the sweep's is a small fraction)
             est = estimate_memory(
@@ -527,11 +527,11 @@ class TttlrmPipeline(VanillaPipeline):
             return None, f"automatic: the stored size (at most {cap} on {dev}, {flag}; never upsampled)"
         return cap, f"automatic: long side capped at {cap} on {dev} ({flag}, or --pipeline.input-long-side)"
 
-    def _log_output_size(self, views: int, height: int, width: int) -> None:
+    def _log_output_size(self, views: int, height: int, width: int, degree: int) -> None:
         """Say how many Gaussians the prediction makes and how large their ``ns-export gaussian-splat`` .ply is."""
         predicted = views * height * width  # one Gaussian per input pixel
         kept = math.ceil(keep_fraction(self.config.prune, views) * predicted)
-        degree = self.model.config.sh_degree  # type: ignore[attr-defined]
+        degree = min(degree, self.model.config.sh_degree)  # type: ignore[attr-defined]  # the export writes these
         props = 3 + 3 + 3 * (degree + 1) ** 2 + 1 + 3 + 4  # xyz, normals, SH, opacity, scale, rotation (float32)
         mib = kept * props * 4 / 2**20
         CONSOLE.log(
