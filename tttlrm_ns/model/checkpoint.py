@@ -174,8 +174,7 @@ class TrainedFor:
     def from_metadata(cls, meta: Mapping[str, str]) -> tuple[Optional["TrainedFor"], list[str]]:
         """(the record, names of the missing keys); the record is None unless every key is present."""
         names = [f.name for f in dataclasses.fields(cls)]
-        optional = {f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
-        missing = [n for n in names if TRAINED_PREFIX + n not in meta and n not in optional]
+        missing = [n for n in names if TRAINED_PREFIX + n not in meta and n not in _ADDED_LATER]
         if missing:
             return None, missing
         values = {n: meta[TRAINED_PREFIX + n] for n in names if TRAINED_PREFIX + n in meta}
@@ -187,6 +186,9 @@ class TrainedFor:
             )
         return cls(**values), []  # type: ignore[arg-type]
 
+
+_ADDED_LATER = {"scale"}
+"""``trained.*`` keys that files written before them lack; their field default is what those files were."""
 
 _ALLOWED = {"kind": {"scene", "object"}, "scan": {"full", "ar", "stream"}, "normalization": {"mean_cam", "first_cam"},
             "scale": {"extent", "median_depth"}}
