@@ -409,9 +409,13 @@ def _display_path(p: Path) -> str:
 
 def run(cfg: StressConfig, argv: Optional[List[str]] = None, log=print) -> Dict[str, Any]:
     """Evaluate, write ``cfg.out`` (and ``cfg.md``), return the result."""
+    with torch.no_grad():  # scoped: a global switch would leak into the caller (and into later tests)
+        return _run(cfg, argv, log)
+
+
+def _run(cfg: StressConfig, argv: Optional[List[str]], log) -> Dict[str, Any]:
     from tttlrm_ns.eval.cli import environment, write_json
 
-    torch.set_grad_enabled(False)
     git_start = git_state()  # the code that runs is the code of the start (a commit during the run is flagged)
     manifest = read_manifest(cfg.stress_set)
     classes = list(cfg.classes) or list(manifest["classes"])
