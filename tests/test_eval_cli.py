@@ -67,7 +67,9 @@ def test_good_scene_follows_protocol_and_bad_scenes_are_named(evaluated):
     assert len(good["input_frames"]) == 4 and not set(good["input_frames"]) & {0, 8}
     assert good["input_frames"] == sorted(good["input_frames"])
     e = good["entries"]
-    assert set(e) == {"tttlrm", "white", "mean_colour", "nearest_view", "splatfacto_cpu_steps", "splatfacto_cpu_time"}
+    assert set(e) == {"tttlrm", "mvs", "white", "mean_colour", "nearest_view", "splatfacto_cpu_steps",
+                      "splatfacto_cpu_time"}
+    assert "error" not in e["mvs"] and e["mvs"]["gaussians"] > 0  # the plane-sweep row, same inputs
     for entry in e.values():
         assert all(math.isfinite(entry[k]) for k in ("psnr", "ssim", "lpips"))
     assert e["tttlrm"]["refine_steps"] == 2 and e["tttlrm"]["gaussians"] > 0 and e["tttlrm"]["peak_memory_mib"] > 0
@@ -79,7 +81,7 @@ def test_good_scene_follows_protocol_and_bad_scenes_are_named(evaluated):
     assert [s["scene"] for s in on_disk["scenes"]] == ["mydesk_mini", "broken_scene", "no_such_scene"]
     md = (out / "results.md").read_text()
     assert "mydesk_mini" in md and "broken_scene" in md and "missing_frame.jpg" in md
-    for name in ("input", "gt", "ours", "splatfacto", "nearest"):
+    for name in ("input", "gt", "ours", "mvs", "splatfacto", "nearest"):
         assert (out / "mydesk_mini" / "grid" / f"{name}.png").is_file()
 
 

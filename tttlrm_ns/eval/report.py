@@ -17,6 +17,7 @@ ENTRY_LABELS = {
     "tttlrm": "tttLRM (ours)",
     "splatfacto_cpu_time": "splatfacto-cpu, same wall-clock",
     "splatfacto_cpu_steps": "splatfacto-cpu, fixed steps",
+    "mvs": "plane sweep, no network (--pipeline.init mvs)",
     "nearest_view": "nearest input view",
     "mean_colour": "mean colour",
     "white": "all white",
@@ -58,6 +59,10 @@ def results_table(summary: Dict[str, Any]) -> str:
         for key in ENTRY_LABELS:
             e = s["entries"].get(key)
             if e is None:
+                continue
+            if "error" in e:  # a baseline that could not run on this scene (e.g. mvs: the views do not match)
+                lines.append(f"| {name} | {_method_label(key, e)} | not possible: {e['error'][:120]} |  |  |  |  |  |  |")
+                name = ""
                 continue
             ff = e.get("feedforward_s") if key == "tttlrm" else None
             rt = e.get("refine_s") if key == "tttlrm" else e.get("seconds") if key.startswith("splatfacto") else None

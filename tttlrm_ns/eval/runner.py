@@ -13,7 +13,8 @@ Everything runs through nerfstudio's own objects, in process, so the evaluation 
 * **Renders** of the held-out cameras are ``model.get_outputs_for_camera`` (the model's ``get_outputs``: the
   project's rasteriser) at the dataset's resolution, and the ground truth comes from the same datamanager
   (``fixed_indices_eval_dataloader``, what ``ns-eval`` scores).
-* **Baselines** use the tttLRM run's input views and held-out frames: white, mean colour, nearest input view
+* **Baselines** use the tttLRM run's input views and held-out frames: ``mvs`` (the same pipeline with
+  ``--pipeline.init mvs``: plane-sweep Gaussians, no network), white, mean colour, nearest input view
   (:mod:`tttlrm_ns.eval.protocol`), and ``splatfacto-cpu`` trained on only those N views (the ``opencv-cameras``
   dataparser's ``train_frames``) for a fixed number of steps and until the wall-clock time tttLRM took (feed-forward
   + refinement), with its PSNR sampled over its steps.
@@ -394,6 +395,24 @@ def evaluate_scene(
     _save_png(resize_to(inputs_img[0], H, W), out_dir / "grid" / "input.png")
     _save_png(nearest_img[grid_pos], out_dir / "grid" / "nearest.png")
     if cfg.baselines:
+        # The non-learned initialiser on the same inputs, through the same pipeline (its datamanager and view
+        # selection): the bar the learned prediction has to clear. After the tttLRM run was saved.
+        from tttlrm_ns.ns.pipeline import PredictionError
+
+        pipe.config.init = "mvs"
+        t_mvs = time.perf_counter()
+        try:
+            g_mvs, _ = pipe.predict()
+        except PredictionError as e:  # e.g. views that do not match at all: recorded, the scene's other rows stand
+            entries["mvs"] = {"error": str(e)}
+            log(f"{name}: mvs (plane sweep, no network): not possible: {e}")
+        else:
+            pipe.model.set_gaussians(g_mvs)
+            pred = render_views(pipe.model, cams)
+            entries["mvs"] = {**scorer.full(pred), "seconds": time.perf_counter() - t_mvs,
+                              "gaussians": int(g_mvs.num)}
+            _save_png(pred[grid_pos], out_dir / "grid" / "mvs.png")
+            log(f"{name}: mvs (plane sweep, no network): PSNR {entries['mvs']['psnr']:.2f} dB")
         entries["white"] = scorer.full(white_image(H, W).expand(len(gt), 3, H, W))
         entries["mean_colour"] = scorer.full(mean_colour_image(inputs_img, H, W).expand(len(gt), 3, H, W))
         entries["nearest_view"] = {**scorer.full(nearest_img), "nearest_input_frames":
