@@ -180,3 +180,13 @@ def test_existing_numpy_checkpoint_loads_in_ns_eval_but_code_is_refused(evaluate
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert math.isfinite(json.loads((tmp_path / "m.json").read_text())["results"]["psnr"])
+
+
+def test_results_table_names_a_baseline_that_could_not_run():
+    from tttlrm_ns.eval.report import results_table
+
+    scene = {"status": "ok", "scene": "s", "num_inputs": 4, "test_frames": [0, 8],
+             "entries": {"tttlrm": {"psnr": 20.0, "ssim": 0.5, "refine_steps": 0},
+                         "mvs": {"error": "only 0.8% of the pixels matched confidently"}}}
+    table = results_table({"scenes": [scene]})
+    assert "| 20.00 |" in table and "(--pipeline.init mvs) | not possible: only 0.8% of the pixels" in table

@@ -61,7 +61,8 @@ def results_table(summary: Dict[str, Any]) -> str:
             if e is None:
                 continue
             if "error" in e:  # a baseline that could not run on this scene (e.g. mvs: the views do not match)
-                lines.append(f"| {name} | {_method_label(key, e)} | not possible: {e['error'][:120]} |  |  |  |  |  |  |")
+                why = e["error"][:120]
+                lines.append(f"| {name} | {_method_label(key, e)} | not possible: {why} |  |  |  |  |  |  |")
                 name = ""
                 continue
             ff = e.get("feedforward_s") if key == "tttlrm" else None
