@@ -215,15 +215,18 @@ def test_patch_deferred_rendering_matches_whole_views(tmp_path, procedural_scene
     assert_grads_close(g1, g0, 5e-4, "deferred patches")  # measured worst 6.2e-6 (lr_fc.weight)
 
 
+@pytest.mark.parametrize("scale", ["extent", "median_depth"])
 @pytest.mark.parametrize("sampling", ["window", "ar", "random"])
-def test_dataset_shards_rebuild_the_full_sample(sampling, procedural_scenes):  # noqa: F811
+def test_dataset_shards_rebuild_the_full_sample(sampling, scale, procedural_scenes):  # noqa: F811
     """Sequence-parallel ranks load disjoint shares whose concatenation is the single-process sample, with the
-    same normalised cameras (the frame is defined by all input views, not by the rank's share)."""
+    same normalised cameras (the frame is defined by all input views, not by the rank's share: also the median
+    depth of ``median_depth``)."""
     from tttlrm_ns.train.data import SampleKey, TrainDataset
 
     cfg = DataConfig(scenes=tuple(map(str, procedural_scenes)), height=16, width=16, sampling=sampling,
                      window_min=6, window_max=12, frames_per_window=8, num_input_views=(4,), num_target_views=4,
-                     load_depth=True, normalize="first_cam" if sampling == "ar" else "mean_cam")
+                     load_depth=True, normalize="first_cam" if sampling == "ar" else "mean_cam",
+                     normalize_scale=scale, median_jitter=0.2 if scale == "median_depth" else 0.0)
     key = SampleKey(step=5, slot=1, n_in=4, n_tgt=4)
     full = TrainDataset(cfg, seed=7, patch_size=8)[key]
     shards = [TrainDataset(cfg, seed=7, patch_size=8, sp_rank=r, sp_size=2)[key] for r in range(2)]

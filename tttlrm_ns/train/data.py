@@ -196,6 +196,23 @@ class TrainDataset(torch.utils.data.Dataset):
             c2w_in, c2w_tgt, tf = normalize_views(scene.c2w[inputs], scene.c2w[targets], self.norm)
             loc_in = shard(range(len(inputs)), self.sp_rank, self.sp_size, False)
             loc_tgt = shard(range(len(targets)), self.sp_rank, self.sp_size, False)
+            frames = json.loads(scene.scene_file.read_text())["frames"] if self.cfg.load_depth else None
+            depth = None
+            if self.cfg.load_depth:
+                plan = plan_resize(scene.width, scene.height, self.resize)
+                if self.cfg.normalize_scale == "median_depth":
+                    # The median over *all* input views (not this rank's shard), so every rank gets one frame.
+                    depth = _load_depth(scene.scene_file.parent, frames, inputs, self.cfg.depth_key, plan)
+                    known = depth[depth > 0]
+                    if known.numel() == 0:
+                        raise SceneDataError(f"{scene_dir}: the input views' depth maps are all 0 (unknown)")
+                    jitter = math.exp(rng.uniform(-self.cfg.median_jitter, self.cfg.median_jitter))
+                    tf = scale_to_depth(tf, float(known.median()) * jitter)
+                    c2w_in, c2w_tgt = tf.apply(scene.c2w[inputs].double()), tf.apply(scene.c2w[targets].double())
+                    depth = depth[loc_in]
+                else:
+                    depth = _load_depth(scene.scene_file.parent, frames, [inputs[i] for i in loc_in],
+                                        self.cfg.depth_key, plan)
             views_in = load_views(scene, [inputs[i] for i in loc_in], self.resize)
             views_tgt = load_views(scene, [targets[i] for i in loc_tgt], self.resize_tgt)
             item = {
@@ -206,23 +223,11 @@ class TrainDataset(torch.utils.data.Dataset):
                 "target_c2w": c2w_tgt[loc_tgt].float(),
                 "target_fxfycxcy": views_tgt.fxfycxcy.float(),
             }
-            if self.cfg.load_depth:
-                frames = json.loads(scene.scene_file.read_text())["frames"]
-                plan = plan_resize(scene.width, scene.height, self.resize)
-                depth = _load_depth(scene.scene_file.parent, frames, views_in.indices, self.cfg.depth_key, plan)
-                if self.cfg.normalize_scale == "median_depth":
-                    known = depth[depth > 0]
-                    if known.numel() == 0:
-                        raise SceneDataError(f"{scene_dir}: the input views' depth maps are all 0 (unknown)")
-                    jitter = math.exp(rng.uniform(-self.cfg.median_jitter, self.cfg.median_jitter))
-                    tf = scale_to_depth(tf, float(known.median()) * jitter)
-                    c2w_all = tf.apply(scene.c2w[list(inputs) + list(targets)].double())
-                    item["c2w"] = c2w_all[: len(inputs)][loc_in].float()
-                    item["target_c2w"] = c2w_all[len(inputs):][loc_tgt].float()
+            if depth is not None:
                 # z-depth in the normalised frame (a similarity: depths scale by tf.scale), like the predicted means
                 item["depth"] = depth * float(tf.scale)
             if self.cfg.load_target_depth:
-                frames = json.loads(scene.scene_file.read_text())["frames"]
+                frames = frames or json.loads(scene.scene_file.read_text())["frames"]
                 plan_t = plan_resize(scene.width, scene.height, self.resize_tgt)
                 item["target_depth"] = _load_depth(scene.scene_file.parent, frames, views_tgt.indices,
                                                    self.cfg.depth_key, plan_t) * float(tf.scale)
