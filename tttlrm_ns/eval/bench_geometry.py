@@ -15,7 +15,6 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 
 from tttlrm_ns import ASSETS
 from tttlrm_ns.data.normalize import compute_transform, scale_to_depth
+from tttlrm_ns.eval.stress import git_state
 from tttlrm_ns.geometry import analytic as A
 from tttlrm_ns.model import TttlrmModel
 from tttlrm_ns.model.checkpoint import load_model
@@ -31,13 +31,11 @@ from tttlrm_ns.ns.predict import predict_gaussians
 
 
 def _commit() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, check=True).stdout.strip()
-        return rev.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
+    """Short commit of the checkout, ``-dirty`` with uncommitted changes to tracked files (``unknown`` outside git)."""
+    state = git_state()
+    if state["commit"] is None:
         return "unknown"
+    return state["commit"][:7] + ("-dirty" if state["dirty"] else "")
 
 
 def main(argv=None) -> int:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import gc
-import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch
 from torch import Tensor
 
 from tttlrm_ns.eval import metrics as M
+from tttlrm_ns.eval.lpips_weights import sha256_file
 from tttlrm_ns.eval.protocol import PeakMemory, mean_colour_image, nearest_input_view, resize_to, white_image
 
 METHODS = ("tttlrm", "tttlrm-ar", "tttlrm-object")
@@ -110,13 +110,6 @@ class SceneEvalConfig:
 
 # --- helpers ----------------------------------------------------------------------------------------------------
 
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def is_opencv_scene(path: Path) -> bool:
@@ -357,7 +350,7 @@ def evaluate_scene(
         inputs = list(pipe.input_indices)
         input_frames = [int(train_frames[i]) for i in inputs]
         result.update(
-            checkpoint=str(ckpt_path), checkpoint_sha256=file_sha256(Path(ckpt_path)),
+            checkpoint=str(ckpt_path), checkpoint_sha256=sha256_file(Path(ckpt_path)),
             num_inputs=len(inputs), input_frames=input_frames, test_frames=test_frames,
             eval_resolution=[int(H), int(W)], num_frames=len(train_frames) + len(test_frames),
         )

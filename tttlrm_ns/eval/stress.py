@@ -36,7 +36,6 @@ feed-forward PSNR - nearest-view PSNR >= +2 dB). Deterministic: fixed generators
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import shlex
@@ -53,6 +52,7 @@ from torch import Tensor
 from tttlrm_ns.conventions import fxfycxcy_to_K
 from tttlrm_ns.data.scene import LoadedViews, ResizeConfig, SceneFrames, load_scene, load_views
 from tttlrm_ns.data.views import eval_split, select_evenly_spaced
+from tttlrm_ns.eval.lpips_weights import sha256_file
 from tttlrm_ns.eval.metrics import psnr, ssim
 from tttlrm_ns.eval.protocol import mean_colour_image, nearest_input_view
 from tttlrm_ns.gaussians import Gaussians, PruneConfig
@@ -110,14 +110,6 @@ class StressConfig:
 
 # --------------------------------------------------------------------------------------------------------------
 # records: weights, git, hashes
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def git_state(repo: Path = REPO) -> Dict[str, Any]:
