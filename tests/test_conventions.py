@@ -181,3 +181,14 @@ def test_one_look_at_for_opengl_and_opencv_worlds():
     np.testing.assert_allclose(c2w[:3, 3], eye)
     gl = cv.look_at_gl(eye, target, roll=0.2)
     np.testing.assert_allclose(gl_c2w_to_cv_w2c(gl), np.linalg.inv(gl @ np.diag([1.0, -1.0, -1.0, 1.0])), atol=1e-12)
+
+
+def test_camera_rays_project_back_to_their_pixel_centres():
+    from tttlrm_ns.conventions import camera_rays, pixel_centers, project_points
+
+    k = torch.tensor([[50.0, 52.0, 30.5, 19.0], [40.0, 41.0, 16.0, 12.0]], dtype=torch.float64)
+    rays = camera_rays(k, 24, 32)  # [2, 24, 32, 3], z = 1
+    assert rays.shape == (2, 24, 32, 3) and torch.equal(rays[..., 2], torch.ones(2, 24, 32, dtype=torch.float64))
+    pts = (rays * 3.0).reshape(2, -1, 3)
+    px = project_points(pts, torch.eye(4, dtype=torch.float64).expand(2, 4, 4), k)
+    torch.testing.assert_close(px, pixel_centers(24, 32, torch.float64).reshape(1, -1, 2).expand(2, -1, 2))

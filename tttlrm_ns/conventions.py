@@ -233,6 +233,20 @@ def pixel_centers(height: int, width: int, dtype: torch.dtype = torch.float32, d
     return torch.stack([u, v], dim=-1) + PIXEL_CENTER_OFFSET
 
 
+def camera_rays(fxfycxcy: Tensor, height: int, width: int) -> Tensor:
+    """Camera-frame rays through every pixel centre, scaled to ``z = 1``: ``K^-1 [u + 0.5, v + 0.5, 1]``.
+
+    fxfycxcy [..., 4] -> [..., H, W, 3]; a point at camera depth ``z`` on the ray of pixel ``(u, v)`` is
+    ``z * rays[..., v, u, :]``. (The model's world-frame unit rays, with their bfloat16 compatibility mode, are
+    :func:`tttlrm_ns.model.rays.pixel_rays`.)
+    """
+    uv = pixel_centers(height, width, fxfycxcy.dtype, fxfycxcy.device)  # [H, W, 2]
+    k = fxfycxcy[..., None, None, :]
+    x = (uv[..., 0] - k[..., 2]) / k[..., 0]
+    y = (uv[..., 1] - k[..., 3]) / k[..., 1]
+    return torch.stack([x, y, torch.ones_like(x)], dim=-1)
+
+
 def project_points(points_world: Tensor, w2c: Tensor, fxfycxcy: Tensor) -> Tensor:
     """Project world points [..., N, 3] with OpenCV ``w2c`` [..., 4, 4] and intrinsics [..., 4] -> pixels [..., N, 2].
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tttlrm_ns.conventions import fxfycxcy_to_K
+from tttlrm_ns.conventions import camera_rays, fxfycxcy_to_K
 from tttlrm_ns.data.normalize import SceneTransform, compute_transform, scale_to_depth
 from tttlrm_ns.gaussians import Gaussians, PruneConfig, input_footprint, rotation_to_quat, widen_to_footprint
 from tttlrm_ns.geometry.depth_range import DepthRange, range_from_points, range_from_views
@@ -150,11 +150,8 @@ def mvs_gaussians(images: Tensor, c2w: Tensor, fxfycxcy: Tensor, near: float, fa
                                          downsample=cfg.downsample))
     v, h, w = sweep.depth.shape
     k = sweep.fxfycxcy
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
-    x = (xs[None] + 0.5 - k[:, 2, None, None]) / k[:, 0, None, None]
-    y = (ys[None] + 0.5 - k[:, 3, None, None]) / k[:, 1, None, None]
     depth = fill_depth(sweep.depth, sweep.confidence, cfg.min_confidence) if cfg.fill_holes else sweep.depth
-    cam = torch.stack([x, y, torch.ones_like(x)], -1) * depth[..., None]  # [V, h, w, 3] camera frame
+    cam = camera_rays(k, h, w) * depth[..., None]  # [V, h, w, 3] camera frame
     rot = c2w[:, :3, :3].float()
     world = torch.einsum("vij,vhwj->vhwi", rot, cam) + c2w[:, None, None, :3, 3].float()
     colours = F.avg_pool2d(images.float(), cfg.downsample) if cfg.downsample > 1 else images.float()

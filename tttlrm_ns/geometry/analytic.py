@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from tttlrm_ns.conventions import PIXEL_CENTER_OFFSET
+from tttlrm_ns.conventions import camera_rays, look_at_gl, opengl_to_opencv_c2w
 
 
 @dataclass
@@ -66,12 +66,7 @@ def render(scene: AnalyticScene, c2w: Tensor, fxfycxcy: Tensor, height: int, wid
     Pixels that hit nothing get depth ``inf`` and colour white (only possible when no room box is in the scene).
     """
     v = c2w.shape[0]
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64),
-                            indexing="ij")
-    k = fxfycxcy.double()
-    x = (xs.reshape(1, -1) + PIXEL_CENTER_OFFSET - k[:, 2:3]) / k[:, 0:1]
-    y = (ys.reshape(1, -1) + PIXEL_CENTER_OFFSET - k[:, 3:4]) / k[:, 1:2]
-    d_cam = torch.stack([x, y, torch.ones_like(x)], -1)  # [V, HW, 3], z = 1
+    d_cam = camera_rays(fxfycxcy.double(), height, width).reshape(v, -1, 3)  # [V, HW, 3], z = 1
     rot = c2w[:, :3, :3].double()
     d = d_cam @ rot.transpose(1, 2)  # world directions scaled so that camera z = 1: t is the z-depth
     o = c2w[:, None, :3, 3].double().expand_as(d)
@@ -104,14 +99,11 @@ def render(scene: AnalyticScene, c2w: Tensor, fxfycxcy: Tensor, height: int, wid
 
 
 def look_at_cv(eye: Tensor, target: Tensor, up: Tensor = torch.tensor([0.0, -1.0, 0.0])) -> Tensor:
-    """OpenCV c2w [4, 4] at ``eye`` looking at ``target`` (y down: ``up`` is the world direction of image-up
-    negated, i.e. the image's y axis points along ``up``)."""
-    z = torch.nn.functional.normalize(target - eye, dim=0)
-    x = torch.nn.functional.normalize(torch.linalg.cross(up, z), dim=0)
-    y = torch.linalg.cross(z, x)
-    m = torch.eye(4)
-    m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = x, y, z, eye
-    return m
+    """OpenCV c2w [4, 4] at ``eye`` looking at ``target``; the image's y (down) axis points along ``up``, i.e. the
+    world direction ``-up`` appears upwards. The package's one look-at (:func:`tttlrm_ns.conventions.look_at_gl`)
+    converted to OpenCV axes."""
+    gl = look_at_gl(eye.double().numpy(), target.double().numpy(), up=-up.double().numpy())
+    return opengl_to_opencv_c2w(torch.from_numpy(gl)).float()
 
 
 def orbit_cameras(n: int, radius: float, target=(0.0, 0.0, 0.0), arc_deg: float = 90.0, height: float = 0.2) -> Tensor:

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tttlrm_ns.conventions import PIXEL_CENTER_OFFSET, invert_rigid
+from tttlrm_ns.conventions import camera_rays, invert_rigid
 
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -209,19 +209,6 @@ def _ncc(ref: Tensor, ref_mean: Tensor, ref_var: Tensor, warped: Tensor, window:
     return torch.where(textured, ncc.clamp(-1, 1), torch.zeros_like(ncc))
 
 
-def _pixel_grid(h: int, w: int, fxfycxcy: Tensor) -> Tensor:
-    """[V, 3, h*w] camera-frame rays ``K^-1 [u + .5, v + .5, 1]`` (z = 1) of every pixel centre."""
-    ys, xs = torch.meshgrid(
-        torch.arange(h, dtype=fxfycxcy.dtype, device=fxfycxcy.device),
-        torch.arange(w, dtype=fxfycxcy.dtype, device=fxfycxcy.device),
-        indexing="ij",
-    )
-    fx, fy, cx, cy = (fxfycxcy[:, i, None] for i in range(4))
-    x = (xs.reshape(1, -1) + PIXEL_CENTER_OFFSET - cx) / fx
-    y = (ys.reshape(1, -1) + PIXEL_CENTER_OFFSET - cy) / fy
-    return torch.stack([x, y, torch.ones_like(x)], dim=1)
-
-
 def _select(scores: Tensor, counts: Tensor, planes: Tensor, cfg: PlaneSweepConfig, k: int):
     """Depth, confidence and best score from per-plane scores [V, D, h, w] and visible-neighbour counts."""
     d = planes.shape[0]
@@ -286,7 +273,7 @@ def plane_sweep(
     k = nbr.shape[1]
     planes = depth_planes(near, far, cfg.num_planes, cfg.spacing, device=images.device)
     w2c = invert_rigid(c2w)
-    rays = _pixel_grid(h, w, intr)  # [V, 3, hw]
+    rays = camera_rays(intr, h, w).reshape(v, h * w, 3).transpose(1, 2)  # [V, 3, hw], z = 1
     depth, conf, best = [], [], []
     for s in range(0, v, cfg.chunk_views):
         ref = torch.arange(s, min(s + cfg.chunk_views, v), device=images.device)
