@@ -48,6 +48,13 @@ class Normalised:
     depth_range: Optional[DepthRange]
     """The measured depth range in world units (``median_depth`` scale only)."""
 
+    def frame_range(self) -> tuple[float, float]:
+        """The measured (near, far) in the model's frame (``median_depth`` scale only)."""
+        if self.depth_range is None:
+            raise ValueError("no measured depth range: the cameras were scaled by their extent, not by depth")
+        s = float(self.transform.scale)
+        return self.depth_range.near * s, self.depth_range.far * s
+
     def describe(self) -> str:
         if self.depth_range is None:
             return f"scale {self.transform.scale:.4g} from the camera extent"

@@ -278,9 +278,8 @@ def mvs_baseline(vin: LoadedViews, vt: LoadedViews, cfg: StressConfig) -> Dict[s
     h, w = vin.images.shape[-2:]
     k = vin.fxfycxcy.float()
     norm = infer.normalise_for_model(vin.images, vin.c2w, vin.fxfycxcy, "mean_cam", "median_depth")
-    s = float(norm.transform.scale)
     rng = norm.depth_range
-    g = infer.mvs_gaussians(vin.images, norm.c2w, k, rng.near * s, rng.far * s)
+    g = infer.mvs_gaussians(vin.images, norm.c2w, k, *norm.frame_range())
     g = infer.footprint_filtered(g, norm.c2w, k, h, w, cfg.footprint_filter)
     c2w_t = norm.transform.apply(vt.c2w.double()).float()
     pred, coverage = _render_targets(g, c2w_t, vt, _BACKGROUNDS["white"], cfg.backend)

@@ -437,9 +437,7 @@ class TttlrmPipeline(VanillaPipeline):
         gen = torch.Generator().manual_seed(self.config.seed)
         t1 = time.perf_counter()
         if self.config.init == "mvs":
-            rng = norm.depth_range
-            s = float(norm.transform.scale)
-            g = infer.mvs_gaussians(image_t, c2w_norm, k.float(), rng.near * s, rng.far * s).to(dev)
+            g = infer.mvs_gaussians(image_t, c2w_norm, k.float(), *norm.frame_range()).to(dev)
             CONSOLE.log(f"tttLRM: --pipeline.init mvs: {g.num} Gaussians at the plane-sweep depth of the confidently "
                         "matched pixels (no network)")
         else:
