@@ -13,8 +13,8 @@ where the depth came from, for the log.
 Two more things a prediction needs and that live here:
 
 * :func:`mvs_gaussians`, the non-learned initialiser: Gaussians at the plane-sweep depth of every pixel (unmeasured
-  pixels filled from their measured surroundings) with the input colours (``--pipeline.init mvs``), a baseline the learned model must beat and an explicit fallback
-  for captures the model does not suit.
+  pixels filled from their measured surroundings) with the input colours (``--pipeline.init mvs``), a baseline the
+  learned model must beat and an explicit fallback for captures the model does not suit.
 * :func:`check_plausibility`: renders the prediction into a few of its own input views; a reconstruction that cannot
   even reproduce the views it was made from is implausible, and the log says so with the likely cause.
 """
