@@ -423,6 +423,8 @@ class TttlrmPipeline(VanillaPipeline):
             scale = getattr(self, "_trained_scale", "extent")
         if self.config.init == "mvs" and scale == "extent":
             scale = "median_depth"  # the sweep needs the measured depth range anyway
+            CONSOLE.log("tttLRM: --pipeline.init mvs measures the scene's depth range, so the frame is scaled by the "
+                        "median depth (not the camera extent); the Gaussians are the same either way in the world")
         points = self._sfm_points() if scale == "median_depth" else None
         try:
             norm = infer.normalise_for_model(image_t, c2w, k, method, scale, points)
