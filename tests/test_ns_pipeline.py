@@ -390,7 +390,7 @@ def test_mvs_init_reads_no_weights_and_random_weights_are_flagged(tiny_checkpoin
     pipe = _setup(_config(tmp_path / "does_not_exist.safetensors", init="mvs"))
     out = capsys.readouterr().out
     assert "--pipeline.init mvs: no network" in out and "does_not_exist" not in out
-    assert "so the frame is scaled by the median depth" in " ".join(out.split())
+    assert "--pipeline.init mvs measures the scene's depth range" in " ".join(out.split())
     g = pipe.model.get_gaussians()
     assert 0 < g.num < 4 * 72 * 128 and torch.isfinite(g.means).all()
     _setup(_config(tiny_checkpoint))  # random weights: a blur that cannot reproduce its own input views
