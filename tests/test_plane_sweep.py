@@ -154,3 +154,20 @@ def test_fill_depth_takes_the_nearest_measured_surface():
     assert float(out[0, :, 15].min()) >= 1.0 and float(out[0, :, 15].max()) <= 4.0
     # a view with nothing measured takes the scene's confidence-weighted mean log depth (here: exp(mean(log 1, log 4)))
     assert torch.allclose(out[1], torch.full((20, 30), 2.0), rtol=1e-5)
+
+
+def test_depth_range_from_a_weak_match_says_so_and_no_match_is_refused():
+    from tttlrm_ns.geometry.depth_range import DepthRangeConfig
+
+    cams = A.forward_cameras(10, 0.4, seed=2)
+    img, dep, k = _scene(cams, 72, 128)
+    weak = range_from_views(img, cams, k, DepthRangeConfig(min_confidence=0.9999))  # almost nothing "confident"
+    assert "weak plane sweep" in weak.source and "best-matched" in weak.source
+    # the best-matched pixels are the nearest textured surfaces (most parallax): a scale from the scene, biased near
+    assert float(dep.min()) < weak.median < float(dep.max()) and weak.near < weak.median < weak.far
+    eye = torch.zeros(3)
+    apart = torch.stack([A.look_at_cv(eye, torch.tensor([0.0, 0.0, 1.0])),
+                         A.look_at_cv(eye + 0.1, torch.tensor([0.1, 0.1, -1.0]))])  # no shared pixel
+    img2, _, k2 = _scene(apart, 24, 32, fov=50)
+    with pytest.raises(DepthRangeError, match="matched at all"):
+        range_from_views(img2, apart, k2)

@@ -46,7 +46,8 @@ class DepthRangeConfig:
     """Pixels that count as measured. At 0.5 a close orbit of a procedural room (training mix, 8 views at 36x64)
     kept under 1 % of its pixels; 0.3 keeps 10-50 % on the rooms of every trajectory class."""
     min_fraction: float = 0.01
-    """Fewer confident pixels than this share: the views do not measure the range (no overlap or no texture)."""
+    """Fewer confident pixels than this share: the range comes from this share of best-matched pixels instead (and
+    the source says so); if even those did not match at all, the views do not measure the range."""
 
 
 @dataclass
@@ -115,13 +116,22 @@ def range_from_views(images: Tensor, c2w: Tensor, fxfycxcy: Tensor,
     near0, far0 = spread / cfg.wide_ratio, spread * cfg.wide_ratio
     sweep = plane_sweep(small, c2w, k, near0, far0,
                         PlaneSweepConfig(num_planes=cfg.sweep_planes, downsample=1, spacing="log"))
-    ok = sweep.confidence > cfg.min_confidence
+    conf = sweep.confidence.flatten()
+    ok = conf > cfg.min_confidence
     frac = float(ok.float().mean())
-    if frac < cfg.min_fraction:
+    if frac >= cfg.min_fraction:
+        return _finish(sweep.depth.flatten()[ok], cfg,
+                       f"a plane sweep of the {v} views ({100 * frac:.0f}% of pixels confident)")
+    # A weak match (narrow lenses, little texture): the best-matched min_fraction of the pixels still measure the
+    # scene's scale, which the median needs; the source says so. Views that match nowhere cannot.
+    best = conf.topk(max(1, math.ceil(cfg.min_fraction * conf.numel()))).indices
+    if float(conf[best].min()) <= 0:
         raise DepthRangeError(
-            f"only {100 * frac:.1f}% of the pixels matched confidently across views (need "
-            f"{100 * cfg.min_fraction:.0f}%): the views overlap too little or are untextured")
-    return _finish(sweep.depth[ok], cfg, f"a plane sweep of the {v} views ({100 * frac:.0f}% of pixels confident)")
+            f"only {100 * frac:.1f}% of the pixels matched confidently across views and fewer than "
+            f"{100 * cfg.min_fraction:.0f}% matched at all: the views overlap too little or are untextured")
+    return _finish(sweep.depth.flatten()[best], cfg,
+                   f"a weak plane sweep of the {v} views (only {100 * frac:.1f}% of pixels confident; the "
+                   f"{100 * cfg.min_fraction:.0f}% best-matched pixels)")
 
 
 __all__ = ["DepthRangeConfig", "DepthRange", "DepthRangeError", "range_from_points", "range_from_views",
