@@ -13,7 +13,7 @@ from tttlrm_ns.geometry import analytic as A
 from tttlrm_ns.model import TttlrmConfig, TttlrmModel
 from tttlrm_ns.model.checkpoint import TrainedFor, load_model, read_trained_for, save_model
 from tttlrm_ns.model.surgery import add_geometry, tokenizer_columns
-from tttlrm_ns.ns.predict import predict_gaussians
+from tttlrm_ns.infer.predict import predict_gaussians
 
 TINY = dict(d=32, n_layer=1, attn_head_dim=16, ttt_head_dim=32, patch_size=8, sh_degree=0, ns_dtype="float32",
             rgb_skip=True, dist_shift=-4.8202816)

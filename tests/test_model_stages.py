@@ -1,6 +1,6 @@
 """The model's public stages (encode -> run_blocks -> decode, chunked decode, pruning) and the paths built on them.
 
-``forward``, the nerfstudio prediction (``tttlrm_ns.ns.predict``), streaming and the triplane model all run these
+``forward``, the nerfstudio prediction (``tttlrm_ns.infer.predict``), streaming and the triplane model all run these
 stages; the tests hold each composition to ``forward`` bitwise where the arithmetic is the same, and the official
 sequence layout (``duplicate_virtual_views``) to the default one on every path.
 """
@@ -12,7 +12,7 @@ from tttlrm_ns.gaussians import PruneConfig, prune
 from tttlrm_ns.model import TttlrmModel, presets
 from tttlrm_ns.model.blocks import LaCTBlock
 from tttlrm_ns.model.triplane import TriplaneModel, preset
-from tttlrm_ns.ns.predict import estimate_memory, predict_gaussians
+from tttlrm_ns.infer.predict import estimate_memory, predict_gaussians
 
 FIELDS = ("means", "sh", "log_scales", "quats", "opacity_logits")
 

@@ -86,7 +86,7 @@ def test_surgery_keeps_geometry_and_makes_colour_the_input(tmp_path):
 
 
 def test_chunked_prediction_carries_the_skip():
-    from tttlrm_ns.ns.predict import predict_gaussians
+    from tttlrm_ns.infer.predict import predict_gaussians
 
     torch.manual_seed(0)
     model = TttlrmModel(_cfg(rgb_skip=True)).eval()

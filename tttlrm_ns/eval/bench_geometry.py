@@ -3,7 +3,7 @@
 Same architecture and input twice: the bundled scene model (no sweep) and the same weights with the geometry
 options switched on by :func:`tttlrm_ns.model.surgery.add_geometry` (sweep + two tokenizer channels + depth
 anchor). The input is an analytic room seen by an orbit of ``--views`` cameras (:mod:`tttlrm_ns.geometry.analytic`);
-both predictions run through :func:`tttlrm_ns.ns.predict.predict_gaussians` (what ``ns-train tttlrm`` runs), in
+both predictions run through :func:`tttlrm_ns.infer.predict.predict_gaussians` (what ``ns-train tttlrm`` runs), in
 alternation so that a change in machine load hits both alike; the median of ``--reps`` runs is reported.
 
     python -m tttlrm_ns.eval.bench_geometry --views 32 --height 144 --width 256 --reps 5 --md docs/bench_geometry.md
@@ -27,7 +27,7 @@ from tttlrm_ns.geometry import analytic as A
 from tttlrm_ns.model import TttlrmModel
 from tttlrm_ns.model.checkpoint import load_model
 from tttlrm_ns.model.surgery import add_geometry
-from tttlrm_ns.ns.predict import predict_gaussians
+from tttlrm_ns.infer.predict import predict_gaussians
 
 
 def _commit() -> str:

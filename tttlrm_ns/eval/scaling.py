@@ -78,7 +78,7 @@ class ScalingConfig:
 def measure(model_cfg, cfg: ScalingConfig, log=print) -> Dict[str, Any]:
     """Forward times of both stacks for each L; returns rows + the crossover. ``model_cfg``: a TttlrmConfig."""
     from tttlrm_ns.model import TttlrmModel
-    from tttlrm_ns.ns.predict import available_memory
+    from tttlrm_ns.infer.predict import available_memory
 
     torch.manual_seed(0)
     lact = TttlrmModel(model_cfg.replace(compile=False, autocast_bf16=False)).eval()
@@ -92,7 +92,7 @@ def measure(model_cfg, cfg: ScalingConfig, log=print) -> Dict[str, Any]:
         L = v * n
         x = torch.randn(1, L, d)
         row: Dict[str, Any] = {"views": v, "tokens": L}
-        # Activations of a LaCT block ~ 32 L d floats (tttlrm_ns.ns.predict.ACTIVATION_FACTOR); SDPA on CPU is a
+        # Activations of a LaCT block ~ 32 L d floats (tttlrm_ns.infer.predict.ACTIVATION_FACTOR); SDPA on CPU is a
         # flash kernel (no L x L matrix), its layer ~ 12 L d floats.
         need = {"lact": 4 * 40 * L * d, "full": 4 * 16 * L * d}
         for name, fn in (("lact", lambda: lact.run_blocks(x, n)),

@@ -15,8 +15,8 @@ runs the nerfstudio pipeline's steps (:mod:`tttlrm_ns.ns.pipeline`) with its def
 * weights: scene weights (``trained.kind = scene``) on room classes only, object weights on object classes only;
   normalisation as the weights were trained (``trained.normalization`` and ``trained.scale`` through
   :func:`tttlrm_ns.infer.normalise_for_model`: with ``median_depth`` the depth is measured by a plane sweep),
-  chunked prediction with the pipeline's pruning (:func:`tttlrm_ns.ns.predict.predict_gaussians`, keep top 0.4 +
-  10 % of the rest at random, seed 777), footprint filter 0.1 (:func:`tttlrm_ns.infer.footprint_filtered`),
+  the pipeline's feed-forward reconstruction with its defaults (:func:`tttlrm_ns.infer.reconstruct`: chunked
+  prediction, free-space filter, opacity pruning, footprint filter; ``--reconstruct.*`` changes them),
   rendered with :func:`tttlrm_ns.render.splat.render_gaussians` on the weights' background; the input-view PSNR of
   :func:`tttlrm_ns.infer.check_plausibility` is recorded per item (it sets the pipeline's warning threshold);
 * baselines on the same inputs and targets: ``mvs`` (:func:`tttlrm_ns.infer.mvs_gaussians` at the plane-sweep depth
@@ -55,8 +55,9 @@ from tttlrm_ns.data.views import eval_split, select_evenly_spaced
 from tttlrm_ns.eval.lpips_weights import sha256_file
 from tttlrm_ns.eval.metrics import psnr, ssim
 from tttlrm_ns.eval.protocol import mean_colour_image, nearest_input_view
-from tttlrm_ns.gaussians import Gaussians, PruneConfig
+from tttlrm_ns.gaussians import Gaussians
 from tttlrm_ns.geometry.depth_range import DepthRangeError
+from tttlrm_ns.infer import ReconstructConfig
 
 REPO = Path(__file__).resolve().parents[2]
 TARGET_GAIN_DB = 2.0
@@ -91,15 +92,10 @@ class StressConfig:
     """Room items: input long side (the short side follows the item's aspect ratio, a multiple of the patch size)."""
     object_resolution: str = ""
     """Object items: HxW ('': the object weights' trained.resolution, else the stored size)."""
-    keep_top: float = 0.4
-    """Pruning of the pipeline (--pipeline.prune.keep-top)."""
-    keep_random: float = 0.1
-    """Pruning of the pipeline (--pipeline.prune.keep-random)."""
-    footprint_filter: float = 0.1
-    """Widening in input pixels^2 (--pipeline.footprint-filter), feed-forward and mvs."""
-    chunk_views: int = 8
-    seed: int = 777
-    """Generator of the random part of pruning (the pipeline's --pipeline.seed)."""
+    reconstruct: ReconstructConfig = field(default_factory=ReconstructConfig)
+    """The feed-forward's pruning, free-space filter, footprint filter and seed: the pipeline's defaults
+    (--pipeline.prune.*, --pipeline.free-space.*, --pipeline.footprint-filter, --pipeline.seed). The footprint
+    filter applies to the mvs baseline too."""
     ssim: bool = True
     """Also SSIM (scikit-image's, the paper's)."""
     lpips: bool = False
@@ -250,16 +246,11 @@ def _render_targets(g: Gaussians, c2w: Tensor, vt: LoadedViews, background: Tupl
 def feed_forward(entry: WeightsEntry, vin: LoadedViews, vt: LoadedViews, cfg: StressConfig) -> Dict[str, Any]:
     """The pipeline's prediction for one item, scored on the targets, plus the plausibility input-view PSNR."""
     from tttlrm_ns import infer
-    from tttlrm_ns.ns.predict import predict_gaussians
 
     t0 = time.perf_counter()
-    h, w = vin.images.shape[-2:]
     k = vin.fxfycxcy.float()
     norm = infer.normalise_for_model(vin.images, vin.c2w, vin.fxfycxcy, entry.normalization, entry.scale)
-    g = predict_gaussians(entry.model, vin.images, norm.c2w, k, PruneConfig(keep_top=cfg.keep_top,
-                                                                           keep_random=cfg.keep_random),
-                          cfg.chunk_views, torch.Generator().manual_seed(cfg.seed))
-    g = infer.footprint_filtered(g, norm.c2w, k, h, w, cfg.footprint_filter)
+    g = infer.reconstruct(entry.model, vin.images, norm.c2w, k, cfg.reconstruct)
     c2w_t = norm.transform.apply(vt.c2w.double()).float()
     pred, coverage = _render_targets(g, c2w_t, vt, entry.background, cfg.backend)
     res = _metrics(pred, vt.images, cfg)
@@ -280,7 +271,7 @@ def mvs_baseline(vin: LoadedViews, vt: LoadedViews, cfg: StressConfig) -> Dict[s
     norm = infer.normalise_for_model(vin.images, vin.c2w, vin.fxfycxcy, "mean_cam", "median_depth")
     rng = norm.depth_range
     g = infer.mvs_gaussians(vin.images, norm.c2w, k, *norm.frame_range())
-    g = infer.footprint_filtered(g, norm.c2w, k, h, w, cfg.footprint_filter)
+    g = infer.footprint_filtered(g, norm.c2w, k, h, w, cfg.reconstruct.footprint_filter)
     c2w_t = norm.transform.apply(vt.c2w.double()).float()
     pred, coverage = _render_targets(g, c2w_t, vt, _BACKGROUNDS["white"], cfg.backend)
     res = _metrics(pred, vt.images, cfg)
@@ -484,6 +475,20 @@ def _fmt(v: Optional[float], signed: bool = False) -> str:
     return f"{v:+.2f}" if signed else f"{v:.2f}"
 
 
+def _reconstruct_settings(settings: Dict[str, Any]) -> str:
+    """The feed-forward's settings in words (results written before ``reconstruct`` existed had flat keys and no
+    free-space filter)."""
+    r = settings.get("reconstruct") or {
+        "prune": {"keep_top": settings["keep_top"], "keep_random": settings["keep_random"]},
+        "free_space": {"tolerance": 0.0, "min_views": 0}, "footprint_filter": settings["footprint_filter"],
+        "seed": settings["seed"]}
+    fs = r["free_space"]
+    fs_text = (f"free-space filter tolerance {fs['tolerance']:g} in >= {fs['min_views']} views" if fs["tolerance"] > 0
+               else "free-space filter off")
+    return (f"prune keep_top {r['prune']['keep_top']} + keep_random {r['prune']['keep_random']}, {fs_text}, "
+            f"footprint filter {r['footprint_filter']}, seed {r['seed']}")
+
+
 def table_rows(result: Dict[str, Any]) -> List[Dict[str, Any]]:
     """One row per (class, view count): feed-forward PSNR per weights label, the baselines (at the resolution of
     the first applicable weights), the plausibility PSNR and best ff - nearest (each weights against the nearest
@@ -536,9 +541,8 @@ def markdown(result: Dict[str, Any]) -> str:
                                   f"{w['trained'].get('scale', 'extent')})" for w in result["weights"]),
         f"* stress set: `{result['stress_set']['path']}` (stress_set.json sha256 "
         f"`{result['stress_set']['manifest_sha256'][:16]}…`)",
-        f"* feed-forward: the pipeline's defaults (prune keep_top {result['settings']['keep_top']} + keep_random "
-        f"{result['settings']['keep_random']}, footprint filter {result['settings']['footprint_filter']}, seed "
-        f"{result['settings']['seed']}); scene weights on room classes only, object weights on object classes only. "
+        f"* feed-forward: {_reconstruct_settings(result['settings'])}; scene weights on room classes only, object "
+        "weights on object classes only. "
         "`input-view` = the plausibility check's PSNR on its own input views. `mvs` = `--pipeline.init mvs`, "
         "(in brackets: the share of target pixels its Gaussians cover; the rest is the white background), "
         "`nearest` = the closest input view, `mean` = the inputs' mean colour.",

@@ -24,6 +24,13 @@ def to_patch_major(x: Tensor, patch: int) -> Tensor:
     return x.permute(0, 1, 3, 5, 4, 6, 2).reshape(b, v * h * w, c)
 
 
+def from_patch_major(x: Tensor, views: int, height: int, width: int, patch: int) -> Tensor:
+    """Inverse of :func:`to_patch_major`: [B, V*H*W, c] -> [B, V, c, H, W]."""
+    b, _, c = x.shape
+    x = x.reshape(b, views, height // patch, width // patch, patch, patch, c)
+    return x.permute(0, 1, 6, 2, 4, 3, 5).reshape(b, views, c, height, width)
+
+
 def decode_gaussians(
     raw: Tensor, origins: Tensor, directions: Tensor, cfg: TttlrmConfig, images: Optional[Tensor] = None,
     anchor: Optional[tuple[Tensor, Tensor]] = None,

@@ -6,7 +6,7 @@ decode one Gaussian per pixel of the decoded ("virtual") views (:meth:`TttlrmMod
 ``../shared/docs/reference_semantics.md`` §2-§5, not shipped.
 
 One inference path. ``forward`` is exactly ``encode -> run_blocks -> decode``. The nerfstudio prediction
-(:func:`tttlrm_ns.ns.predict.predict_gaussians`) runs the same stages, encoding and decoding ``chunk_views`` views at
+(:func:`tttlrm_ns.infer.predict.predict_gaussians`) runs the same stages, encoding and decoding ``chunk_views`` views at
 a time (:meth:`TttlrmModel.decode_chunks`, :meth:`TttlrmModel.decode_pruned`) so that per-pixel buffers exist for one
 chunk only; the trainer calls ``forward`` (DDP wraps it). The sequence layout (virtual views, the fast-weight
 schedule, sequence parallelism, streaming states) is decided in ``run_blocks`` alone, so no caller can skip an
@@ -30,9 +30,10 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..gaussians import Gaussians, PruneConfig, prune_indices
+from ..geometry.free_space import FreeSpaceConfig, free_space_mask
 from .blocks import LaCTBlock, layer_norm
 from .config import TttlrmConfig
-from .head import decode_gaussians
+from .head import decode_gaussians, from_patch_major, to_patch_major
 from .lact import FastWeightState, TTTOp, ar_schedule, cpu_has_fast_bf16, full_schedule
 from .rays import pixel_rays, ray_input
 
@@ -302,6 +303,25 @@ class LaCTBackbone(nn.Module):
         return x, new_states
 
 
+def own_view_depth(means: Tensor, c2w: Tensor) -> Tensor:
+    """Planar depth of pixel-aligned Gaussians in their own views: means [V*H*W, 3] (view-major), c2w [V, 4, 4]
+    -> [V*H*W] camera ``z``."""
+    v = c2w.shape[0]
+    m = means.reshape(v, -1, 3) - c2w[:, None, :3, 3]
+    return (m * c2w[:, None, :3, 2]).sum(-1).reshape(-1)
+
+
+def free_space_keep(depth: Tensor, c2w: Tensor, fxfycxcy: Tensor, height: int, width: int, patch: int,
+                    cfg: FreeSpaceConfig) -> Tensor:
+    """The free-space filter on one scene's Gaussian order: depth [V*H*W] in the patch-major order of the decoder,
+    c2w [V, 4, 4], fxfycxcy [V, 4] -> keep [V*H*W] bool in the same order
+    (:func:`tttlrm_ns.geometry.free_space.free_space_mask` on the per-view depth maps)."""
+    v = c2w.shape[0]
+    maps = from_patch_major(depth[None, :, None], v, height, width, patch)[0, :, 0]  # [V, H, W]
+    keep = free_space_mask(maps, c2w, fxfycxcy, cfg)
+    return to_patch_major(keep[None, :, None], patch)[0, :, 0]
+
+
 class TttlrmModel(LaCTBackbone):
     """Posed images -> one Gaussian per pixel (see the module docstring for the stages)."""
 
@@ -423,6 +443,7 @@ class TttlrmModel(LaCTBackbone):
         num_views: Optional[int] = None,
         images: Optional[Tensor] = None,
         geometry: Optional[Tensor] = None,
+        free_space: Optional[FreeSpaceConfig] = None,
     ) -> Gaussians:
         """Decode and opacity-prune one scene while holding one chunk of Gaussians plus the kept ones.
 
@@ -430,6 +451,10 @@ class TttlrmModel(LaCTBackbone):
         (tested): a first pass keeps only the opacity logit of every Gaussian (4 bytes each), the kept set is
         chosen globally with :func:`tttlrm_ns.gaussians.prune_indices`, and a second pass writes each chunk's
         survivors into their output slots. The decoder is one linear layer, so decoding twice costs little.
+
+        With ``free_space`` enabled the first pass also keeps every Gaussian's depth in its own view (4 bytes
+        each); the Gaussians that other views see through (:func:`free_space_keep`) are removed first and the
+        opacity pruning chooses among the rest.
 
         Args:
             tokens: [1, Vq*n, d]. c2w: [1, Vq, 4, 4]. fxfycxcy: [1, Vq, 4].
@@ -439,6 +464,7 @@ class TttlrmModel(LaCTBackbone):
             num_views: input view count that selects the ``*_many_views`` fractions (default: Vq).
             images: [1, Vq, 3, H, W] the decoded views' pixels (``cfg.rgb_skip``).
             geometry: [1, Vq, 2, H, W] their measured depth and confidence (``cfg.depth_anchor``).
+            free_space: the free-space filter (None or tolerance 0: off).
         Returns:
             Unbatched Gaussians [M, ...] (float32).
         """
@@ -447,22 +473,41 @@ class TttlrmModel(LaCTBackbone):
         vq = c2w.shape[1]
         chunks = lambda: self.decode_chunks(tokens, c2w, fxfycxcy, height, width, chunk_views, images,  # noqa: E731
                                              geometry)
-        if prune is None or prune.keep_top <= 0:
+        pruning = prune is not None and prune.keep_top > 0
+        filtering = free_space is not None and free_space.enabled
+        if not pruning and not filtering:
             parts = [g[0] for _, _, g in chunks()]
             return Gaussians.cat(parts) if len(parts) > 1 else parts[0]
 
-        # Pass 1: opacity logits of every Gaussian -> the global kept set (exactly `prune` on the full output).
+        # Pass 1: opacity logits (and own-view depths) of every Gaussian -> the global kept set (exactly the
+        # filter and `prune` on the full output).
         per_view = height * width
         logits = torch.empty(vq * per_view, device=tokens.device)
+        depth = torch.empty(vq * per_view, device=tokens.device) if filtering else None
         for s, e, g in chunks():
             logits[s * per_view : e * per_view] = g.opacity_logits[0, :, 0]
-        many = (num_views if num_views is not None else vq) >= prune.many_views
-        keep = prune_indices(
-            logits,
-            prune.keep_top_many_views if many else prune.keep_top,
-            prune.keep_random_many_views if many else prune.keep_random,
-            generator,
-        )  # [M] indices into the Vq*H*W Gaussians, in output order
+            if depth is not None:
+                depth[s * per_view : e * per_view] = own_view_depth(g.means[0], c2w[0, s:e])
+        if depth is not None:
+            candidates = free_space_keep(depth, c2w[0], fxfycxcy[0], height, width, self.cfg.patch_size,
+                                         free_space).nonzero()[:, 0]  # [M'] ascending
+            del depth
+        else:
+            candidates = None
+        if pruning:
+            assert prune is not None
+            many = (num_views if num_views is not None else vq) >= prune.many_views
+            keep = prune_indices(
+                logits if candidates is None else logits[candidates],
+                prune.keep_top_many_views if many else prune.keep_top,
+                prune.keep_random_many_views if many else prune.keep_random,
+                generator,
+            )  # [M] indices into the Vq*H*W Gaussians (or the candidates), in output order
+            if candidates is not None:
+                keep = candidates[keep]
+        else:
+            assert candidates is not None
+            keep = candidates
         slot = torch.full((vq * per_view,), -1, dtype=torch.long, device=tokens.device)
         slot[keep] = torch.arange(keep.numel(), device=tokens.device)  # output slot of each Gaussian, -1: pruned
         del logits

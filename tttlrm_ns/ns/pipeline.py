@@ -37,12 +37,14 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from tttlrm_ns import BUNDLED_CHECKPOINT
 from tttlrm_ns import infer
 from tttlrm_ns.geometry.depth_range import DepthRangeError
+from tttlrm_ns.geometry.free_space import FreeSpaceConfig
 from tttlrm_ns.data.views import ViewSelectionConfig, select_views
 from tttlrm_ns.gaussians import Gaussians, PruneConfig
+from tttlrm_ns.infer import ReconstructConfig
 from tttlrm_ns.model import TttlrmConfig, presets
 from tttlrm_ns.ns import inputs
 from tttlrm_ns.ns.model import TttlrmNSModelConfig
-from tttlrm_ns.ns.predict import GIB, available_memory, estimate_memory, keep_fraction, predict_gaussians
+from tttlrm_ns.infer.predict import GIB, available_memory, estimate_memory, keep_fraction
 
 
 WEIGHTS_DIR = BUNDLED_CHECKPOINT.parent
@@ -122,13 +124,17 @@ class TttlrmPipelineConfig(VanillaPipelineConfig):
     plausibility_check: bool = True
     """After predicting, render the Gaussians into 4 input views and warn (naming the likely cause and the flag to
     try) when they reproduce their own inputs below 16 dB."""
-    prune: PruneConfig = field(default_factory=lambda: PruneConfig(keep_top=0.4, keep_random=0.1))
+    prune: PruneConfig = field(default_factory=lambda: ReconstructConfig().prune)
     """Opacity pruning of the predicted Gaussians (official: keep the 40 % most opaque + 10 % of the rest)."""
-    footprint_filter: float = 0.1
+    free_space: FreeSpaceConfig = field(default_factory=lambda: ReconstructConfig().free_space)
+    """Before pruning, drop the predicted Gaussians that other input views see through: a Gaussian in front of
+    the surface of at least min-views other views by more than tolerance of that view's depth
+    (:mod:`tttlrm_ns.geometry.free_space`); tolerance 0: off (the official pipeline)."""
+    footprint_filter: float = field(default_factory=lambda: ReconstructConfig().footprint_filter)
     """Variance, in input pixels squared, added to every predicted Gaussian at the size of an input pixel where it
     sits (:func:`tttlrm_ns.gaussians.widen_to_footprint`): renders, the viewer and exports finer than the input
     then show surfaces instead of separate dots. 0: the model's raw output (the official pipeline)."""
-    chunk_views: int = 8
+    chunk_views: int = field(default_factory=lambda: ReconstructConfig().chunk_views)
     """Views per chunk of ray encoding / Gaussian decoding (bounds per-pixel memory; the backbone sees all)."""
     memory_budget_gb: Optional[float] = None
     """Memory the prediction may use (None: free GPU memory, or available RAM on CPU)."""
@@ -383,7 +389,8 @@ class TttlrmPipeline(VanillaPipeline):
 
         if self.config.init == "model":  # the network's memory (the sweep's is a small fraction)
             est = estimate_memory(
-                cfg, v, plan.out_h, plan.out_w, keep_fraction(self.config.prune, v), self.config.chunk_views
+                cfg, v, plan.out_h, plan.out_w, keep_fraction(self.config.prune, v), self.config.chunk_views,
+                free_space=self.config.free_space,
             )
             budget = (
                 int(self.config.memory_budget_gb * GIB) if self.config.memory_budget_gb is not None
@@ -436,7 +443,6 @@ class TttlrmPipeline(VanillaPipeline):
         c2w_norm = norm.c2w
 
         dev = torch.device(self.device)
-        gen = torch.Generator().manual_seed(self.config.seed)
         t1 = time.perf_counter()
         if self.config.init == "mvs":
             g = infer.mvs_gaussians(image_t, c2w_norm, k.float(), *norm.frame_range()).to(dev)
@@ -446,12 +452,17 @@ class TttlrmPipeline(VanillaPipeline):
             from tttlrm_ns.model.checkpoint import load_any
 
             model = load_any(path, cfg, **_runtime_overrides(cfg)).to(dev).eval()
-            g = predict_gaussians(
-                model, image_t.to(dev), c2w_norm.to(dev), k.float().to(dev), self.config.prune,
-                self.config.chunk_views, gen,
-            )
+            rc = infer.ReconstructConfig(prune=self.config.prune, free_space=self.config.free_space,
+                                         footprint_filter=0.0, chunk_views=self.config.chunk_views,
+                                         seed=self.config.seed)
+            g = infer.reconstruct(model, image_t.to(dev), c2w_norm.to(dev), k.float().to(dev), rc)
             del model  # the backbone is not part of the nerfstudio model or its checkpoints
-        if self.config.footprint_filter > 0:
+            if self.config.free_space.enabled:
+                CONSOLE.log(f"tttLRM: free-space filter: Gaussians in front of the surface of >= "
+                            f"{self.config.free_space.min_views} other input views by more than "
+                            f"{self.config.free_space.tolerance:g} of their depth removed before pruning "
+                            "(--pipeline.free-space.tolerance 0 turns it off)")
+        if self.config.footprint_filter > 0:  # the mvs initialiser's Gaussians too
             g = infer.footprint_filtered(g, c2w_norm, k.float(), plan.out_h, plan.out_w, self.config.footprint_filter)
             CONSOLE.log(f"tttLRM: every Gaussian widened by {self.config.footprint_filter} input pixels^2 of variance "
                         "(Mip-Splatting's 3D filter at the input views' sampling rate: renders finer than the input "
@@ -534,9 +545,11 @@ class TttlrmPipeline(VanillaPipeline):
         degree = min(degree, self.model.config.sh_degree)  # type: ignore[attr-defined]  # the export writes these
         props = 3 + 3 + 3 * (degree + 1) ** 2 + 1 + 3 + 4  # xyz, normals, SH, opacity, scale, rotation (float32)
         mib = kept * props * 4 / 2**20
+        at_most = "at most " if self.config.free_space.enabled else ""  # the free-space filter removes more
         CONSOLE.log(
-            f"tttLRM: will make {kept:,} Gaussians ({views} views x {height}x{width} pixels = {predicted:,}, kept "
-            f"{kept / predicted:.0%} by opacity pruning); `ns-export gaussian-splat` writes about {mib:,.0f} MiB "
+            f"tttLRM: will make {at_most}{kept:,} Gaussians ({views} views x {height}x{width} pixels = {predicted:,}, "
+            f"kept {at_most}{kept / predicted:.0%} by opacity pruning); `ns-export gaussian-splat` writes about "
+            f"{at_most}{mib:,.0f} MiB "
             f"({props} float32 per Gaussian; nerfstudio writes it value by value, about a minute per 0.75 M "
             "Gaussians on a 2-core CPU). Fewer: --pipeline.views.num-views, --pipeline.input-long-side"
         )

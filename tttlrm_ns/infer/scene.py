@@ -1,8 +1,11 @@
-"""From prepared input views to Gaussians in the world frame: normalise -> predict -> footprint -> world.
+"""From prepared input views to Gaussians in the world frame: normalise -> reconstruct -> world.
 
-Pure torch, no nerfstudio: the nerfstudio pipeline (:class:`tttlrm_ns.ns.pipeline.TttlrmPipeline`) and the
-held-out evaluation (:mod:`tttlrm_ns.train.holdout`) call the same functions, so the frame the model sees is
-decided in one place.
+Pure torch, no nerfstudio: the nerfstudio pipeline (:class:`tttlrm_ns.ns.pipeline.TttlrmPipeline`), the stress
+set evaluation (:mod:`tttlrm_ns.eval.stress`) and the held-out evaluation (:mod:`tttlrm_ns.train.holdout`) call the
+same functions, so the frame the model sees and what happens to its output are decided in one place.
+
+:func:`reconstruct` (with :class:`ReconstructConfig`): the chunked prediction (:mod:`tttlrm_ns.infer.predict`),
+the free-space filter, opacity pruning and the footprint filter, in the model's frame.
 
 Normalisation (:func:`normalise_for_model`): the weights' ``trained.normalization`` (``mean_cam`` / ``first_cam``
 alignment) and ``trained.scale``: ``extent`` (official: camera extent) or ``median_depth`` (the scene's median depth
@@ -22,7 +25,7 @@ Two more things a prediction needs and that live here:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
@@ -33,7 +36,10 @@ from tttlrm_ns.conventions import camera_rays, fxfycxcy_to_K
 from tttlrm_ns.data.normalize import SceneTransform, compute_transform, scale_to_depth
 from tttlrm_ns.gaussians import Gaussians, PruneConfig, input_footprint, rotation_to_quat, widen_to_footprint
 from tttlrm_ns.geometry.depth_range import DepthRange, range_from_points, range_from_views
+from tttlrm_ns.geometry.free_space import FreeSpaceConfig
 from tttlrm_ns.geometry.plane_sweep import PlaneSweepConfig, fill_depth, plane_sweep
+from tttlrm_ns.infer.predict import predict_gaussians
+from tttlrm_ns.model import TttlrmModel
 from tttlrm_ns.sh import C0
 
 
@@ -107,6 +113,45 @@ def footprint_filtered(g: Gaussians, c2w: Tensor, fxfycxcy: Tensor, height: int,
         return g
     fp = input_footprint(g.means, c2w.to(g.means.device), fxfycxcy.to(g.means.device), height, width)
     return widen_to_footprint(g, fp, variance)
+
+
+@dataclass
+class ReconstructConfig:
+    """What happens to the network's per-pixel Gaussians before they leave :func:`reconstruct` (the defaults are
+    the nerfstudio pipeline's and the benchmarks')."""
+
+    prune: PruneConfig = field(default_factory=lambda: PruneConfig(keep_top=0.4, keep_random=0.1))
+    """Opacity pruning (official: keep the 40 % most opaque + 10 % of the rest at random)."""
+    free_space: FreeSpaceConfig = field(default_factory=lambda: FreeSpaceConfig(tolerance=0.0, min_views=2))
+    """Drop the Gaussians that other input views see through, before pruning (:mod:`tttlrm_ns.geometry.free_space`;
+    tolerance 0: off)."""
+    footprint_filter: float = 0.1
+    """Variance, in input pixels squared, added to every Gaussian at the size of an input pixel where it sits
+    (:func:`footprint_filtered`); 0: the model's raw output (the official pipeline)."""
+    chunk_views: int = 8
+    """Views per chunk of ray encoding / Gaussian decoding (bounds per-pixel memory; the backbone sees all)."""
+    seed: int = 777
+    """Seed of the random part of pruning (official: 777 + rank)."""
+
+
+@torch.no_grad()
+def reconstruct(model: TttlrmModel, images: Tensor, c2w: Tensor, fxfycxcy: Tensor,
+                cfg: Optional[ReconstructConfig] = None) -> Gaussians:
+    """The feed-forward reconstruction in the model's frame: predict (chunked) -> free-space filter -> prune ->
+    footprint filter.
+
+    Args:
+        model: the backbone, on the device of the inputs.
+        images: [V, 3, H, W] in [0, 1]. c2w: [V, 4, 4] OpenCV in the model's frame (:func:`normalise_for_model`).
+        fxfycxcy: [V, 4] intrinsics of ``images``.
+    Returns:
+        Unbatched Gaussians [M, ...] in the frame of ``c2w`` (:func:`to_world` takes them to the world).
+    """
+    cfg = cfg or ReconstructConfig()
+    h, w = images.shape[-2:]
+    g = predict_gaussians(model, images, c2w, fxfycxcy, cfg.prune, cfg.chunk_views,
+                          torch.Generator().manual_seed(cfg.seed), free_space=cfg.free_space)
+    return footprint_filtered(g, c2w, fxfycxcy, h, w, cfg.footprint_filter)
 
 
 @dataclass
@@ -219,5 +264,6 @@ def check_plausibility(g: Gaussians, images: Tensor, c2w: Tensor, fxfycxcy: Tens
     return Plausibility(psnr, idx, warning)
 
 
-__all__ = ["Normalised", "normalise_for_model", "to_world", "footprint_filtered", "MvsInitConfig", "mvs_gaussians",
+__all__ = ["Normalised", "normalise_for_model", "to_world", "footprint_filtered", "ReconstructConfig", "reconstruct",
+           "MvsInitConfig", "mvs_gaussians",
            "Plausibility", "check_plausibility", "PLAUSIBLE_INPUT_PSNR", "PruneConfig"]

@@ -1,7 +1,7 @@
 """Feed-forward prediction with bounded memory: what the prediction costs and how it is chunked.
 
-Pure torch (no nerfstudio): :class:`tttlrm_ns.ns.pipeline.TttlrmPipeline` prepares the views and calls
-:func:`predict_gaussians`. The computation itself is the model's (:class:`tttlrm_ns.model.TttlrmModel`: ``encode
+Pure torch (no nerfstudio): :func:`tttlrm_ns.infer.scene.reconstruct` calls :func:`predict_gaussians` for the
+nerfstudio pipeline and the benchmarks. The computation itself is the model's (:class:`tttlrm_ns.model.TttlrmModel`: ``encode
 -> run_blocks -> decode``, the stages ``forward`` composes); this module only decides how it is chunked and how much
 memory it needs.
 
@@ -14,7 +14,8 @@ pixel and all Gaussians at once (about ``60 + 3 * 4 * C`` bytes per pixel, ``C =
 2. ``run_blocks``: the LaCT blocks run once over all tokens (per-view attention and the TTT layer are linear in
    the number of tokens; with ``duplicate_virtual_views`` the sequence is twice as long);
 3. ``decode_pruned(..., chunk_views)``: Gaussians are decoded chunk by chunk; with pruning, a first pass keeps
-   only the opacity logit of every Gaussian, a second pass writes each chunk's survivors into their final slots.
+   only the opacity logit of every Gaussian (and, with the free-space filter, its depth in its own view), a second
+   pass writes each chunk's survivors into their final slots.
 
 The result equals ``TttlrmModel.forward`` followed by :func:`tttlrm_ns.gaussians.prune` (tested), for every scan
 and sequence layout; the ``stream`` scan is chunked by construction (``TttlrmModel.stream_step``).
@@ -34,9 +35,16 @@ from torch import Tensor
 
 from tttlrm_ns.gaussians import Gaussians, PruneConfig
 from tttlrm_ns.gaussians import prune as prune_gaussians
+from tttlrm_ns.geometry.free_space import FreeSpaceConfig
 from tttlrm_ns.model import TttlrmConfig, TttlrmModel
+from tttlrm_ns.model.tttlrm import free_space_keep, own_view_depth
 
 GIB = 1024**3
+FREE_SPACE_BYTES_PER_GAUSSIAN = 17
+"""Free-space filter, per predicted Gaussian: own-view depth (4 B), keep mask (1 B), candidate index (8 B) and its
+opacity logit (4 B)."""
+FREE_SPACE_BYTES_PER_PAIR = 40
+"""Free-space filter, per tested (point, view) pair: camera coordinates, depth, pixel indices, 4 surfaces, masks."""
 
 ACTIVATION_FACTOR = 32.0
 """Peak transient activation of one LaCT block in units of ``L * d`` elements (tokens x width), on top of the
@@ -83,11 +91,13 @@ def estimate_memory(
     keep_fraction: float = 1.0,
     chunk_views: int = 8,
     num_params: Optional[int] = None,
+    free_space: Optional[FreeSpaceConfig] = None,
 ) -> MemoryEstimate:
     """Peak memory of predicting Gaussians for ``num_views`` images of ``height x width``.
 
     ``keep_fraction``: share of Gaussians that survive pruning (1 = no pruning). Activations under bf16 autocast
-    take half the bytes; the token matrix and the Gaussians stay float32.
+    take half the bytes; the token matrix and the Gaussians stay float32. ``free_space``: the filter, if on (per
+    predicted Gaussian its depth, mask, candidate index and logit copy, plus one chunk of (point, view) pairs).
     """
     pixels_per_view = height * width
     # The official layout appends a copy of every decoded view to the sequence (TttlrmModel.run_blocks).
@@ -106,7 +116,10 @@ def estimate_memory(
         decode_chunk=4 * chunk * (30 + 2 * c),
         # kept Gaussians and their world-frame copy; per predicted Gaussian an opacity logit (4 B) and the
         # sort order, output slot and argsort scratch of pruning (3 x 8 B)
-        gaussians=4 * 2 * kept * c + 28 * num_views * pixels_per_view,
+        gaussians=4 * 2 * kept * c + 28 * num_views * pixels_per_view
+        + (FREE_SPACE_BYTES_PER_GAUSSIAN * num_views * pixels_per_view
+           + FREE_SPACE_BYTES_PER_PAIR * free_space.pairs_per_chunk
+           if free_space is not None and free_space.enabled else 0),
     )
 
 
@@ -143,8 +156,9 @@ def predict_gaussians(
     prune: Optional[PruneConfig] = None,
     chunk_views: int = 8,
     generator: Optional[torch.Generator] = None,
+    free_space: Optional[FreeSpaceConfig] = None,
 ) -> Gaussians:
-    """Predict and prune the Gaussians of one scene, in the model's (normalised) frame.
+    """Predict, filter and prune the Gaussians of one scene, in the model's (normalised) frame.
 
     The model's own stages (``encode -> run_blocks -> decode_pruned``, what ``forward`` composes), with the
     per-pixel work chunked over views; every option of the model (scan, ``duplicate_virtual_views``, autocast)
@@ -156,6 +170,8 @@ def predict_gaussians(
         prune: opacity pruning (None or ``keep_top = 0``: keep all, in view / patch-major order).
         chunk_views: views per chunk of encoding / decoding (bounds the per-pixel memory).
         generator: RNG of the random part of pruning.
+        free_space: the free-space filter (:mod:`tttlrm_ns.geometry.free_space`), applied before pruning; None or
+            tolerance 0: off.
     Returns:
         Unbatched Gaussians [M, ...] (float32).
     """
@@ -169,12 +185,16 @@ def predict_gaussians(
         # carried fast-weight states), so its rays and encodings exist one step at a time; all its Gaussians exist
         # before they are pruned as a whole (the scan's chunks, not chunk_views, bound that part).
         g = model(images, c2w, fxfycxcy).gaussians[0]
+        if free_space is not None and free_space.enabled:
+            keep = free_space_keep(own_view_depth(g.means, c2w[0]), c2w[0], fxfycxcy[0], h, w,
+                                   model.cfg.patch_size, free_space)
+            g = g.index(keep.nonzero()[:, 0])
         return g if prune is None or prune.keep_top <= 0 else prune_gaussians(g, prune, v, generator)
     geometry = model.measure_geometry(images, c2w, fxfycxcy)  # [1, V, 2, H, W] or None; one sweep for both uses
     x = model.encode(images, c2w, fxfycxcy, chunk_views, geometry=geometry)  # [1, V*n, d]
     x = model.run_blocks(x, model.tokens_per_view(h, w)).tokens  # [1, V*n, d]
     return model.decode_pruned(x, c2w, fxfycxcy, h, w, prune, chunk_views, generator, images=images,
-                               geometry=geometry)
+                               geometry=geometry, free_space=free_space)
 
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Chunked prediction (tttlrm_ns.ns.predict) against the model's own forward + pruning, and the memory estimate."""
+"""Chunked prediction (tttlrm_ns.infer.predict) against the model's own forward + pruning, and the memory estimate."""
 
 import json
 import os
@@ -11,7 +11,7 @@ import torch
 
 from tttlrm_ns.gaussians import PruneConfig, prune
 from tttlrm_ns.model import TttlrmModel, presets
-from tttlrm_ns.ns.predict import estimate_memory, keep_fraction, num_parameters, predict_gaussians
+from tttlrm_ns.infer.predict import estimate_memory, keep_fraction, num_parameters, predict_gaussians
 
 FIELDS = ("means", "sh", "log_scales", "quats", "opacity_logits")
 
@@ -97,7 +97,7 @@ WORKER = textwrap.dedent("""
     import json, threading, time, psutil, torch
     from tttlrm_ns.gaussians import PruneConfig
     from tttlrm_ns.model import TttlrmModel, presets
-    from tttlrm_ns.ns.predict import estimate_memory, predict_gaussians
+    from tttlrm_ns.infer.predict import estimate_memory, predict_gaussians
     torch.set_num_threads(2)
     v, h, w = 16, 128, 128
     cfg = presets.small_d256(n_layer=2)
@@ -137,3 +137,41 @@ def test_memory_estimate_bounds_measured_peak():
     # not undershoot by more than allocator noise.
     assert r["estimated"] >= 0.85 * r["measured"], r
     assert r["estimated"] <= 3.0 * r["measured"], r  # and not so conservative that it refuses feasible requests
+
+
+@pytest.mark.parametrize("scan,chunk", [("full", 3), ("stream", 4)])
+def test_free_space_filter_removes_exactly_the_violating_gaussians(scan, chunk):
+    """The filter inside the chunked prediction equals the filter on the whole forward output, with each
+    Gaussian's pixel and depth recovered independently of the decoder's patch order (by projecting its mean into
+    its own view: pixel-aligned Gaussians sit on their pixel's ray)."""
+    from tttlrm_ns.conventions import c2w_to_w2c
+    from tttlrm_ns.geometry.free_space import FreeSpaceConfig, free_space_mask
+
+    model = _model(scan=scan, ar_chunk_views=2)
+    v, h, w = 4, 16, 24
+    images, c2w, k = _scene(v, h, w)
+    fs = FreeSpaceConfig(tolerance=0.1, min_views=1)
+    with torch.no_grad():
+        full = model(images[None], c2w[None], k[None]).gaussians[0]
+    view = torch.arange(v).repeat_interleave(h * w)
+    w2c = c2w_to_w2c(c2w)[view]
+    cam = (w2c[:, :3, :3] @ full.means[:, :, None])[..., 0] + w2c[:, :3, 3]
+    col = torch.floor(cam[:, 0] / cam[:, 2] * k[view, 0] + k[view, 2]).long()
+    row = torch.floor(cam[:, 1] / cam[:, 2] * k[view, 1] + k[view, 3]).long()
+    depth = torch.zeros(v, h, w)
+    depth[view, row, col] = cam[:, 2]
+    assert bool((depth > 0).all())  # every pixel got exactly its Gaussian
+    keep = free_space_mask(depth, c2w, k, fs)[view, row, col]
+    assert 0 < int(keep.sum()) < keep.numel()  # not vacuous
+    ref = full.index(keep.nonzero()[:, 0])
+    got = predict_gaussians(model, images, c2w, k, prune=None, chunk_views=chunk, free_space=fs)
+    assert got.num == ref.num
+    for f in FIELDS:
+        torch.testing.assert_close(getattr(got, f), getattr(ref, f), rtol=1e-4, atol=2e-4, msg=f)
+    # With pruning, the opacity ranking chooses among the survivors only.
+    cfg = PruneConfig(keep_top=0.4, keep_random=0.0)
+    pruned = predict_gaussians(model, images, c2w, k, prune=cfg, chunk_views=chunk, free_space=fs)
+    assert pruned.num == int(0.4 * ref.num)
+    torch.testing.assert_close(pruned.opacity_logits.sort(0).values,
+                               ref.opacity_logits.sort(0, descending=True).values[: pruned.num].sort(0).values,
+                               rtol=1e-4, atol=2e-4)
