@@ -119,6 +119,34 @@ def test_footprint_filter_widens_by_the_input_pixel_size_in_the_world_frame(tiny
     torch.testing.assert_close(added, 0.1 * fp[:, None] ** 2 * torch.ones_like(added), rtol=2e-3, atol=1e-9)
 
 
+def test_free_space_filter_is_the_same_in_the_world_frame(tiny_checkpoint):
+    """--pipeline.free-space reaches the prediction, and since the filter compares depths relative to each other it
+    does not depend on the frame: the Gaussians the pipeline keeps (in the model's normalised frame) are the ones
+    the filter keeps when it is run on the unfiltered prediction in the dataparser's world frame."""
+    from tttlrm_ns.gaussians import PruneConfig
+    from tttlrm_ns.geometry.free_space import FreeSpaceConfig, free_space_mask
+    from tttlrm_ns.model.head import from_patch_major
+
+    fs = FreeSpaceConfig(tolerance=0.05, min_views=1)  # the random model's depths vary by +-20 %: removes 11 %
+    off = _setup(_config(tiny_checkpoint, prune=PruneConfig(keep_top=0.0), footprint_filter=0.0,
+                         free_space=FreeSpaceConfig(tolerance=0.0)))
+    on = _setup(_config(tiny_checkpoint, prune=PruneConfig(keep_top=0.0), footprint_filter=0.0, free_space=fs))
+    g0, g1 = off.model.get_gaussians(), on.model.get_gaussians()
+    idx = off.input_indices
+    assert on.input_indices == idx and g0.num == 4 * 72 * 128
+    cams = off.datamanager.train_dataset.cameras
+    c2w = conventions.opengl_to_opencv_c2w(conventions.to_homogeneous_pose(cams.camera_to_worlds[idx].double()))
+    k = torch.stack([cams.fx[idx, 0], cams.fy[idx, 0], cams.cx[idx, 0], cams.cy[idx, 0]], -1).double() * 128 / 480
+    means = g0.means.double().reshape(4, -1, 3)
+    z = ((means - c2w[:, None, :3, 3]) * c2w[:, None, :3, 2]).sum(-1)  # [4, H*W] own-view depth, patch-major
+    depth = from_patch_major(z.reshape(1, -1, 1), 4, 72, 128, 8)[0, :, 0]
+    keep = to_patch_major(free_space_mask(depth, c2w, k, fs)[None, :, None], 8)[0, :, 0]
+    assert 0 < int(keep.sum()) < g0.num  # the filter removed something here: the check is not vacuous
+    assert abs(g1.num - int(keep.sum())) <= 0.002 * g0.num  # float32 vs float64 frames: borderline points only
+    if g1.num == int(keep.sum()):
+        torch.testing.assert_close(g1.means, g0.means[keep], rtol=1e-4, atol=1e-4)
+
+
 def test_kmeans_selection_is_deterministic_and_sorted(tiny_checkpoint):
     a = _setup(_config(tiny_checkpoint)).input_indices
     b = _setup(_config(tiny_checkpoint)).input_indices
