@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Scaling study: forward time vs number of tokens, our LaCT stack vs 3 full-attention layers (torch SDPA).
 
-    python scripts/bench_scaling.py                       # bundled checkpoint's architecture, 1..64 views x 256 tokens
+    python scripts/bench_scaling.py                       # tttlrm_small's architecture, 1..64 views x 256 tokens
     python scripts/bench_scaling.py --quick               # 1..8 views, one timed run each
     python scripts/bench_scaling.py --preset small_d256 --views 1 2 4 8 16 32 64 128
 
@@ -26,7 +26,8 @@ def main() -> None:
     from tttlrm_ns.eval.scaling import ScalingConfig, measure, plot, scaling_markdown
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default=None, help="model preset (default: the bundled checkpoint's architecture)")
+    ap.add_argument("--preset", default=None,
+                    help="model preset (default: the architecture of the demo checkpoint tttlrm_small.safetensors)")
     ap.add_argument("--views", type=int, nargs="+", default=None, help="view counts (tokens = views x tokens/view)")
     ap.add_argument("--tokens-per-view", type=int, default=256)
     ap.add_argument("--full-layers", type=int, default=3)

@@ -5,8 +5,8 @@
 #   scripts/run_sample.sh [--checkpoint PATH | --random-weights] [--data DIR] [--views N] [--long-side PX]
 #                         [--refine-steps K] [--out DIR] [--no-viewer]
 #
-# --checkpoint     tttLRM weights (.safetensors from tttlrm-train, or the official .pt); default: the bundled
-#                  checkpoint if installed.
+# --checkpoint     tttLRM weights (.safetensors from tttlrm-train, or the official .pt); default: the bundled scene
+#                  model tttlrm_ns/assets/weights/tttlrm_scene.safetensors (ns-train stops if it is missing).
 # --random-weights smoke test of the whole tool chain with a tiny random-weight backbone: everything runs, but the
 #                  reconstruction and its metrics are meaningless.
 # Results: <out>/sample/{config.yml, splat.ply, metrics.json}; the viewer URL is printed at the end (Ctrl+C quits).

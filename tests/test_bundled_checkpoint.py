@@ -1,5 +1,6 @@
-"""The bundled demo checkpoint (``tttlrm_ns.BUNDLED_CHECKPOINT``): loads, has the documented configuration, and
-reconstructs held-out views of the bundled sample scene better than a flat colour, which random weights do not."""
+"""The superseded demo checkpoint (``tttlrm_ns.BUNDLED_CHECKPOINT``): loads, has the documented configuration,
+reconstructs held-out views of the bundled sample scene better than a flat colour, which random weights do not, and is
+no method's default (it loads only when passed by path; the missing-weights error is tested in test_ns_weights.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,13 @@ def test_bundled_checkpoint_is_installed_small_and_documented():
     # configs/sample_small.yaml and tttlrm_ns/assets/weights/README.md
     assert (cfg.d, cfg.n_layer, cfg.patch_size, cfg.sh_degree) == (128, 4, 8, 0)
     assert (cfg.attn_head_dim, cfg.ttt_head_dim, cfg.ns_dtype, cfg.scan) == (32, 128, "float32", "full")
+
+
+def test_demo_checkpoint_is_no_methods_default():
+    from tttlrm_ns.ns.pipeline import DEFAULT_WEIGHTS, WEIGHTS_DIR
+
+    assert BUNDLED_CHECKPOINT.parent == WEIGHTS_DIR  # it sits with the defaults, so only the table keeps it out
+    assert BUNDLED_CHECKPOINT.name not in DEFAULT_WEIGHTS.values(), DEFAULT_WEIGHTS
 
 
 def _held_out_psnr(model: TttlrmModel) -> tuple[torch.Tensor, torch.Tensor, int]:

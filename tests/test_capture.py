@@ -52,8 +52,9 @@ def test_own_photos_to_splats(tmp_path):
     assert "dataparser: nerfstudio-data" in log and "no opencv_cameras.json" in log
     from tttlrm_ns.ns.pipeline import DEFAULT_WEIGHTS, WEIGHTS_DIR
 
-    default = next(f for f in DEFAULT_WEIGHTS[("scene", "full")] if (WEIGHTS_DIR / f).is_file())
-    assert default in log and "will make" in log and "ns-export gaussian-splat" in log  # the log names the weights
+    default = DEFAULT_WEIGHTS[("scene", "full")]  # the log names the weights
+    assert (WEIGHTS_DIR / default).is_file() and default in log and "will make" in log
+    assert "ns-export gaussian-splat" in log
     ckpts = sorted((tmp_path / "out").rglob("step-*.ckpt"))
     assert ckpts, f"no nerfstudio checkpoint written:\n{log[-2000:]}"
     config = sorted((tmp_path / "out").rglob("config.yml"))[0].read_text()

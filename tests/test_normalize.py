@@ -1,4 +1,4 @@
-"""Camera normalisation (``../shared/docs/reference_semantics.md`` §1.3, not shipped), SceneTransform and mapping
+"""Camera normalisation (``docs/reference_semantics.md`` §1.3), SceneTransform and mapping
 Gaussians back to the world. SH rotation and the Gaussian similarity transform itself: tests/test_gaussians.py."""
 
 import math

@@ -179,12 +179,21 @@ def test_memory_refusal_before_loading(tiny_checkpoint, monkeypatch):
 
 
 def test_missing_checkpoint_says_where_to_get_weights(tmp_path, monkeypatch):
+    from tttlrm_ns import BUNDLED_CHECKPOINT
+    from tttlrm_ns.model import checkpoint
     from tttlrm_ns.ns import pipeline
     from tttlrm_ns.ns.pipeline import PredictionError
 
-    monkeypatch.setattr(pipeline, "WEIGHTS_DIR", tmp_path / "no_bundled")
-    with pytest.raises(PredictionError, match=r"--pipeline.model.checkpoint PATH .*`tttlrm-train`.* official tttLRM .pt"):
+    # Only the superseded demo weights installed: ns-train tttlrm stops before predicting and does not load them.
+    monkeypatch.setattr(pipeline, "WEIGHTS_DIR", tmp_path / "weights")
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / BUNDLED_CHECKPOINT.name).symlink_to(BUNDLED_CHECKPOINT)
+    loaded = []
+    monkeypatch.setattr(checkpoint, "load_any", lambda path, *a, **k: loaded.append(path))
+    with pytest.raises(PredictionError, match=r"tttlrm_scene.safetensors is missing.*--pipeline.model.checkpoint PATH "
+                                              r".*`tttlrm-train`.* official tttLRM .pt") as e:
         _setup(_config(None))
+    assert str(tmp_path / "weights" / "tttlrm_scene.safetensors") in str(e.value) and not loaded
     with pytest.raises(PredictionError, match="does not exist"):
         _setup(_config(tmp_path / "nope.safetensors"))
 

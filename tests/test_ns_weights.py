@@ -4,6 +4,7 @@ of official .pt files, and the automatic input size (never upsampled). No predic
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,7 +29,8 @@ class _Pipe(pl.TttlrmPipeline):
 def _pipe(method: str = "tttlrm", checkpoint=None, **changes):
     from tttlrm_ns import method_configs as mc
 
-    base = {"tttlrm": mc.tttlrm_config, "tttlrm-ar": mc.tttlrm_ar_config, "tttlrm-object": mc.tttlrm_object_config}
+    base = {"tttlrm": mc.tttlrm_config, "tttlrm-ar": mc.tttlrm_ar_config, "tttlrm-object": mc.tttlrm_object_config,
+            "tttlrm-refine3": mc.tttlrm_refine3_config}
     cfg = copy.deepcopy(base[method].pipeline)
     cfg.model.checkpoint = checkpoint
     for k, v in changes.items():
@@ -110,16 +112,54 @@ def test_bundled_weights_fit_their_methods():
         assert p.resolve_model_config()[0] == path
 
 
-def test_default_weights_per_method_never_borrowed(tmp_path, tiny_model, monkeypatch):
-    monkeypatch.setattr(pl, "WEIGHTS_DIR", tmp_path)  # only the small demo model installed
-    (tmp_path / BUNDLED_CHECKPOINT.name).symlink_to(BUNDLED_CHECKPOINT)
-    assert _pipe("tttlrm").default_weights() == tmp_path / BUNDLED_CHECKPOINT.name
-    for method, expected in (("tttlrm-ar", "tttlrm_scene_ar.safetensors"),
-                             ("tttlrm-object", "tttlrm_object.safetensors")):
-        with pytest.raises(PredictionError, match=rf"{method} .*no bundled weights \(expected .*{expected}\).* not "
-                                                  r"substituted.*--pipeline.model.checkpoint"):
+def _record_weight_reads(monkeypatch) -> list:
+    """Every path whose tensors or header the pipeline reads (all weight access goes through these functions)."""
+    from tttlrm_ns.model import checkpoint as ck
+
+    reads = []
+
+    def recording(real):
+        def wrapper(path, *args, **kwargs):
+            reads.append(Path(path))
+            return real(path, *args, **kwargs)
+        return wrapper
+
+    for name in ("read_config", "read_trained_for", "read_metadata", "load_any", "load_model"):
+        monkeypatch.setattr(ck, name, recording(getattr(ck, name)))
+    return reads
+
+
+def test_missing_scene_weights_stop_the_run_instead_of_loading_the_demo_weights(tmp_path, tiny_model, monkeypatch):
+    """Only the superseded demo model installed: ``tttlrm`` stops with one message naming the missing scene weights
+    and the flag (and the demo file as an explicit choice), and never reads the demo file."""
+    monkeypatch.setattr(pl, "WEIGHTS_DIR", tmp_path)
+    demo = tmp_path / BUNDLED_CHECKPOINT.name
+    demo.symlink_to(BUNDLED_CHECKPOINT)
+    reads = _record_weight_reads(monkeypatch)
+    for method in ("tttlrm", "tttlrm-refine3"):
+        with pytest.raises(PredictionError) as e:
             _pipe(method).resolve_model_config()
-    # adding tttlrm_scene.safetensors switches tttlrm to it (first entry of the table)
+        msg = str(e.value)
+        assert f"{tmp_path / 'tttlrm_scene.safetensors'} is missing" in msg, msg
+        assert "Pass --pipeline.model.checkpoint PATH" in msg
+        assert f"to run them, pass --pipeline.model.checkpoint {demo}" in msg  # the demo only as an explicit choice
+    assert reads == [], f"weights were read although the run stopped: {reads}"
+    # Asked for by path, the demo weights load as any other weights of this method.
+    path, cfg = _pipe("tttlrm", demo).resolve_model_config()
+    assert path == demo and cfg.d == 128 and reads and set(reads) == {demo}
+
+
+def test_default_weights_per_method_never_borrowed(tmp_path, tiny_model, monkeypatch):
+    monkeypatch.setattr(pl, "WEIGHTS_DIR", tmp_path)  # only the superseded demo model installed
+    (tmp_path / BUNDLED_CHECKPOINT.name).symlink_to(BUNDLED_CHECKPOINT)
+    for method, expected in (("tttlrm", "tttlrm_scene.safetensors"), ("tttlrm-ar", "tttlrm_scene_ar.safetensors"),
+                             ("tttlrm-object", "tttlrm_object.safetensors")):
+        with pytest.raises(PredictionError, match=rf"{method} .*no bundled weights: .*{expected} is missing.* not "
+                                                  r"substituted.*--pipeline.model.checkpoint") as e:
+            _pipe(method).resolve_model_config()
+        # the demo model is a scene full-scan model: named as an explicit choice only where it would fit
+        assert ("superseded demo weights" in str(e.value)) == (method == "tttlrm"), str(e.value)
+    # each method's own file is its default
     _weights(tmp_path, tiny_model, name="tttlrm_scene.safetensors")
     assert _pipe("tttlrm").default_weights() == tmp_path / "tttlrm_scene.safetensors"
     _weights(tmp_path, tiny_model, name="tttlrm_object.safetensors", kind="object")

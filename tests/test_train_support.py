@@ -119,7 +119,7 @@ def test_dense_stand_in_matches_the_real_renderer():
 def _grad_scale_name(name: str) -> str:
     """Whose gradient norm sets the scale of ``name``'s gradient error: its own, except for the TTT learning-rate
     bias. The Newton-Schulz step divides every update by its norm, so a common shift of a learning-rate channel
-    nearly cancels (quirk 3 of ``../shared/reference/README.md``, not shipped): that bias's gradient is a sum of
+    nearly cancels (``docs/reference_semantics.md`` Q3): that bias's gradient is a sum of
     per-token terms that cancel to ~1e-4 of their size (measured: norm 5e-9 .. 8e-8 against 8e-5 .. 1e-3 for
     ``lr_fc.weight``), so float32 summation order alone changes it by 2-14 %. Its error is measured against the
     same per-token terms' scale, the ``lr_fc.weight`` gradient (those terms times LayerNorm'd, unit-scale inputs)."""

@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 ASSETS = _Path(__file__).resolve().parent / "assets"
 """Package data shipped with tttlrm_ns."""
 BUNDLED_CHECKPOINT = ASSETS / "weights" / "tttlrm_small.safetensors"
-"""The bundled demo weights: the default of ``ns-train tttlrm`` without ``--pipeline.model.checkpoint``."""
+"""The superseded demo weights (``docs/bench_checkpoint.md``). No method loads them by default, not even when its own
+weights are missing; they run only when passed by path: ``--pipeline.model.checkpoint`` followed by this file."""
 SAMPLE_SCENE = ASSETS / "sample_scene"
 """The bundled synthetic sample scene (evaluation only; ``scripts/run_sample.sh``)."""

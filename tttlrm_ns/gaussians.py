@@ -87,8 +87,8 @@ class Gaussians:
 
 @dataclass
 class PruneConfig:
-    """Opacity-based pruning of the official model, as kept fractions (``../shared/docs/reference_semantics.md``
-    §5.4, not shipped).
+    """Opacity-based pruning of the official model, as kept fractions (``docs/reference_semantics.md`` §5.4,
+    Q8).
 
     The official key ``prune_ratio`` is the *kept* top fraction (0.4) and ``random_ratio`` the share of the
     remainder kept at random (0.1); with 64 or more input views 0.30 / 0.05 apply. ``keep_top = 0``

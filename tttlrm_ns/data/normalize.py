@@ -1,7 +1,7 @@
 """Camera normalisation and the transform that maps Gaussians back to the world frame.
 
-Behaviour of the official code: ``../shared/docs/reference_semantics.md`` §1.3 (normalisation) and §5.5 (output
-frame), not shipped with the repository; this docstring states what we implement.
+Behaviour of the official code: ``docs/reference_semantics.md`` §1.3 (normalisation), §5.5 (output frame) and Q11;
+this docstring states what we implement.
 
 The model expects cameras in a normalised frame. :func:`normalize_cameras` computes it and returns, besides the
 normalised poses, an explicit :class:`SceneTransform` (the official code keeps only a mislabelled inverse, and

@@ -1,6 +1,6 @@
 """Reading ``opencv_cameras.json`` scenes and loading their images at the model's resolution.
 
-Scene file layout (Long-LRM / DL3DV convention; ``../shared/docs/reference_semantics.md`` §1.1, not shipped)::
+Scene file layout (Long-LRM / DL3DV convention; ``docs/reference_semantics.md`` §1.1)::
 
     {"scene_name": str,
      "frames": [{"file_path": "images/x.jpg", "w2c": 4x4, "w": int, "h": int, "fx", "fy", "cx", "cy"}, ...],

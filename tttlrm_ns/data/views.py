@@ -3,7 +3,7 @@
 All functions return sorted lists of frame indices (file order) and are deterministic: the same inputs always give
 the same views.
 
-Paper protocol (the official evaluation scripts; ``../shared/docs/reference_semantics.md`` §1.4, not shipped):
+Paper protocol (the official evaluation scripts; ``docs/reference_semantics.md`` §1.4):
 test frames are the indices ``≡ 0 (mod 8)``; the ``N`` input frames are the scene file's ``fold_8_kmeans_{N}_input``
 list when present, otherwise k-means with ``N`` clusters on the non-test frames (feature = ``[camera centre, camera
 z-axis]`` in the file's world frame), the nearest frame to each centre, sorted (duplicates kept, as in the official

@@ -5,12 +5,13 @@ Examples::
     # bundled sample scene, bundled weights, 8 k-means input views at long side 256, pure feed-forward
     tttlrm-eval tttlrm_ns/assets/sample_scene --num-views 8 --input-long-side 256
 
-    # a DL3DV-style scene with its precomputed 32 input views, + 10 refinement steps, curve up to 300 steps
-    tttlrm-eval ../shared/data/mydesk --num-views 32 --input-long-side 256 --refine-steps 10 \\
+    # a DL3DV-style scene (e.g. Long-LRM's mydesk capture) with its precomputed 32 input views, + 10 refinement
+    # steps, curve up to 300 steps
+    tttlrm-eval path/to/mydesk --num-views 32 --input-long-side 256 --refine-steps 10 \\
         --checkpoint weights.safetensors --splatfacto.steps 1500 --output-dir outputs/eval_mydesk
 
-    # object-level model on an object scene, no splatfacto baseline
-    tttlrm-eval ../shared/data/gso_toy --method tttlrm-object --num-views 8 --input-long-side 256 \\
+    # object-level model on an object scene (e.g. a Google Scanned Objects render), no splatfacto baseline
+    tttlrm-eval path/to/gso_toy --method tttlrm-object --num-views 8 --input-long-side 256 \\
         --splatfacto.enabled False
 
 Per scene: the input views are chosen as in the paper (every 8th frame held out; N views by k-means on the other

@@ -1,5 +1,5 @@
 """Image metrics: PSNR, SSIM and LPIPS on images in [0, 1], as the paper's protocol computes them
-(``../shared/docs/reference_semantics.md`` §1.4, not shipped).
+(``docs/reference_semantics.md`` §1.4).
 
 All functions take batched images ``[B, 3, H, W]`` (or a single ``[3, H, W]``), clip them to [0, 1] first (the
 evaluation protocol clips renders before scoring) and return one value per image ``[B]``; averaging is left to the

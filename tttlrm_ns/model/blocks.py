@@ -1,7 +1,7 @@
 """LaCT block: per-view self-attention, test-time-training layer, MLP.
 
 Module and parameter names follow the official state dict (``blocks.i.module_list.{0,1,2}.{ln,f}.*``) so an
-official checkpoint loads without renaming (``../shared/docs/reference_semantics.md`` §3, §4, §7.3, not shipped).
+official checkpoint loads without renaming (``docs/reference_semantics.md`` §3, §4, §7.3).
 """
 
 from __future__ import annotations

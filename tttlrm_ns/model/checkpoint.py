@@ -1,6 +1,6 @@
 """Model weights on disk: the official ``.pt`` checkpoint and our own safetensors + config files.
 
-Official format (``../shared/docs/reference_semantics.md`` §7.3, not shipped):
+Official format (``docs/reference_semantics.md`` §7.3):
 ``torch.save({'model': state_dict, ...})`` with the keys of ``official_full_config_state_dict_shapes.json``; frozen
 auxiliary networks (``depth_anything.*``, ``perceptual_loss_module.*``) may be present and are ignored. The official
 loader uses ``strict=False``; we check every key and shape first and load nothing unless all fit.

@@ -2,7 +2,7 @@
 
 One dataclass holds every knob of the model. Field docstrings become tyro CLI help. Defaults are the
 released full-size model (``configs/dl3dv_full.yaml`` of the official code, see
-``../shared/docs/reference_semantics.md`` §0, not shipped); small presets live in :mod:`tttlrm_ns.model.presets`.
+``docs/reference_semantics.md`` §0); small presets live in :mod:`tttlrm_ns.model.presets`.
 
 Switches named ``*_compat`` or ``duplicate_virtual_views`` reproduce a behaviour of the official code that
 we consider a bug or a waste; the clean behaviour is the default unless the two agree numerically.

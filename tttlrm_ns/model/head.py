@@ -1,4 +1,4 @@
-"""Decoder output -> per-pixel Gaussians (``../shared/docs/reference_semantics.md`` §5, not shipped).
+"""Decoder output -> per-pixel Gaussians (``docs/reference_semantics.md`` §5).
 
 Per Gaussian channel layout (``C = 11 + 3K``): ``[xyz(3) | SH(3K, coefficient-major, RGB last) | log-scale(3)
 | quaternion(4) | opacity(1)]``. Gaussians are ordered patch-major: view, patch row, patch column, row in

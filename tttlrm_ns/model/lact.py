@@ -4,7 +4,7 @@ The fast-weight network is a SwiGLU MLP ``f_W(z) = (silu(z W0) * (z W2)) W1`` wi
 ``W1: [m, dh]``, one copy per (batch element, head). A *schedule* is a list of :class:`TTTOp`: each op
 either updates the fast weights from the keys/values of a token range, or applies the current weights to
 the queries of a range. The official model uses two schedules
-(``../shared/docs/reference_semantics.md`` §4.6.1, not shipped):
+(``docs/reference_semantics.md`` §4.6.1):
 
 * full: one update from all input tokens, then every token reads the updated weights;
 * ar: sequential updates over chunks of input tokens, then every token reads the final weights.

@@ -1,4 +1,4 @@
-"""Per-pixel rays and the 12-channel model input (``../shared/docs/reference_semantics.md`` §2, not shipped).
+"""Per-pixel rays and the 12-channel model input (``docs/reference_semantics.md`` §2).
 
 Pixel-centre rule: pixel column ``u`` and row ``v`` sample the image at ``(u + 0.5, v + 0.5)`` in the
 OpenCV pixel frame whose ``fx, fy, cx, cy`` the caller passes.

@@ -3,7 +3,7 @@
 Reading order: encode rays + colours per pixel, patchify and embed (:meth:`LaCTBackbone.encode`), a stack of LaCT
 blocks (:meth:`TttlrmModel.run_blocks`: per-view attention, test-time-training layer over the whole sequence, MLP),
 decode one Gaussian per pixel of the decoded ("virtual") views (:meth:`TttlrmModel.decode`). Semantics:
-``../shared/docs/reference_semantics.md`` §2-§5, not shipped.
+``docs/reference_semantics.md`` §2-§5.
 
 One inference path. ``forward`` is exactly ``encode -> run_blocks -> decode``. The nerfstudio prediction
 (:func:`tttlrm_ns.infer.predict.predict_gaussians`) runs the same stages, encoding and decoding ``chunk_views`` views at
@@ -580,7 +580,7 @@ class TttlrmModel(LaCTBackbone):
         per-layer states returned by the previous call, or the initial weights), then the chunk reads the
         updated weights. Gaussians of a chunk therefore never depend on later views, unlike the official
         autoregressive scan, where every token reads the final weights
-        (``../shared/docs/reference_semantics.md`` Q7, not shipped).
+        (``docs/reference_semantics.md`` Q7).
 
         Returns the chunk's Gaussians and the states to pass with the next chunk.
         """

@@ -32,9 +32,9 @@ from torch.cuda.amp.grad_scaler import GradScaler
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
-# BUNDLED_CHECKPOINT: the bundled demo weights (defined once in tttlrm_ns/__init__.py); DEFAULT_WEIGHTS below
-# says which method uses which bundled file.
-from tttlrm_ns import BUNDLED_CHECKPOINT
+# BUNDLED_CHECKPOINT: the superseded demo weights (defined once in tttlrm_ns/__init__.py). No method loads them by
+# default (DEFAULT_WEIGHTS below); the error for missing scene weights names them as an explicit choice.
+from tttlrm_ns import ASSETS, BUNDLED_CHECKPOINT
 from tttlrm_ns import infer
 from tttlrm_ns.geometry.depth_range import DepthRangeError
 from tttlrm_ns.geometry.free_space import FreeSpaceConfig
@@ -47,17 +47,18 @@ from tttlrm_ns.ns.model import TttlrmNSModelConfig
 from tttlrm_ns.infer.predict import GIB, available_memory, estimate_memory, keep_fraction
 
 
-WEIGHTS_DIR = BUNDLED_CHECKPOINT.parent
+WEIGHTS_DIR = ASSETS / "weights"
 """Folder of the bundled weights (``tttlrm_ns/assets/weights``)."""
 
-DEFAULT_WEIGHTS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("scene", "full"): ("tttlrm_scene.safetensors", BUNDLED_CHECKPOINT.name),
-    ("scene", "ar"): ("tttlrm_scene_ar.safetensors",),
-    ("object", "full"): ("tttlrm_object.safetensors",),
+DEFAULT_WEIGHTS: dict[tuple[str, str], str] = {
+    ("scene", "full"): "tttlrm_scene.safetensors",
+    ("scene", "ar"): "tttlrm_scene_ar.safetensors",
+    ("object", "full"): "tttlrm_object.safetensors",
 }
-"""Default weights per (``method_kind``, scan) when ``--pipeline.model.checkpoint`` is not given: the first file of
-the tuple that exists in :data:`WEIGHTS_DIR`. A method whose files are all absent stops with a message; it never
-borrows weights trained for another method (``tttlrm`` uses the small demo model until ``tttlrm_scene`` exists)."""
+"""Default weights per (``method_kind``, scan) when ``--pipeline.model.checkpoint`` is not given: one file in
+:data:`WEIGHTS_DIR`. When it is absent the method stops with a message naming the file and the flag; nothing takes its
+place, neither weights trained for another method nor the superseded demo weights (:data:`BUNDLED_CHECKPOINT`), which
+load only when passed by path: a run silently using other weights would report numbers of a model nobody chose."""
 
 OFFICIAL_PRESET_BY_NAME = {"dl3dv_full.pt": "official_full", "dl3dv_ar.pt": "official_ar"}
 """The released ``.pt`` files have the same tensors for both scans, so the scan can only come from the file name
@@ -207,20 +208,26 @@ class TttlrmPipeline(VanillaPipeline):
         return self.config.model.scan or "full"
 
     def default_weights(self) -> Path:
-        """The bundled weights of this method (:data:`DEFAULT_WEIGHTS`); an error when none are installed."""
+        """The bundled weights of this method (:data:`DEFAULT_WEIGHTS`); an error naming the file and the flag when
+        that file is missing (no other weights are tried)."""
         key = (self.config.method_kind, self.expected_scan())
-        names = DEFAULT_WEIGHTS.get(key, ())
-        for name in names:
-            if (WEIGHTS_DIR / name).is_file():
-                return WEIGHTS_DIR / name
+        name = DEFAULT_WEIGHTS.get(key)
+        if name is not None and (WEIGHTS_DIR / name).is_file():
+            return WEIGHTS_DIR / name
         method = _METHOD_FOR.get(key, "this method")
-        where = f" (expected {WEIGHTS_DIR / names[0]})" if names else ""
+        where = f": {WEIGHTS_DIR / name} is missing" if name is not None else ""
+        demo = WEIGHTS_DIR / BUNDLED_CHECKPOINT.name
+        # The superseded demo model fits the scene full-scan methods, so say how to choose it rather than leave the
+        # user to find it; it is an explicit choice, never the default.
+        demo_hint = (f" The superseded demo weights are not used in its place either; to run them, pass "
+                     f"--pipeline.model.checkpoint {demo}." if key == ("scene", "full") and demo.is_file() else "")
         raise PredictionError(
             f"{method} ({key[0]}s, {_SCAN_WORDS.get(key[1], key[1])}) has no bundled weights{where}, and weights "
             "trained for another method are not substituted. Pass --pipeline.model.checkpoint PATH with weights "
             "trained for it: a .safetensors file written by `tttlrm-train` (see the README's training section and "
             "configs/) or an official tttLRM .pt checkpoint (with --pipeline.model.model-preset "
             f"{'object_level' if key[0] == 'object' else 'official_ar' if key[1] == 'ar' else 'official_full'})."
+            + demo_hint
         )
 
     def _official_preset(self, path: Path) -> str:

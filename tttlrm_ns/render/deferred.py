@@ -2,7 +2,7 @@
 
 Rendering ``C`` target views of ``N`` Gaussians with autograd keeps every view's projection, tile lists and
 per-pixel compositing state alive until ``backward`` -- memory grows linearly with the number of views and
-pixels. Long-LRM / tttLRM avoid this (``../shared/docs/reference_semantics.md`` §6.2, not shipped): a custom autograd
+pixels. Long-LRM / tttLRM avoid this (``docs/reference_semantics.md`` §6.2): a custom autograd
 function
 
 * **forward**: renders all views (optionally patch by patch) under ``torch.no_grad`` and saves only the

@@ -28,7 +28,7 @@ from tttlrm_ns.train.triplane import TriplaneTrainConfig
 
 @dataclass
 class DataConfig:
-    """Scenes, resolution and view sampling (``../shared/docs/reference_semantics.md`` §1.5, not shipped)."""
+    """Scenes, resolution and view sampling (``docs/reference_semantics.md`` §1.5)."""
 
     scenes: tuple[str, ...] = ()
     """Scene folders (holding ``opencv_cameras.json``), JSON files listing scene paths, or glob patterns."""
@@ -85,7 +85,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW + linear warm-up + cosine decay (``../shared/docs/reference_semantics.md`` §7.1, not shipped)."""
+    """AdamW + linear warm-up + cosine decay (``docs/reference_semantics.md`` §7.1)."""
 
     lr: float = 3e-4
     """Peak learning rate."""
@@ -112,7 +112,7 @@ class OptimConfig:
 
 @dataclass
 class LossConfig:
-    """Weights of the training loss terms (``../shared/docs/reference_semantics.md`` §6.3, not shipped)."""
+    """Weights of the training loss terms (``docs/reference_semantics.md`` §6.3)."""
 
     mse: float = 1.0
     perceptual: float = 0.5

@@ -8,7 +8,7 @@ the input and target views all come from ``numpy.random.default_rng([seed, step,
 * the data position in a checkpoint is just the step number, and a resumed run sees exactly the same samples;
 * sequence-parallel ranks of one group draw the same sample and load only their share of its views.
 
-View sampling ("window"; ``../shared/docs/reference_semantics.md`` §1.5, not shipped): frame distance
+View sampling ("window"; ``docs/reference_semantics.md`` §1.5): frame distance
 ``U{window_min .. min(window_max, F-1)}``, window start uniform, ``frames_per_window`` frames loaded = both ends +
 distinct random frames strictly inside, in random order. Inputs: the first ``N_in`` of that list, or ``N_in`` evenly
 spaced sorted frames when ``N_in`` is below a quarter of the list (a clean form of the official stride rule).

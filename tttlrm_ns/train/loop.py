@@ -1,7 +1,7 @@
 """The training loop: one script from one CPU process to many GPUs (torchrun).
 
-Per optimiser step (the Long-LRM loop that tttLRM inherits; notes in ``../shared/docs/reference_semantics.md``
-§7.1, not shipped): ``accum`` micro steps, each
+Per optimiser step (the Long-LRM loop that tttLRM inherits; ``docs/reference_semantics.md`` §7.1): ``accum``
+micro steps, each
   images -> model (sequence-parallel shard) -> Gaussians -> all-gather over the sp group -> opacity pruning ->
   deferred rasterisation of this rank's target views -> MSE + LPIPS (+ opacity, depth, silhouette) -> backward;
 then gradient reduction, non-finite handling (nan -> 0, +-inf -> +-1e-3), global-norm clipping at

@@ -1,5 +1,4 @@
-"""Training loss terms as *partial sums over global counts* (``../shared/docs/reference_semantics.md`` §6.3,
-not shipped).
+"""Training loss terms as *partial sums over global counts* (``docs/reference_semantics.md`` §6.3).
 
 Under sequence parallelism a rank holds a share of the target views and of the Gaussians. Each term is therefore
 ``sum over the local elements / number of elements of the whole sample``: summing the ranks' values gives exactly
