@@ -57,7 +57,7 @@ from tttlrm_ns.eval.metrics import psnr, ssim
 from tttlrm_ns.eval.protocol import mean_colour_image, nearest_input_view
 from tttlrm_ns.gaussians import Gaussians
 from tttlrm_ns.geometry.depth_range import DepthRangeError
-from tttlrm_ns.infer import ReconstructConfig
+from tttlrm_ns.infer import MvsInitConfig, ReconstructConfig
 
 REPO = Path(__file__).resolve().parents[2]
 TARGET_GAIN_DB = 2.0
@@ -96,6 +96,8 @@ class StressConfig:
     """The feed-forward's pruning, free-space filter, footprint filter and seed: the pipeline's defaults
     (--pipeline.prune.*, --pipeline.free-space.*, --pipeline.footprint-filter, --pipeline.seed). The footprint
     filter applies to the mvs baseline too."""
+    mvs: MvsInitConfig = field(default_factory=MvsInitConfig)
+    """The mvs baseline (the pipeline's ``--pipeline.init mvs``)."""
     ssim: bool = True
     """Also SSIM (scikit-image's, the paper's)."""
     lpips: bool = False
@@ -270,7 +272,7 @@ def mvs_baseline(vin: LoadedViews, vt: LoadedViews, cfg: StressConfig) -> Dict[s
     k = vin.fxfycxcy.float()
     norm = infer.normalise_for_model(vin.images, vin.c2w, vin.fxfycxcy, "mean_cam", "median_depth")
     rng = norm.depth_range
-    g = infer.mvs_gaussians(vin.images, norm.c2w, k, *norm.frame_range())
+    g = infer.mvs_gaussians(vin.images, norm.c2w, k, *norm.frame_range(), cfg.mvs)
     g = infer.footprint_filtered(g, norm.c2w, k, h, w, cfg.reconstruct.footprint_filter)
     c2w_t = norm.transform.apply(vt.c2w.double()).float()
     pred, coverage = _render_targets(g, c2w_t, vt, _BACKGROUNDS["white"], cfg.backend)

@@ -36,7 +36,7 @@ from tttlrm_ns.conventions import camera_rays, fxfycxcy_to_K
 from tttlrm_ns.data.normalize import SceneTransform, compute_transform, scale_to_depth
 from tttlrm_ns.gaussians import Gaussians, PruneConfig, input_footprint, rotation_to_quat, widen_to_footprint
 from tttlrm_ns.geometry.depth_range import DepthRange, range_from_points, range_from_views
-from tttlrm_ns.geometry.free_space import FreeSpaceConfig
+from tttlrm_ns.geometry.free_space import FreeSpaceConfig, free_space_mask
 from tttlrm_ns.geometry.plane_sweep import PlaneSweepConfig, fill_depth, plane_sweep
 from tttlrm_ns.infer.predict import predict_gaussians
 from tttlrm_ns.model import TttlrmModel
@@ -173,6 +173,9 @@ class MvsInitConfig:
     sigma_pixels: float = 0.5
     """Gaussian standard deviation in (downsampled) pixels at its depth: 0.5 tiles the pixels without blurring."""
     opacity: float = 0.9
+    free_space: FreeSpaceConfig = field(default_factory=lambda: FreeSpaceConfig(tolerance=0.0, min_views=2))
+    """Leave out the pixels whose point other views see through (:mod:`tttlrm_ns.geometry.free_space`, on the
+    filled depth maps; tolerance 0: off)."""
 
 
 @torch.no_grad()
@@ -202,6 +205,8 @@ def mvs_gaussians(images: Tensor, c2w: Tensor, fxfycxcy: Tensor, near: float, fa
     world = torch.einsum("vij,vhwj->vhwi", rot, cam) + c2w[:, None, None, :3, 3].float()
     colours = F.avg_pool2d(images.float(), cfg.downsample) if cfg.downsample > 1 else images.float()
     keep = torch.ones_like(depth, dtype=torch.bool) if cfg.fill_holes else sweep.confidence > cfg.min_confidence
+    if cfg.free_space.enabled:
+        keep &= free_space_mask(depth, c2w, k, cfg.free_space)
     n = int(keep.sum())
     size = (depth / k[:, 0, None, None] * cfg.sigma_pixels)[keep]  # sigma_pixels pixels at the measured depth
     log_scales = torch.log(torch.stack([size, size, size * 0.1], -1).clamp_min(1e-8))
