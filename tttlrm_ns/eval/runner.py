@@ -136,7 +136,7 @@ def make_dataparser(cfg: SceneEvalConfig, scene: Path, train_frames: Optional[Li
     if train_frames is not None:
         raise ValueError(
             f"restricting the train split to the input views needs the opencv-cameras dataparser (scene {scene} uses "
-            f"{name}); convert the scene or disable the splatfacto baseline with --splatfacto.enabled False"
+            f"{name}); convert the scene or disable the splatfacto baseline with --splatfacto.no-enabled"
         )
     from nerfstudio.configs.dataparser_configs import all_dataparsers
 
