@@ -165,11 +165,21 @@ class TttlrmPipeline(VanillaPipeline):
         """Positions (in the train split) of the model's input views; empty when loaded from a finished run."""
         if test_mode == "val":  # ns-train; eval / export / viewer load the Gaussians from the checkpoint
             gaussians, self.input_indices = self.predict()
-            self.model.set_gaussians(gaussians)  # type: ignore[attr-defined]
-            CONSOLE.log(f"tttLRM: {gaussians.num} Gaussians installed")
+            self.install_prediction(gaussians)
         self._refine_order = torch.randperm(
             max(len(self.input_indices), 1), generator=torch.Generator().manual_seed(config.seed)
         ).tolist()
+
+    def install_prediction(self, gaussians: Gaussians) -> None:
+        """Hand the prediction to the model. With refinement on, the model keeps refinement's starting set instead
+        (:meth:`~tttlrm_ns.ns.model.TttlrmNSModel.set_gaussians`: merged to ``refine.max_gaussians`` by default): this
+        is where the prediction is first changed, before the trainer builds the optimizers. (``tttlrm-eval`` scores
+        the raw prediction here, as its feed-forward row.)"""
+        model = self.model
+        model.set_gaussians(gaussians)  # type: ignore[attr-defined]
+        prep = model.config.refine.preparation(gaussians.num) if model.config.refine.active else None  # type: ignore
+        CONSOLE.log(f"tttLRM: {model.num_points} Gaussians installed"  # type: ignore[attr-defined]
+                    + (f" (refinement's starting set: {prep} from the {gaussians.num} predicted)" if prep else ""))
 
     # --- data -------------------------------------------------------------------------------------------------------
     def _check_images(self) -> None:
