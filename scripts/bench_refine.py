@@ -168,6 +168,7 @@ def _preload_extension() -> None:
 def run(args) -> Dict[str, Any]:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     _preload_extension()
+    from tttlrm_ns.eval.race import portable_path
     from tttlrm_ns.eval.runner import run_iterations
 
     out_dir = Path(tempfile.mkdtemp(prefix="bench_refine_"))
@@ -241,7 +242,7 @@ def run(args) -> Dict[str, Any]:
         record(len(step_times))
     st = sorted(step_times[len(step_times) // 10:]) or [float("nan")]
     return {
-        "label": args.label, "method": args.method, "views": args.views, "data": str(args.data),
+        "label": args.label, "method": args.method, "views": args.views, "data": portable_path(args.data),
         "sets": args.set, "setup_cpu_s": setup_cpu, "setup_wall_s": setup_wall, "n_train": n_train,
         "steps": len(step_times), "median_step_s": st[len(st) // 2], "stopped": stopped, "points": points,
         "threads": torch.get_num_threads(), "host": platform.node(),
@@ -371,9 +372,9 @@ def main() -> None:
         result = run(args)
     else:
         result = cost(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "a") as f:
-        f.write(json.dumps(result) + "\n")
+    from tttlrm_ns.eval.race import append_run
+
+    append_run(args.out, result)  # paths relative to the repository: the race JSONL is committed
 
 
 if __name__ == "__main__":

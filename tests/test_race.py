@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from pathlib import Path
 
-from tttlrm_ns.eval.race import load_runs, psnr_at, race_markdown, race_table, verdicts
+from tttlrm_ns.eval.race import (append_run, load_runs, portable_path, psnr_at, race_markdown, race_table, scene_of,
+                                 verdicts)
 
 
 def _run(label, method, pts, views="input", data="/x/sample_scene"):
@@ -53,3 +56,54 @@ def test_table_and_page_section(tmp_path):
     md = race_markdown(runs, tmp_path / "img")
     assert (tmp_path / "img" / "refine_race_sample_scene.png").stat().st_size > 10_000
     assert "![refinement race, sample_scene](img/refine_race_sample_scene.png)" in md and "behind at some" in md
+
+
+def _absolute_strings(value, found=None):
+    """Every string of a JSON value that is an absolute path or a ``key=/abs/path`` override."""
+    found = [] if found is None else found
+    if isinstance(value, dict):
+        for v in value.values():
+            _absolute_strings(v, found)
+    elif isinstance(value, list):
+        for v in value:
+            _absolute_strings(v, found)
+    elif isinstance(value, str) and (os.path.isabs(value) or os.path.isabs(value.partition("=")[2])):
+        found.append(value)
+    return found
+
+
+def test_race_records_are_written_without_absolute_paths(tmp_path, monkeypatch):
+    """The race JSONL is committed: a record names its data relative to the repository, never by a machine path."""
+    repo = Path(__file__).resolve().parents[1]
+    rec = dict(OURS, data=str(repo / "tttlrm_ns" / "assets" / "sample_scene"),
+               sets=["pipeline.model.checkpoint=/opt/elsewhere/w.safetensors",
+                     f"pipeline.datamanager.data={repo.parent / 'shared' / 'data' / 'mydesk'}",
+                     "pipeline.model.refine.max_gaussians=60000"])
+    out = tmp_path / "race.jsonl"
+    append_run(out, rec)
+    append_run(out, dict(THEIRS, data=Path("/somewhere/else/sample_scene")))
+    monkeypatch.chdir(repo)  # a relative --data is read from the current directory, as the command read it
+    append_run(out, dict(OURS, data="tests/assets/mydesk_mini"))
+    lines = out.read_text().splitlines()
+    assert len(lines) == 3 and "\"/" not in out.read_text()
+    runs = load_runs([out])
+    assert [_absolute_strings(r) for r in runs] == [[], [], []]
+    assert [r["data"] for r in runs] == ["tttlrm_ns/assets/sample_scene", "sample_scene", "tests/assets/mydesk_mini"]
+    assert runs[0]["sets"] == ["pipeline.model.checkpoint=w.safetensors",
+                               "pipeline.datamanager.data=../shared/data/mydesk",
+                               "pipeline.model.refine.max_gaussians=60000"]
+    assert runs[0]["points"] == OURS["points"] and scene_of(runs[1]) == "sample_scene"
+
+
+def test_portable_path_forms(tmp_path):
+    repo = tmp_path / "checkout"
+    assert portable_path(repo / "a" / "b", repo) == "a/b"
+    assert portable_path(tmp_path / "shared" / "data" / "mydesk", repo) == "../shared/data/mydesk"
+    assert portable_path("/unrelated/x/scene", repo) == "scene"
+    assert portable_path("/data/scene", Path("/repo")) == "scene"  # never "../" up to the file-system root
+
+
+def test_committed_race_runs_hold_no_absolute_paths():
+    committed = Path(__file__).resolve().parents[1] / "docs" / "refine_race.jsonl"
+    runs = load_runs([committed])
+    assert runs and [_absolute_strings(r) for r in runs] == [[] for _ in runs]

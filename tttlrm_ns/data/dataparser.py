@@ -27,8 +27,9 @@ Folders from ``ns-process-data``
     ``nerfstudio-data`` subcommand to set that parser's options.
 
 Metadata (``DataparserOutputs.metadata``) for the tttLRM method: ``opencv_scene_file`` (str), ``frame_indices``
-(file frame index of each camera of this split), ``scene_extras`` (top-level json keys such as
-``fold_8_kmeans_32_input``).
+(file frame index of each camera of this split), ``opencv_c2w`` (their OpenCV c2w [n, 4, 4] float64 as the file
+stores them: the input-view k-means runs on these, as :func:`tttlrm_ns.data.views.paper_protocol` does; nerfstudio's
+float32 cameras would move near-ties), ``scene_extras`` (top-level json keys such as ``fold_8_kmeans_32_input``).
 """
 
 from __future__ import annotations
@@ -215,6 +216,7 @@ class OpencvCameras(DataParser):
             metadata={
                 "opencv_scene_file": str(scene.scene_file),
                 "frame_indices": idx,
+                "opencv_c2w": scene.c2w[idx].clone(),
                 "scene_extras": dict(scene.extras),
             },
         )

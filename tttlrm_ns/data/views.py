@@ -7,10 +7,14 @@ Paper protocol (the official evaluation scripts; ``docs/reference_semantics.md``
 test frames are the indices ``≡ 0 (mod 8)``; the ``N`` input frames are the scene file's ``fold_8_kmeans_{N}_input``
 list when present, otherwise k-means with ``N`` clusters on the non-test frames (feature = ``[camera centre, camera
 z-axis]`` in the file's world frame), the nearest frame to each centre, sorted (duplicates kept, as in the official
-code). k-means uses scikit-learn's ``KMeans(n_clusters=N, random_state=0, n_init="auto")`` like the official code
-when scikit-learn is installed (results depend on its version; pinned in pyproject.toml); otherwise a seeded
-k-means++ / Lloyd implementation in numpy (``backend="numpy"``), which is deterministic but not bit-identical to
-scikit-learn.
+code). k-means is scikit-learn's ``KMeans(n_clusters=N, random_state=0, n_init="auto")`` like the official code, and
+nothing else: results depend on its version (pinned in pyproject.toml), and a second implementation would choose
+other views wherever it was used instead.
+
+One selection for everything: :func:`select_views` (the candidates' file poses, their frame indices and the scene's
+precomputed list) is what :func:`paper_protocol` and the nerfstudio pipelines (``ns-train``, ``tttlrm-eval``) call,
+on the file's own float64 poses. The k-means features of poses that went through float32 (nerfstudio's cameras)
+differ by ~1e-7, enough to flip near-ties between neighbouring frames.
 """
 
 from __future__ import annotations
@@ -79,42 +83,11 @@ def camera_features(c2w: Tensor, float32_w2c: bool = True) -> np.ndarray:
     return np.concatenate([c[:, :3, 3], c[:, :3, 2]], axis=1)
 
 
-def _kmeans_numpy(x: np.ndarray, k: int, seed: int, iters: int = 300, restarts: int = 4) -> np.ndarray:
-    """Seeded k-means++ initialisation + Lloyd iterations; best of ``restarts`` by inertia. Returns centres [k, D]."""
-    rng = np.random.default_rng(seed)
-    best, best_inertia = None, np.inf
-    for _ in range(restarts):
-        centres = [x[rng.integers(len(x))]]
-        d2 = ((x - centres[0]) ** 2).sum(1)
-        for _ in range(1, k):
-            p = d2 / d2.sum() if d2.sum() > 0 else np.full(len(x), 1 / len(x))
-            centres.append(x[rng.choice(len(x), p=p)])
-            d2 = np.minimum(d2, ((x - centres[-1]) ** 2).sum(1))
-        c = np.stack(centres)
-        for _ in range(iters):
-            dist = ((x[:, None] - c[None]) ** 2).sum(-1)  # [F, k]
-            lab = dist.argmin(1)
-            counts = np.bincount(lab, minlength=k)
-            sums = np.zeros_like(c)
-            np.add.at(sums, lab, x)
-            new = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], c)
-            if np.allclose(new, c, atol=1e-12, rtol=0):
-                c = new
-                break
-            c = new
-        inertia = ((x[:, None] - c[None]) ** 2).sum(-1).min(1).sum()
-        if inertia < best_inertia:
-            best, best_inertia = c, inertia
-    assert best is not None
-    return best
-
-
 def kmeans_views(
     c2w: Tensor,
     n: int,
     candidates: Optional[Sequence[int]] = None,
     seed: int = 0,
-    backend: Literal["auto", "sklearn", "numpy"] = "auto",
     where: str = "",
 ) -> list[int]:
     """Choose ``n`` views among ``candidates`` by k-means on camera features; sorted, duplicates kept.
@@ -126,21 +99,15 @@ def kmeans_views(
     cand = np.arange(len(c2w)) if candidates is None else np.asarray(list(candidates), dtype=np.int64)
     _check_count(len(cand), n, "input views", where)
     feats = camera_features(c2w)[cand]
-    if backend == "auto":
-        try:
-            import sklearn  # noqa: F401
-
-            backend = "sklearn"
-        except ImportError:
-            backend = "numpy"
-    if backend == "sklearn":
+    try:
         from sklearn.cluster import KMeans
-
-        centres = KMeans(n_clusters=n, random_state=seed, n_init="auto").fit(feats).cluster_centers_
-    elif backend == "numpy":
-        centres = _kmeans_numpy(feats, n, seed)
-    else:
-        raise ValueError(f"k-means backend must be 'auto', 'sklearn' or 'numpy', got {backend!r}")
+    except ImportError as e:
+        raise ImportError(
+            "k-means input-view selection needs scikit-learn (a dependency of tttlrm_ns, pinned in pyproject.toml: "
+            "`pip install scikit-learn==1.9.1`), or choose the views another way (--pipeline.views.mode evenly / "
+            "every_k / all)"
+        ) from e
+    centres = KMeans(n_clusters=n, random_state=seed, n_init="auto").fit(feats).cluster_centers_
     nearest = ((centres[:, None, :] - feats[None]) ** 2).sum(-1).argmin(1)  # [n]
     return sorted(int(cand[j]) for j in nearest)
 
@@ -158,16 +125,14 @@ def paper_protocol(
     num_inputs: int,
     interval: int = 8,
     use_precomputed: bool = True,
-    backend: Literal["auto", "sklearn", "numpy"] = "auto",
 ) -> ViewSplit:
-    """The DL3DV evaluation protocol (see the module docstring): test = every ``interval``-th frame, inputs =
-    k-means of the rest."""
+    """The DL3DV evaluation protocol (see the module docstring): test = every ``interval``-th frame, inputs = the
+    scene's precomputed list or k-means of the rest, by :func:`select_views` (what the pipelines run)."""
     train, test = eval_split(len(scene), interval)
-    where = f"{scene.scene_file}: "
-    pre = scene.precomputed_inputs(num_inputs) if use_precomputed and interval == 8 else None
-    if pre is not None:
-        return ViewSplit(sorted(pre), test)
-    return ViewSplit(kmeans_views(scene.c2w, num_inputs, train, backend=backend, where=where), test)
+    pre = scene.precomputed_inputs(num_inputs) if use_precomputed else None
+    pos = select_views(scene.c2w[train], ViewSelectionConfig(mode="kmeans", num_views=num_inputs),
+                       where=f"{scene.scene_file}: ", frames=train, precomputed=pre)
+    return ViewSplit([train[p] for p in pos], test)
 
 
 @dataclass
@@ -184,8 +149,32 @@ class ViewSelectionConfig:
     """k-means random_state."""
 
 
-def select_views(c2w: Tensor, config: ViewSelectionConfig, where: str = "") -> list[int]:
-    """Indices into ``c2w`` [F, 4, 4] (the candidate frames) chosen per ``config``."""
+def precomputed_positions(listed: Sequence[int], frames: Sequence[int]) -> Optional[list[int]]:
+    """Positions among the candidates (file frame indices ``frames``) of a precomputed input list (file frame
+    indices, e.g. ``fold_8_kmeans_{N}_input``), sorted, duplicates kept; None when the list names a frame that is not
+    a candidate (held out by this split, or outside the train frames): it was made for another split."""
+    pos = {int(f): i for i, f in enumerate(frames)}
+    if not all(int(f) in pos for f in listed):
+        return None
+    return sorted(pos[int(f)] for f in listed)
+
+
+def select_views(
+    c2w: Tensor,
+    config: ViewSelectionConfig,
+    where: str = "",
+    frames: Optional[Sequence[int]] = None,
+    precomputed: Optional[Sequence[int]] = None,
+) -> list[int]:
+    """Indices into ``c2w`` [F, 4, 4] (the candidate frames) chosen per ``config``, sorted.
+
+    Args:
+        c2w: the candidates' OpenCV camera-to-world in the scene file's world frame (k-means features), float64 as
+            read from the file when there is one (see the module docstring).
+        frames: the candidates' file frame indices (default ``0..F-1``); only used to place ``precomputed``.
+        precomputed: with mode 'kmeans', the scene's precomputed input list (file frame indices), used instead of
+            k-means when every frame of it is a candidate (:func:`precomputed_positions`).
+    """
     f = len(c2w)
     if config.mode == "all":
         return select_all(f)
@@ -194,5 +183,9 @@ def select_views(c2w: Tensor, config: ViewSelectionConfig, where: str = "") -> l
     if config.mode == "evenly":
         return select_evenly_spaced(f, config.num_views, where)
     if config.mode == "kmeans":
+        if precomputed is not None:
+            pos = precomputed_positions(precomputed, range(f) if frames is None else frames)
+            if pos is not None:
+                return pos
         return kmeans_views(c2w, config.num_views, seed=config.seed, where=where)
     raise ValueError(f"view selection mode must be all/every_k/evenly/kmeans, got {config.mode!r}")

@@ -12,7 +12,7 @@ Examples::
 
     # object-level model on an object scene (e.g. a Google Scanned Objects render), no splatfacto baseline
     tttlrm-eval path/to/gso_toy --method tttlrm-object --num-views 8 --input-long-side 256 \\
-        --splatfacto.enabled False
+        --splatfacto.no-enabled
 
 Per scene: the input views are chosen as in the paper (every 8th frame held out; N views by k-means on the other
 frames' cameras, or the scene's ``fold_8_kmeans_{N}_input`` list), the held-out frames are rendered at the dataset's

@@ -5,16 +5,69 @@ Runs are the JSON lines ``scripts/bench_refine.py run`` appends (one curve each:
 This module turns them into what a reader looks at: one figure per scene, the table of PSNR at fixed budgets, and
 the verdict per budget (is tttlrm + refinement at or above splatfacto-cpu with the same views?), so the page says
 what the curves say and nothing typed in.
+
+Runs are appended with :func:`append_run`, which stores paths (``data``, paths in ``sets`` overrides) relative to
+the repository (:func:`portable_path`): the JSONL is committed (``docs/refine_race.jsonl``) and must read the same
+in every checkout, without the absolute paths of the machine that ran it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 MARKS = (10, 15, 20, 30, 60, 120, 300)
 """Budgets (CPU seconds since setup start) of the table and the verdict."""
+
+REPO = Path(__file__).resolve().parents[2]
+"""The repository holding this package (what recorded paths are relative to)."""
+
+
+def portable_path(path: Any, repo: Path = REPO) -> str:
+    """``path`` as a race record stores it: relative to ``repo`` when inside it (``tttlrm_ns/assets/sample_scene``),
+    relative to it through its parent folder for data in a folder next to the checkout (``../data/mydesk``), else
+    only the last component (the scene name, all the race reads of it).
+
+    A relative ``path`` is taken from the current directory, as the command that received it would.
+    """
+    p = Path(os.path.abspath(os.fspath(path)))
+    repo = Path(os.path.abspath(repo))
+    if p == repo or repo in p.parents:
+        return p.relative_to(repo).as_posix()
+    if repo.parent != Path(repo.anchor) and repo.parent in p.parents:  # not "../" up to the root
+        return "../" + p.relative_to(repo.parent).as_posix()
+    return p.name
+
+
+def portable_record(value: Any, repo: Path = REPO) -> Any:
+    """A copy of a run record (any JSON value) in which every absolute path is :func:`portable_path`'s form:
+    strings that are absolute paths, and the value of ``key=/abs/path`` override strings (``--set``)."""
+    if isinstance(value, dict):
+        return {k: portable_record(v, repo) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable_record(v, repo) for v in value]
+    if isinstance(value, Path):
+        value = os.fspath(value)
+    if isinstance(value, str):
+        if os.path.isabs(value):
+            return portable_path(value, repo)
+        key, eq, rest = value.partition("=")
+        if eq and os.path.isabs(rest):
+            return f"{key}={portable_path(rest, repo)}"
+    return value
+
+
+def append_run(out: Path, record: Dict[str, Any], repo: Path = REPO) -> Dict[str, Any]:
+    """Append ``record`` (made portable, see :func:`portable_record`) as one JSON line to ``out``; returns what
+    was written."""
+    rec = portable_record(record, repo)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    return rec
 
 
 def load_runs(paths: Iterable[Path]) -> List[Dict[str, Any]]:
@@ -136,4 +189,5 @@ def race_markdown(runs: Sequence[Dict[str, Any]], img_dir: Path, img_prefix: str
     return "\n".join(parts)
 
 
-__all__ = ["MARKS", "load_runs", "psnr_at", "race_figure", "race_markdown", "race_table", "scene_of", "verdicts"]
+__all__ = ["MARKS", "append_run", "load_runs", "portable_path", "portable_record", "psnr_at", "race_figure",
+           "race_markdown", "race_table", "scene_of", "verdicts"]

@@ -90,9 +90,9 @@ def plot_quality_vs_time(result: Dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ours = result["curves"]["tttlrm"]
     ax.plot([c["seconds"] for c in ours], [c["psnr"] for c in ours], "o-", color="C0", label="tttLRM + K steps")
-    for c in ours:
-        ax.annotate(f"K={c['steps']}", (c["seconds"], c["psnr"]), textcoords="offset points", xytext=(4, -10),
-                    fontsize=7, color="C0")
+    for c in ours:  # label: "feed-forward", "merged, 0 steps" (refinement's starting set), "3 steps", ...
+        ax.annotate(c.get("label", f"K={c['steps']}"), (c["seconds"], c["psnr"]), textcoords="offset points",
+                    xytext=(4, -10), fontsize=7, color="C0")
     sf = [c for c in result["curves"].get("splatfacto_cpu", []) if c["seconds"] > 0]
     if sf:
         ax.plot([c["seconds"] for c in sf], [c["psnr"] for c in sf], "s-", ms=3, color="C1",

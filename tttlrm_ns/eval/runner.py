@@ -10,6 +10,11 @@ Everything runs through nerfstudio's own objects, in process, so the evaluation 
   ``train_iteration`` with its callbacks (the body of ``Trainer.train``), so the quality-vs-time curve is sampled
   from a single run. The run is saved as a normal nerfstudio run (``config.yml`` + checkpoint): ``ns-eval``,
   ``ns-export`` and ``ns-viewer`` load it.
+* **K = 0 is the raw prediction**: with refinement in the curve, the model replaces the prediction by refinement's
+  starting set when the pipeline installs it (merged to ``refine.max_gaussians``, 50k by default); the feed-forward
+  row is scored before that (:meth:`TttlrmPipeline.install_prediction`), so it equals a run without refinement. When
+  that preparation changes the set, the curve has a row of its own for it (``merged, 0 steps``), and its time counts
+  in the refinement's (``refine_s`` includes ``prepare_s``).
 * **Renders** of the held-out cameras are ``model.get_outputs_for_camera`` (the model's ``get_outputs``: the
   project's rasteriser) at the dataset's resolution, and the ground truth comes from the same datamanager
   (``fixed_indices_eval_dataloader``, what ``ns-eval`` scores).
@@ -136,7 +141,7 @@ def make_dataparser(cfg: SceneEvalConfig, scene: Path, train_frames: Optional[Li
     if train_frames is not None:
         raise ValueError(
             f"restricting the train split to the input views needs the opencv-cameras dataparser (scene {scene} uses "
-            f"{name}); convert the scene or disable the splatfacto baseline with --splatfacto.enabled False"
+            f"{name}); convert the scene or disable the splatfacto baseline with --splatfacto.no-enabled"
         )
     from nerfstudio.configs.dataparser_configs import all_dataparsers
 
@@ -276,13 +281,17 @@ def _save_png(img: Tensor, path: Path) -> None:
     tmp.replace(path)
 
 
-def _timed_pipeline_class():
+def _timed_pipeline_class(on_prediction: Optional[Callable[[Any], None]] = None):
+    """A TttlrmPipeline subclass for this evaluation; ``on_prediction(pipeline)`` is called with the raw prediction
+    installed in the model, before refinement's preparation replaces it (the feed-forward score)."""
     from tttlrm_ns.ns.pipeline import TttlrmPipeline
 
     class TimedTttlrmPipeline(TttlrmPipeline):
-        """TttlrmPipeline that records the wall time of its feed-forward prediction (``predict``)."""
+        """TttlrmPipeline that records the wall time of its feed-forward prediction (``predict``) and of the
+        preparation for refinement (``install_prediction``), and lets the evaluation score the raw prediction."""
 
         predict_seconds: float = float("nan")
+        prepare_seconds: float = 0.0
 
         def predict(self):  # type: ignore[override]
             dev = torch.device(self.device)
@@ -292,6 +301,17 @@ def _timed_pipeline_class():
                 torch.cuda.synchronize(dev)
             self.predict_seconds = time.perf_counter() - t0
             return out
+
+        def install_prediction(self, gaussians) -> None:  # type: ignore[override]
+            if on_prediction is not None:
+                self.model.set_gaussians(gaussians, prepare=False)  # type: ignore[attr-defined]
+                on_prediction(self)
+            dev = torch.device(self.device)
+            t0 = time.perf_counter()
+            super().install_prediction(gaussians)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            self.prepare_seconds = time.perf_counter() - t0
 
     return TimedTttlrmPipeline
 
@@ -334,7 +354,26 @@ def evaluate_scene(
     tc.data = None
     if cfg.save_runs:
         tc.save_config()
-    tc.pipeline._target = _timed_pipeline_class()  # only for this process; config.yml names TttlrmPipeline
+    ff: Dict[str, Any] = {}  # the raw prediction's scores (filled while the pipeline is built)
+
+    def score_feedforward(pipe) -> None:
+        """The held-out frames, and K = 0: the raw prediction (installed as is), scored before the pipeline hands
+        it to refinement's preparation (merge)."""
+        cams, gt, test_frames = _subset_test(cfg, *_gt_images(pipe))
+        grid_pos = cfg.grid_frame if cfg.grid_frame >= 0 else len(test_frames) // 2
+        if not 0 <= grid_pos < len(test_frames):
+            raise ValueError(f"--grid-frame {cfg.grid_frame}: the scene has {len(test_frames)} held-out frames")
+        ff.update(cams=cams, gt=gt, test_frames=test_frames, grid_pos=grid_pos, scorer=Scorer(gt),
+                  gaussians=int(pipe.model.num_points))
+        if ks[0] == 0:
+            pred = render_views(pipe.model, cams)
+            ff["psnr"] = ff["scorer"].psnr(pred)
+            if cfg.refine_steps == 0:
+                ff["full"] = ff["scorer"].full(pred)
+                _save_png(pred[grid_pos], out_dir / "grid" / "ours.png")
+
+    # only for this process; config.yml names TttlrmPipeline
+    tc.pipeline._target = _timed_pipeline_class(score_feedforward)
     torch.manual_seed(cfg.seed)
 
     with PeakMemory(device) as mem:
@@ -342,8 +381,7 @@ def evaluate_scene(
         trainer.setup()
         pipe = trainer.pipeline
         ckpt_path, _ = pipe.resolve_model_config()
-        cams, gt, test_frames = _subset_test(cfg, *_gt_images(pipe))
-        scorer = Scorer(gt)
+        cams, gt, test_frames, scorer, grid_pos = (ff[k] for k in ("cams", "gt", "test_frames", "scorer", "grid_pos"))
         H, W = gt.shape[-2:]
         train_meta = pipe.datamanager.train_dataset.metadata or {}
         train_frames = train_meta.get("frame_indices") or list(range(len(pipe.datamanager.train_dataset)))
@@ -354,25 +392,37 @@ def evaluate_scene(
             num_inputs=len(inputs), input_frames=input_frames, test_frames=test_frames,
             eval_resolution=[int(H), int(W)], num_frames=len(train_frames) + len(test_frames),
         )
-        ff_s = float(pipe.predict_seconds)
-        grid_pos = cfg.grid_frame if cfg.grid_frame >= 0 else len(test_frames) // 2
-        if not 0 <= grid_pos < len(test_frames):
-            raise ValueError(f"--grid-frame {cfg.grid_frame}: the scene has {len(test_frames)} held-out frames")
-        curve: List[Dict[str, float]] = []
+        ff_s, prep_s = float(pipe.predict_seconds), float(pipe.prepare_seconds)
+        curve: List[Dict[str, Any]] = []
         entries: Dict[str, Dict[str, Any]] = {}
-        refine_s, step = 0.0, 0
+
+        def add_point(label: str, k: int, seconds: float, psnr: float, gaussians: int) -> None:
+            curve.append({"steps": k, "label": label, "seconds": seconds, "psnr": psnr, "gaussians": gaussians})
+            log(f"{name}: tttLRM, {label}: PSNR {psnr:.2f} dB at {seconds:.1f} s ({gaussians:,} Gaussians)")
+
+        if ks[0] == 0:
+            add_point("feed-forward", 0, ff_s, ff["psnr"], ff["gaussians"])
+            if cfg.refine_steps == 0:
+                entries["tttlrm"] = {**ff["full"], "seconds": ff_s, "feedforward_s": ff_s, "refine_s": 0.0,
+                                     "prepare_s": 0.0, "refine_steps": 0, "gaussians": ff["gaussians"]}
+            prep = pipe.model.config.refine.preparation(ff["gaussians"]) if ks[-1] > 0 else None
+            if prep is not None:  # the installed starting set differs from the prediction: its own row
+                add_point(f"{prep}, 0 steps", 0, ff_s + prep_s, scorer.psnr(render_views(pipe.model, cams)),
+                          int(pipe.model.num_points))
+        refine_s, step = prep_s, 0  # the preparation is part of what refinement costs
         for k in ks:
+            if k == 0:
+                continue
             refine_s += run_iterations(trainer, step, k)
             step = k
             pred = render_views(pipe.model, cams)
-            curve.append({"steps": k, "seconds": ff_s + refine_s, "psnr": scorer.psnr(pred)})
+            add_point(f"{k} steps", k, ff_s + refine_s, scorer.psnr(pred), int(pipe.model.num_points))
             if k == cfg.refine_steps:
                 entries["tttlrm"] = {
                     **scorer.full(pred), "seconds": ff_s + refine_s, "feedforward_s": ff_s, "refine_s": refine_s,
-                    "refine_steps": k, "gaussians": int(pipe.model.num_points),
+                    "prepare_s": prep_s, "refine_steps": k, "gaussians": int(pipe.model.num_points),
                 }
                 _save_png(pred[grid_pos], out_dir / "grid" / "ours.png")
-            log(f"{name}: tttLRM + {k} steps: PSNR {curve[-1]['psnr']:.2f} dB at {curve[-1]['seconds']:.1f} s")
     entries["tttlrm"]["peak_memory_mib"] = mem.mib
     result["peak_memory_kind"] = mem.kind
     if cfg.save_runs:
@@ -400,10 +450,10 @@ def evaluate_scene(
             entries["mvs"] = {"error": str(e)}
             log(f"{name}: mvs (plane sweep, no network): not possible: {e}")
         else:
-            pipe.model.set_gaussians(g_mvs)
+            pipe.model.set_gaussians(g_mvs, prepare=False)  # a baseline without refinement: not merged either
             pred = render_views(pipe.model, cams)
             entries["mvs"] = {**scorer.full(pred), "seconds": time.perf_counter() - t_mvs,
-                              "gaussians": int(g_mvs.num)}
+                              "gaussians": int(pipe.model.num_points)}
             _save_png(pred[grid_pos], out_dir / "grid" / "mvs.png")
             log(f"{name}: mvs (plane sweep, no network): PSNR {entries['mvs']['psnr']:.2f} dB")
         entries["white"] = scorer.full(white_image(H, W).expand(len(gt), 3, H, W))

@@ -160,8 +160,13 @@ class TttlrmNSModel(SplatfactoModel):
 
     # --- Gaussians in and out -------------------------------------------------------------------------------
     @torch.no_grad()
-    def set_gaussians(self, g: Gaussians) -> None:
+    def set_gaussians(self, g: Gaussians, prepare: bool = True) -> None:
         """Install unbatched Gaussians [N, ...] (world frame of the cameras) as the model's parameters.
+
+        With refinement on (``refine.steps > 0``) and ``prepare``, what is installed is refinement's starting set
+        (:func:`~tttlrm_ns.ns.refine.prepare_gaussians`: at most ``refine.max_gaussians``, merged by default, and the
+        opacity cap), not ``g`` itself; ``prepare=False`` installs ``g`` as given (the raw prediction, e.g. to score
+        the feed-forward result of a run that refines afterwards, or a baseline that is never refined).
 
         The SH are stored at the prediction's degree, which becomes ``config.sh_degree`` (rendering and
         ``ns-export gaussian-splat`` read it); a prediction above the configured degree is refused (dropping bands
@@ -174,7 +179,7 @@ class TttlrmNSModel(SplatfactoModel):
                 f"the backbone predicts SH degree {g.sh_degree} but the model accepts at most degree "
                 f"{self._max_sh_degree}; set --pipeline.model.sh-degree {g.sh_degree}"
             )
-        if self.config.refine.active:  # the refinement's starting set (fewer Gaussians, opacity cap)
+        if prepare and self.config.refine.active:  # the refinement's starting set (fewer Gaussians, opacity cap)
             g = prepare_gaussians(g, self.config.refine)
         dev = self.device
         self.config.sh_degree = g.sh_degree

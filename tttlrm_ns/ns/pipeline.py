@@ -38,7 +38,7 @@ from tttlrm_ns import ASSETS, BUNDLED_CHECKPOINT
 from tttlrm_ns import infer
 from tttlrm_ns.geometry.depth_range import DepthRangeError
 from tttlrm_ns.geometry.free_space import FreeSpaceConfig
-from tttlrm_ns.data.views import ViewSelectionConfig, select_views
+from tttlrm_ns.data.views import ViewSelectionConfig, precomputed_positions, select_views
 from tttlrm_ns.gaussians import Gaussians, PruneConfig
 from tttlrm_ns.infer import ReconstructConfig
 from tttlrm_ns.model import TttlrmConfig, presets
@@ -166,11 +166,21 @@ class TttlrmPipeline(VanillaPipeline):
         """Positions (in the train split) of the model's input views; empty when loaded from a finished run."""
         if test_mode == "val":  # ns-train; eval / export / viewer load the Gaussians from the checkpoint
             gaussians, self.input_indices = self.predict()
-            self.model.set_gaussians(gaussians)  # type: ignore[attr-defined]
-            CONSOLE.log(f"tttLRM: {gaussians.num} Gaussians installed")
+            self.install_prediction(gaussians)
         self._refine_order = torch.randperm(
             max(len(self.input_indices), 1), generator=torch.Generator().manual_seed(config.seed)
         ).tolist()
+
+    def install_prediction(self, gaussians: Gaussians) -> None:
+        """Hand the prediction to the model. With refinement on, the model keeps refinement's starting set instead
+        (:meth:`~tttlrm_ns.ns.model.TttlrmNSModel.set_gaussians`: merged to ``refine.max_gaussians`` by default): this
+        is where the prediction is first changed, before the trainer builds the optimizers. (``tttlrm-eval`` scores
+        the raw prediction here, as its feed-forward row.)"""
+        model = self.model
+        model.set_gaussians(gaussians)  # type: ignore[attr-defined]
+        prep = model.config.refine.preparation(gaussians.num) if model.config.refine.active else None  # type: ignore
+        CONSOLE.log(f"tttLRM: {model.num_points} Gaussians installed"  # type: ignore[attr-defined]
+                    + (f" (refinement's starting set: {prep} from the {gaussians.num} predicted)" if prep else ""))
 
     # --- data -------------------------------------------------------------------------------------------------------
     def _check_images(self) -> None:
@@ -595,9 +605,11 @@ def select_input_views(datamanager, views: ViewSelectionConfig, use_precomputed:
                        log_prefix: str = "tttLRM") -> list[int]:
     """Positions in the train split of the model's input views (sorted, i.e. in frame order).
 
-    With k-means and ``use_precomputed``, the scene file's ``fold_8_kmeans_{N}_input`` list when all its frames are
-    in the train split (the paper's exact inputs); else :func:`tttlrm_ns.data.views.select_views` on the cameras in
-    the data's own frame (paper protocol). Shared by ``tttlrm`` and ``tttlrm-triplane``.
+    :func:`tttlrm_ns.data.views.select_views`, the selection :func:`~tttlrm_ns.data.views.paper_protocol` runs: with
+    k-means and ``use_precomputed``, the scene file's ``fold_8_kmeans_{N}_input`` list when all its frames are in the
+    train split (the paper's exact inputs); else k-means on the cameras in the data's own frame, the file's float64
+    poses when the dataparser passes them (``opencv_c2w``, the opencv-cameras dataparser), so the views equal
+    ``paper_protocol``'s. Shared by ``tttlrm`` and ``tttlrm-triplane``.
     """
     cameras = datamanager.train_dataset.cameras
     num = len(cameras)
@@ -608,19 +620,22 @@ def select_input_views(datamanager, views: ViewSelectionConfig, use_precomputed:
         )
     outputs = getattr(datamanager, "train_dataparser_outputs", None)
     meta = outputs.metadata if outputs is not None else {}
-    if views.mode == "kmeans" and use_precomputed:
-        listed = (meta.get("scene_extras") or {}).get(f"fold_8_kmeans_{views.num_views}_input")
-        frames = meta.get("frame_indices")
-        if listed is not None and frames is not None:
-            pos = {int(f): i for i, f in enumerate(frames)}
-            if all(int(f) in pos for f in listed):
-                CONSOLE.log(f"{log_prefix}: using the scene's precomputed fold_8_kmeans_{views.num_views}_input views")
-                return sorted(pos[int(f)] for f in listed)
-            CONSOLE.log(f"{log_prefix}: the precomputed input list includes held-out frames; running k-means")
-    c2w, _ = inputs.cameras_to_opencv(cameras.camera_to_worlds, cameras.fx, cameras.fy, cameras.cx, cameras.cy)
-    if outputs is not None:  # k-means features live in the data's own frame (paper protocol)
-        c2w = inputs.dataparser_to_original(c2w, outputs.dataparser_transform, outputs.dataparser_scale)
-    return select_views(c2w, views, where="train split: ")
+    frames = meta.get("frame_indices")
+    listed = None
+    if views.mode == "kmeans" and use_precomputed and frames is not None:
+        key = f"fold_8_kmeans_{views.num_views}_input"
+        listed = (meta.get("scene_extras") or {}).get(key)
+        if listed is not None:
+            used = precomputed_positions(listed, frames) is not None
+            CONSOLE.log(f"{log_prefix}: using the scene's precomputed {key} views" if used else
+                        f"{log_prefix}: the scene's precomputed {key} list includes frames outside the train split; "
+                        "running k-means")
+    c2w = meta.get("opencv_c2w")  # the file's own poses: k-means on them is paper_protocol's, near-ties included
+    if c2w is None:  # other dataparsers: the data's own frame recovered from nerfstudio's (float32) cameras
+        c2w, _ = inputs.cameras_to_opencv(cameras.camera_to_worlds, cameras.fx, cameras.fy, cameras.cx, cameras.cy)
+        if outputs is not None:
+            c2w = inputs.dataparser_to_original(c2w, outputs.dataparser_transform, outputs.dataparser_scale)
+    return select_views(c2w, views, where="train split: ", frames=frames, precomputed=listed)
 
 
 def _runtime_overrides(cfg: TttlrmConfig) -> dict:

@@ -121,6 +121,20 @@ class RefineConfig:
     def active(self) -> bool:
         return self.steps > 0
 
+    def reduces(self, num: int) -> bool:
+        """Whether the count reduction of :func:`prepare_gaussians` applies to a prediction of ``num`` Gaussians."""
+        return self.max_gaussians is not None and num > self.max_gaussians
+
+    def preparation(self, num: int) -> Optional[str]:
+        """What :func:`prepare_gaussians` does to a prediction of ``num`` Gaussians, in a few words ('merged',
+        'most opaque kept', 'opacity capped'); None when the refinement starts from the prediction unchanged."""
+        parts = []
+        if self.reduces(num):
+            parts.append("merged" if self.reduce == "merge" else "most opaque kept")
+        if self.max_opacity is not None:
+            parts.append("opacity capped")
+        return ", ".join(parts) or None
+
     def learning_rates(self) -> Dict[str, float]:
         return {g: float(getattr(self, f"lr_{g}")) for g in GAUSSIAN_GROUPS}
 
@@ -222,7 +236,7 @@ def prepare_gaussians(g: Gaussians, cfg: RefineConfig) -> Gaussians:
 
     ``g`` is unbatched ([N, ...]); returns a new container (the input is not modified).
     """
-    if cfg.max_gaussians is not None and g.num > cfg.max_gaussians:
+    if cfg.reduces(g.num):
         if cfg.reduce == "merge":
             g = merge_gaussians(g, cfg.max_gaussians)
         else:
