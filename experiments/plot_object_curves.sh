@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The learning-curve figures of docs/model_card.md from the result files kept in docs/curves/ (made by
-# `python -m tttlrm_ns.train.holdout --out`, scripts/eval_triplane.py and tttlrm-eval; file names: model, data set,
+# `python -m tttlrm_ns.train.holdout --out`, experiments/eval_triplane.py and tttlrm-eval; file names: model, data set,
 # total optimiser steps of the weights). Prints the tables the model card quotes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
