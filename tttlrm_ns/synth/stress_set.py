@@ -2,7 +2,7 @@
 (configs/stress_set.yaml).
 
   tttlrm-synth stress-set                     # stress set -> data/stress_set (git-ignored), seeds 9001+
-  tttlrm-synth stress-set --train --seed-base 1000 --per-class 60 --out DATA/train_traj --workers 2
+  tttlrm-synth stress-set --train --seed-base 1000 --per-class 60 --out data/synthetic/train_traj --workers 2
 
 Stress set: one folder per class (``walkthrough``, ``orbit``, ``forward``, ``closeup``, ``wide_fov``,
 ``narrow_fov``, ``portrait``, ``object_white``, ``object_black``, ``object_cluttered``) holding that class's items,
