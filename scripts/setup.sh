@@ -62,7 +62,5 @@ if ! $VPY -c "import torch, torchvision, nerfstudio, gsplat, pyrender, tttlrm_ns
   fi
 fi
 
-if [ -f scripts/install_lpips_weights.py ]; then
-  $VPY scripts/install_lpips_weights.py --quiet || { echo "[setup] LPIPS weights could not be installed" >&2; exit 1; }
-fi
+$VPY -m tttlrm_ns.eval.lpips_weights --quiet || { echo "[setup] LPIPS weights could not be installed" >&2; exit 1; }
 echo "[setup] done: $($VPY -c 'import torch, tttlrm_ns; print("torch", torch.__version__, "tttlrm_ns", tttlrm_ns.__version__)')"

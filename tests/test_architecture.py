@@ -18,7 +18,7 @@ LAYERS = {
     "infer": 3,
     "train": 4,
     "data.dataparser": 5, "ns": 5, "method_configs": 5,
-    "eval": 6,  # runner, cli, report, scaling, race: the evaluation apps
+    "eval": 6,  # runner, cli, report, scaling, race, stress, learning_curve: the evaluation apps
 }
 NERFSTUDIO_LAYERS = {5, 6}
 

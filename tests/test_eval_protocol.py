@@ -113,7 +113,7 @@ def test_scores_equal_torchmetrics_and_lpips_on_known_images():
 
 
 @pytest.mark.skipif(
-    not lw.weights_present(), reason="LPIPS backbones not installed (scripts/install_lpips_weights.py)",
+    not lw.weights_present(), reason="LPIPS backbones not installed (python -m tttlrm_ns.eval.lpips_weights)",
 )
 def test_scorer_lpips_equals_lpips_package():
     import lpips as lpips_pkg

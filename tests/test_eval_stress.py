@@ -167,5 +167,5 @@ def test_split_and_kind():
 
 
 def test_missing_manifest_is_reported(tmp_path):
-    with pytest.raises(SystemExit, match="make_stress_set.py"):
+    with pytest.raises(SystemExit, match="tttlrm-synth stress-set --out"):
         stress.main(["--stress-set", str(tmp_path), "--out", str(tmp_path / "x.json")])

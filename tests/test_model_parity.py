@@ -1,6 +1,7 @@
 """Parity with the official implementation's goldens (the acceptance test of the model)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,13 @@ REPO = Path(__file__).resolve().parents[1]
 LOCAL = sorted((REPO / "tests/assets/reference").glob("*.safetensors"))
 SHARED = sorted((REPO.parent / "shared/reference").glob("*.safetensors"))
 GOLDENS = LOCAL + [p for p in SHARED if p.name not in {q.name for q in LOCAL}]
-SCRIPT = REPO / "scripts/check_reference_parity.py"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    """The ``tttlrm-parity`` command, run as a module of this checkout (not of whichever copy is installed)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "tttlrm_ns.model.parity", *args], capture_output=True, text=True,
+                          env=env)
 
 
 def test_goldens_found():
@@ -49,9 +56,9 @@ def _copy_golden(tmp_path, src, mutate):
     return dst
 
 
-def test_script_passes_and_fails(tmp_path):
+def test_cli_passes_and_fails(tmp_path):
     golden = REPO / "tests/assets/reference/full_d64_l2.safetensors"
-    ok = subprocess.run([sys.executable, str(SCRIPT), str(golden)], capture_output=True, text=True)
+    ok = _cli(str(golden))
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "PASS" in ok.stdout and "variant_nsfp32.output.xyz" in ok.stdout
 
@@ -60,7 +67,7 @@ def test_script_passes_and_fails(tmp_path):
         t["variant_nsfp32.intermediate.block1"] = x + 1e-4 * x.abs().max() * torch.randn_like(x).sign()
 
     bad = _copy_golden(tmp_path, golden, perturb)
-    res = subprocess.run([sys.executable, str(SCRIPT), str(bad)], capture_output=True, text=True)
+    res = _cli(str(bad))
     assert res.returncode == 1
     assert "first diverging tensor: variant_nsfp32.intermediate.block1" in res.stdout
 
@@ -74,7 +81,7 @@ def test_unknown_key_fails(tmp_path):
     bad = _copy_golden(tmp_path, golden, add)
     with pytest.raises(GoldenConfigError, match="output.depth_map"):
         check_golden(bad)
-    res = subprocess.run([sys.executable, str(SCRIPT), str(bad)], capture_output=True, text=True)
+    res = _cli(str(bad))
     assert res.returncode == 2 and "output.depth_map" in res.stderr
 
 
@@ -146,7 +153,7 @@ def test_golden_json_cannot_set_thresholds(tmp_path):
     bad = _copy_golden(tmp_path, FULL, loosen)
     with pytest.raises(GoldenConfigError, match="pass_criterion"):
         check_golden(bad)
-    res = subprocess.run([sys.executable, str(SCRIPT), str(bad)], capture_output=True, text=True)
+    res = _cli(str(bad))
     assert res.returncode == 2 and "pass_criterion" in res.stderr
 
 
@@ -158,7 +165,7 @@ def test_golden_without_reference_tensors_fails(tmp_path):
     bad = _copy_golden(tmp_path, FULL, strip)
     with pytest.raises(GoldenConfigError, match="no reference tensors"):
         check_golden(bad)
-    res = subprocess.run([sys.executable, str(SCRIPT), str(bad)], capture_output=True, text=True)
+    res = _cli(str(bad))
     assert res.returncode == 2 and "no reference tensors" in res.stderr
 
 

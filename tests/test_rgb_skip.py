@@ -1,20 +1,17 @@
 """``rgb_skip``: the Gaussian's own input pixel colour feeds its degree-0 SH coefficient (``model/head.py``), and the
-surgery of ``scripts/add_rgb_skip.py`` that switches it on for a model trained without it."""
+surgery that switches it on for a model trained without it (``python -m tttlrm_ns.model.surgery --rgb-skip``)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
+import pytest
 import torch
 
 from tttlrm_ns.model import TttlrmModel
 from tttlrm_ns.model.checkpoint import load_model, save_model
 from tttlrm_ns.model.config import TttlrmConfig
 from tttlrm_ns.model.head import decode_gaussians, to_patch_major
+from tttlrm_ns.model.surgery import main as surgery_main
 from tttlrm_ns.sh import C0
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cfg(**kw) -> TttlrmConfig:
@@ -59,10 +56,7 @@ def test_skip_needs_the_images():
         raise AssertionError("rgb_skip without images must raise")
 
 
-def test_surgery_keeps_geometry_and_makes_colour_the_input(tmp_path):
-    spec = importlib.util.spec_from_file_location("add_rgb_skip", ROOT / "scripts" / "add_rgb_skip.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+def test_surgery_keeps_geometry_and_makes_colour_the_input(tmp_path, capsys):
     torch.manual_seed(0)
     src = TttlrmModel(_cfg(sh_degree=0)).eval()
     with torch.no_grad():  # a decoder that emits sizeable colours, as a trained one does
@@ -72,7 +66,7 @@ def test_surgery_keeps_geometry_and_makes_colour_the_input(tmp_path):
     trained = TrainedFor(kind="scene", scan="full", normalization="mean_cam", resolution="8x8", background="white",
                          preset="custom")
     save_model(src, tmp_path / "src.safetensors", trained_for=trained)
-    assert mod.main([str(tmp_path / "src.safetensors"), str(tmp_path / "dst.safetensors")]) == 0
+    assert surgery_main([str(tmp_path / "src.safetensors"), str(tmp_path / "dst.safetensors"), "--rgb-skip"]) == 0
     dst = load_model(tmp_path / "dst.safetensors").eval()
     assert dst.cfg.rgb_skip
     assert read_trained_for(tmp_path / "dst.safetensors")[0] == trained  # what the weights are for is kept
@@ -83,6 +77,10 @@ def test_surgery_keeps_geometry_and_makes_colour_the_input(tmp_path):
         torch.testing.assert_close(getattr(b, name), getattr(a, name))
     torch.testing.assert_close(b.sh[0, :, 0] * C0 + 0.5, to_patch_major(images, 4)[0])
     assert not torch.allclose(a.sh, b.sh)
+    # a second time is refused: the skip would add the colour twice
+    capsys.readouterr()
+    assert surgery_main([str(tmp_path / "dst.safetensors"), str(tmp_path / "again.safetensors"), "--rgb-skip"]) == 2
+    assert "already have rgb_skip=True" in capsys.readouterr().err and not (tmp_path / "again.safetensors").exists()
 
 
 def test_chunked_prediction_carries_the_skip():
@@ -97,3 +95,13 @@ def test_chunked_prediction_carries_the_skip():
     # chunked matmuls differ from the one-pass forward by ~1e-3 on random weights; a path that dropped the skip
     # would be off by |rgb - 0.5| / C0, up to 1.8
     torch.testing.assert_close(chunked.sh, full.sh[0], rtol=0, atol=5e-3)
+
+
+def test_surgery_cli_refuses_incomplete_requests(tmp_path, capsys):
+    """Each surgery's own arguments are checked before the weights are read (the paths need not exist)."""
+    paths = [str(tmp_path / "src.safetensors"), str(tmp_path / "dst.safetensors")]
+    for flags, message in [([], "choose --geometry-input"), (["--depth-anchor"], "need --old-median"),
+                           (["--rgb-skip", "--old-median", "4"], "--old-median only applies")]:
+        with pytest.raises(SystemExit) as e:
+            surgery_main([*paths, *flags])
+        assert e.value.code == 2 and message in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Synthetic data generator (tttlrm_ns.synth, scripts/make_synthetic_data.py).
+"""Synthetic data generator (tttlrm_ns.synth, ``tttlrm-synth``: tttlrm_ns/synth/cli.py).
 
 Rendering tests need OSMesa (``apt-get install -y libosmesa6``) and pyrender (``pip install --no-deps
 pyrender==0.1.45`` + ``PyOpenGL==3.1.10 "pyglet<2" freetype-py``); they skip with that reason otherwise. The camera
@@ -94,7 +94,7 @@ def test_bad_config_messages():
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, str(REPO / "scripts/make_synthetic_data.py"), "--no-progress", *args],
+    return subprocess.run([sys.executable, "-m", "tttlrm_ns.synth.cli", "--no-progress", *args],
                           capture_output=True, text=True, env=env, timeout=240)
 
 
@@ -155,7 +155,7 @@ def rendered(tmp_path_factory):
                     ["--kind", "objects", "--num", "2", "--res", "64x64", "--seed", "1", "--views", "2"]),
     }
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, str(REPO / "scripts/make_synthetic_data.py"), "--no-progress",
+    procs = [subprocess.Popen([sys.executable, "-m", "tttlrm_ns.synth.cli", "--no-progress",
                                "--out", str(cfg.out), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=env) for cfg, args in runs.values()]
     for p in procs:
@@ -321,3 +321,60 @@ def test_bundled_sample_scene_is_valid_small_and_cc0():
 def test_cli_bad_resolution_message(tmp_path):
     r = _cli("--kind", "scenes", "--out", str(tmp_path), "--res", "144by256")
     assert r.returncode == 2 and "--res must look like HxW" in r.stderr
+
+
+# --------------------------------------------------------------------------------------------- tttlrm-synth stress-set
+
+
+def _recipe(tmp_path: Path) -> Path:
+    """A two-class stress-set recipe in the layout of configs/stress_set.yaml, small enough to render in seconds."""
+    import yaml
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump({
+        "scenes_per_class": 1, "input_views": [2],
+        "rooms": {"res": [32, 48], "frames": 3}, "objects": {"res": [24, 24], "views": 3},
+        "classes": {"orbit": {"kind": "scenes", "seed": 9002, "camera": "orbit", "fov": [55, 75]},
+                    "object_black": {"kind": "objects", "seed": 9009, "background": "black",
+                                     "distance": [2.2, 3.2]}}}))
+    return path
+
+
+def test_stress_set_refuses_bad_arguments(tmp_path, capsys):
+    from tttlrm_ns.synth.stress_set import main
+
+    for argv, message in [(["--config", str(tmp_path / "missing.yaml")], "missing.yaml does not exist"),
+                          (["--config", str(_recipe(tmp_path)), "--train"], "--train needs --out"),
+                          (["--config", str(_recipe(tmp_path)), "--train", "--out", str(tmp_path / "t"),
+                            "--seed-base", "9001"], "seeds 9001+ are the held-out stress set's")]:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()  # refused before anything is written
+
+
+@needs_gl
+def test_stress_set_subcommand_renders_the_recipe_and_resumes(tmp_path):
+    """``tttlrm-synth stress-set``: one folder per class with the recipe's seed and settings, and a manifest of the
+    finished items; the same command again renders nothing."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "set"
+    cmd = [sys.executable, "-m", "tttlrm_ns.synth.cli", "stress-set", "--config", str(_recipe(tmp_path)),
+           "--out", str(out), "--no-progress"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((out / "stress_set.json").read_text())
+    assert manifest["set"] == "stress_set" and manifest["per_class"] == 1 and manifest["input_views"] == [2]
+    assert manifest["classes"]["orbit"]["items"] == ["orbit/scene_00000"]
+    assert manifest["classes"]["object_black"]["items"] == ["object_black/object_00000"]
+    room = json.loads((out / "orbit/scene_00000/opencv_cameras.json").read_text())
+    obj = json.loads((out / "object_black/object_00000/opencv_cameras.json").read_text())
+    assert room["generator"]["seed"] == 9002 and len(room["frames"]) == 3
+    assert (room["frames"][0]["h"], room["frames"][0]["w"]) == (32, 48)
+    assert obj["generator"]["seed"] == 9009 and len(obj["frames"]) == 3
+    with Image.open(out / "object_black/object_00000" / obj["frames"][0]["file_path"]) as im:
+        img = np.asarray(im.convert("RGB"))
+    assert img.shape == (24, 24, 3) and (img[0, 0] == 0).all()  # the class's black background
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert again.returncode == 0, again.stderr
+    assert "2 items (0 written now, 2 already there" in again.stdout

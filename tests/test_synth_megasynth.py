@@ -206,7 +206,7 @@ def rendered(tmp_path_factory):
     root = tmp_path_factory.mktemp("megasynth")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     jobs = {**{m: _ARGS[m] for m in _ARGS}, "path_again": _ARGS["path"]}
-    procs = {k: subprocess.Popen([sys.executable, str(REPO / "scripts/make_synthetic_data.py"), "--no-progress",
+    procs = {k: subprocess.Popen([sys.executable, "-m", "tttlrm_ns.synth.cli", "--no-progress",
                                   "--kind", "megasynth", "--res", "24x32", "--frames", "3", "--out", str(root / k),
                                   *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for k, args in jobs.items()}

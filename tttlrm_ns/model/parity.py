@@ -23,13 +23,24 @@ Every reference tensor in a golden is compared and every comparison gates (no ro
 The thresholds are constants of this module only: a golden's JSON cannot set them (a ``pass_criterion`` key is
 refused). A golden fails to check (``GoldenConfigError``) when it holds no reference tensor, a tensor name the
 check does not understand, or a configuration this implementation does not model (e.g. an unknown scan).
+
+Command line (``tttlrm-parity``, or ``python -m tttlrm_ns.model.parity``)::
+
+    tttlrm-parity GOLDEN.safetensors [GOLDEN2.safetensors ...] [--threads N]
+
+builds the model from each golden's JSON config, loads its ``model.*`` weights, runs its ``input.*`` tensors and
+prints the errors of every reference tensor. Exits 0 only if every tensor of every golden is within its limit;
+otherwise names the first diverging tensor and exits 1. Exits 2 on unusable input: a missing JSON, no reference
+tensors, an unknown tensor name or scan, a ``pass_criterion`` key.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -254,3 +265,37 @@ def format_table(rows: list[Row]) -> str:
             f"{r.threshold:8.2g}  {'yes' if r.ok else 'NO'}"
         )
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="tttlrm-parity",
+                                 description="Compare tttlrm_ns against golden tensors of the official implementation "
+                                             "(limits and exit codes: the docstring of tttlrm_ns/model/parity.py)")
+    ap.add_argument("goldens", nargs="+", help="golden .safetensors files (with their .json beside them)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (the goldens used 2)")
+    args = ap.parse_args(argv)
+    failed = []
+    print(f"limits: tight {TIGHT:g} (normwise), coarse {COARSE:g} (normwise and Frobenius), "
+          f"chaotic {CHAOTIC_FRO:g} (Frobenius)")
+    for path in args.goldens:
+        try:
+            rows, meta = check_golden(path, threads=args.threads)
+        except (GoldenConfigError, FileNotFoundError, KeyError) as e:
+            print(f"{path}: cannot check: {e}", file=sys.stderr)
+            return 2
+        print(f"\n== {path} ({meta.get('name', '?')})")
+        print(format_table(rows))
+        bad = [r for r in rows if not r.ok]
+        if bad:
+            b = bad[0]
+            print(f"FAIL: first diverging tensor: {b.name} (run {b.run}, gate {b.kind}): normwise rel "
+                  f"{b.rel_normwise:.3e}, fro rel {b.rel_fro:.3e}, limit {b.threshold:g} ({len(bad)} of "
+                  f"{len(rows)} tensors fail)")
+            failed.append(path)
+        else:
+            print(f"PASS: {len(rows)} tensors within tolerance")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

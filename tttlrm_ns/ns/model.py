@@ -18,7 +18,7 @@
   ``tttlrm_ns.render.rasterize`` (gsplat on CUDA, our C++ extension on CPU).
 * Densification is off unless ``refine.strategy = "default"``; refinement is configured by :class:`RefineConfig`.
 * Evaluation metrics follow the paper's protocol by default (PSNR, scikit-image SSIM, VGG LPIPS; offline weights
-  from ``scripts/install_lpips_weights.py``), configurable back to nerfstudio's (Gaussian SSIM, AlexNet LPIPS).
+  from ``python -m tttlrm_ns.eval.lpips_weights``), configurable back to nerfstudio's (Gaussian SSIM, AlexNet LPIPS).
 """
 
 from __future__ import annotations

@@ -379,7 +379,7 @@ def generate_item(cfg: GenerateConfig, index: int, renderer, sources: AssetSourc
     meta = {
         "scene_name": name,
         "frames": frames,
-        "generator": {"tool": "tttlrm_ns.synth (scripts/make_synthetic_data.py)", "kind": cfg.kind, "seed": cfg.seed,
+        "generator": {"tool": "tttlrm_ns.synth (tttlrm-synth)", "kind": cfg.kind, "seed": cfg.seed,
                       "index": index, "renderer": f"pyrender 0.1.45 + OSMesa (raster, {ss}x{ss} supersampling, no global illumination)",
                       "pixel_centre": _PIXEL_RULE, **extra},
         "assets": unique_assets,

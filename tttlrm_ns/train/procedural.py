@@ -1,6 +1,6 @@
 """Tiny procedural scenes for trainer tests and benchmarks: a textured box room with textured quads, ray-cast exactly.
 
-Not a training data set (``scripts/make_synthetic_data.py`` renders those); it writes the same layout --
+Not a training data set (``tttlrm-synth`` renders those); it writes the same layout --
 ``opencv_cameras.json`` (OpenCV w2c, pixel intrinsics), PNG images and ``.npy`` z-depth maps (frame key
 ``depth_path``) -- in well under a second, with exact geometry (pixel-centre rule of :mod:`tttlrm_ns.conventions`).
 

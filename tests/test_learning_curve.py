@@ -1,26 +1,16 @@
-"""scripts/plot_learning_curve.py: the log2 fit, its extrapolation, and reading both kinds of result files."""
+"""tttlrm_ns/eval/learning_curve.py: the log2 fit, its extrapolation, and reading both kinds of result files."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("plot_learning_curve", ROOT / "scripts" / "plot_learning_curve.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tttlrm_ns.eval import learning_curve as m
 
 
 def test_fit_recovers_a_log_linear_curve_and_extrapolates():
-    m = _script()
     steps = [1000, 2000, 4000, 8000]
     a, b = m.fit_log2(steps, [20.0 + 0.5 * math.log2(s / 1000) for s in steps])
     assert b == pytest.approx(0.5) and a + b * math.log2(1000) == pytest.approx(20.0)
@@ -31,7 +21,6 @@ def test_fit_recovers_a_log_linear_curve_and_extrapolates():
 
 
 def test_reads_holdout_and_eval_results_and_writes_the_figure(tmp_path, capsys):
-    m = _script()
     (tmp_path / "h1.json").write_text(json.dumps({"psnr": 21.0, "per_scene": []}))
     (tmp_path / "h2.json").write_text(json.dumps({"psnr": 22.0}))
     (tmp_path / "g.json").write_text(json.dumps({"entries": {"tttlrm": {"psnr": 17.0}, "white": {"psnr": 15.0}}}))

@@ -7,7 +7,7 @@ planes and the MLP of :class:`tttlrm_ns.model.triplane.TriplaneField` are optimi
 same planes (resolution, channels), MLP width/depth, samples, steps and seeds; concatenation has a 3x wider first MLP
 layer. Prints a markdown table (docs/benchmarks.md, section "Triplane object model").
 
-  python scripts/compare_triplane_aggregation.py --data '/tmp/objects128/object_0000[0-2]' --steps 300
+  python experiments/compare_triplane_aggregation.py --data '/tmp/objects128/object_0000[0-2]' --steps 300
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Plot a tttlrm-train learning curve from the run's metrics.jsonl (loss terms and training PSNR vs step).
 
-    python scripts/plot_train_curve.py RUN_DIR/metrics.jsonl OUT.png [--title TEXT] [--smooth N]
+    python experiments/plot_train_curve.py RUN_DIR/metrics.jsonl OUT.png [--title TEXT] [--smooth N]
 
 Training PSNR is -10 log10(MSE) of the rendered target views (MSE of images in [0, 1]); the thin lines are the
 logged values, the thick ones a running mean over ``--smooth`` log points.

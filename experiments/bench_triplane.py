@@ -8,7 +8,7 @@ One triplane is predicted from 4 views (``--scene`` object renders, or random in
 view is rendered ``--reps`` times per sample count and the median time is kept. Writes a markdown table (stdout and
 ``--md``) and a matplotlib PNG. Timings depend on the load of the machine: the 1-minute load average is recorded.
 
-  python scripts/bench_triplane.py --weights tttlrm_ns/assets/weights/tttlrm_triplane.safetensors \
+  python experiments/bench_triplane.py --weights tttlrm_ns/assets/weights/tttlrm_triplane.safetensors \
       --samples 16 32 48 64 96 128 --md /tmp/bench_triplane.md --png docs/img/bench_triplane_samples.png
 """
 

@@ -1,17 +1,18 @@
-#!/usr/bin/env python
-"""Render synthetic multi-view training data (opencv_cameras.json + images + depth) on CPU with pyrender + OSMesa.
+"""``tttlrm-synth``: render synthetic multi-view training data (opencv_cameras.json + images + depth) on CPU with
+pyrender + OSMesa.
 
-  make_synthetic_data.py --kind objects --num 1000 --out data/synthetic/objects --res 256x256
-  make_synthetic_data.py --kind scenes  --num 200  --out data/synthetic/scenes  --res 144x256 --workers 2
-  make_synthetic_data.py --kind zeroverse --num 400 --out data/synthetic/zeroverse --res 256x256   # procedural objects
-  make_synthetic_data.py --kind megasynth --num 300 --out data/synthetic/megasynth --frames 64 --format jpg  # procedural rooms
+  tttlrm-synth --kind objects --num 1000 --out data/synthetic/objects --res 256x256
+  tttlrm-synth --kind scenes  --num 200  --out data/synthetic/scenes  --res 144x256 --workers 2
+  tttlrm-synth --kind zeroverse --num 400 --out data/synthetic/zeroverse --res 256x256   # procedural objects
+  tttlrm-synth --kind megasynth --num 300 --out data/synthetic/megasynth --frames 64 --format jpg  # procedural rooms
+  tttlrm-synth stress-set [--train ...]    # the held-out stress set or a training mix (tttlrm-synth stress-set -h)
 
 Resumable (finished items are skipped; each item appears atomically), deterministic by --seed (item i depends on
 (seed, kind, i) only, so --start/--num can split a run across machines). Layout and conventions:
 tttlrm_ns/synth/generate.py; asset licences: DATA_LICENSES.md. Needs `apt-get install libosmesa6`; optional:
 `apt-get install sweethome3d-furniture` (furniture) and `apt-get download sweethome3d && dpkg -x sweethome3d_*.deb
 ~/.cache/tttlrm_ns/sweethome3d` (wall/floor textures); without them assets are procedural. Install lines and speed:
-docs/bench_synthetic_data.md.
+docs/bench_synthetic_data.md. Without the console script: ``python -m tttlrm_ns.synth.cli``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def _res(text: str) -> tuple[int, int]:
 
 
 def parse_args(argv=None) -> GenerateConfig:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="tttlrm-synth", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kind", choices=["objects", "scenes", "zeroverse", "megasynth"], required=True,
                    help="objects: furniture turntables; scenes: furnished rooms; zeroverse: procedural objects "
                         "(LRM-Zero-like primitives, bumps, cut-outs, wireframes; tttlrm_ns/synth/zeroverse.py); megasynth: "
@@ -119,6 +121,14 @@ def parse_args(argv=None) -> GenerateConfig:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # One console script for both generators: the stress set is a fixed recipe of the same renderer (its classes come
+    # from configs/stress_set.yaml), so it is a sub-command rather than a second entry point; every other first
+    # argument is a flag of the plain generator, whose command line stays what it always was.
+    if argv[:1] == ["stress-set"]:
+        from tttlrm_ns.synth.stress_set import main as stress_set_main
+
+        return stress_set_main(argv[1:])
     cfg, progress = parse_args(argv)
     try:
         s = generate(cfg, progress=progress)

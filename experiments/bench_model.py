@@ -5,8 +5,8 @@ Measures, per configuration: forward wall time (median of several runs after a w
 GFLOP/s (analytic matmul FLOP count, see ``forward_flops``) against the measured matmul peak of the machine
 (fp32 and bf16), and peak resident memory (each configuration in its own process, so peaks don't mix).
 
-    python scripts/bench_model.py                      # d=256 preset, 4..64 views at 128x128, + official preset
-    python scripts/bench_model.py --views 4 8 --quick  # smaller sweep
+    python experiments/bench_model.py                      # d=256 preset, 4..64 views at 128x128, + official preset
+    python experiments/bench_model.py --views 4 8 --quick  # smaller sweep
 
 Writes ``docs/bench_model.md`` (a markdown section) and ``docs/img/bench_model.png`` (time vs tokens).
 """
@@ -196,7 +196,7 @@ def main() -> None:
         pass
     isa = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
     lines = [
-        "## Model forward pass (`scripts/bench_model.py`)",
+        "## Model forward pass (`experiments/bench_model.py`)",
         "",
         f"Machine: {cpu} ({' '.join(isa) or 'no AVX2'}), {args.threads} threads, torch {torch.__version__}; "
         f"1-minute load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the "

@@ -7,8 +7,8 @@ same number of optimiser steps, then scored by novel-view PSNR on held-out synth
 wall-clock of a step varies by 2-3x with the load, while arms of equal model size do the same work per step
 (arms that change the work per step say so in the table, with their measured step time).
 
-    python scripts/recipe_arms.py --base configs/scene_cpu.yaml --scenes '/data/rooms_s7/scene_*' \\
-        --val '/data/rooms_val_s8/scene_*' --steps 150 --runs /work/runs/arms --out docs/recipe_arms.json
+    python experiments/recipe_arms.py --base configs/scene_cpu.yaml --scenes 'data/synthetic/rooms_s7/scene_*' \\
+        --val 'data/synthetic/rooms_val_s8/scene_*' --steps 150 --runs runs/arms --out docs/recipe_arms.json
 
 Resumable: a finished arm (its held-out result exists) is skipped, an interrupted one resumes from its checkpoint.
 ``--plot`` rebuilds the learning-curve PNG and the markdown table from the JSON without training.

@@ -9,7 +9,7 @@ process: on a shared machine the wall time mostly measures waiting). Pure torch 
 steps as ``ns-train tttlrm-triplane`` (object frame from the input cameras, inputs resized to the training
 resolution; :func:`tttlrm_ns.eval.triplane.render_held_out`).
 
-  python scripts/eval_triplane.py ../shared/data/gso_toy --weights tttlrm_ns/assets/weights/tttlrm_triplane.safetensors \
+  python experiments/eval_triplane.py ../shared/data/gso_toy --weights tttlrm_ns/assets/weights/tttlrm_triplane.safetensors \
       --res 256 --out /tmp/gso_toy_triplane.json --png docs/img/triplane_gso_toy.png
 """
 

@@ -1,6 +1,6 @@
 """Figure of the footprint filter: held-out objects predicted from low-resolution inputs and rendered finer.
 
-    python scripts/plot_footprint_filter.py /work/data_synth/zv512_val_s202/zeroverse_0000{0,1,2} \
+    python experiments/plot_footprint_filter.py data/synthetic/zv512_val_s202/zeroverse_0000{0,1,2} \
         --weights tttlrm_ns/assets/weights/tttlrm_object.safetensors --out docs/img/footprint_filter.png
 
 Per object (one row): one of the inputs at the input size, the ground truth of a novel view at the stored size, the

@@ -1,6 +1,6 @@
 """Held-out PSNR of a model lineage against its cumulative training steps, and what the trend predicts.
 
-    python scripts/plot_learning_curve.py \
+    python -m tttlrm_ns.eval.learning_curve \
         --series "synthetic (seed 202, 512^2)" 4000=runs/a.json 7000=runs/b.json 13000=runs/c.json \
         --series "gso_toy (evaluation only)" 4000=runs/gso_a/gso_toy/result.json 7000=... \
         --target 22 --out docs/img/object_learning_curve.png
@@ -8,10 +8,11 @@
 Each point is ``STEPS=FILE``: the total optimiser steps behind the weights (``train_step_total`` of files exported
 since it exists; the model card's stages for older ones) and a result file, either of ``python -m
 tttlrm_ns.train.holdout --out`` (key ``psnr``) or of ``tttlrm-eval`` (``<scene>/result.json``: the method's entry
-``entries.tttlrm.psnr``). Per series the script fits PSNR = a + b log2(steps) by least squares (the usual shape of
+``entries.tttlrm.psnr``). Per series it fits PSNR = a + b log2(steps) by least squares (the usual shape of
 these curves over a few doublings) and prints, as a markdown table, the points, the slope b (dB per doubling of
 the steps) and, with ``--target``, the steps at which the fitted line reaches the target. Two points give a line
-through them; read the extrapolation as an order of magnitude, not a forecast.
+through them; read the extrapolation as an order of magnitude, not a forecast. The model card's figures:
+``experiments/plot_object_curves.sh``.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def parse_series(spec: list[str]) -> tuple[str, list[tuple[float, Path]]]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tttlrm_ns.eval.learning_curve",
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("--series", nargs="+", action="append", required=True, metavar="NAME STEPS=FILE",
                    help="a series name followed by its points")
     p.add_argument("--target", type=float, default=None, help="PSNR target (dB) drawn and extrapolated to")
