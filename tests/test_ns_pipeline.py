@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from tttlrm_ns import conventions
+from tttlrm_ns.geometry.free_space import FreeSpaceConfig
 from tttlrm_ns.model.head import to_patch_major
 
 REPO = Path(__file__).resolve().parents[1]
-SCENE = REPO / "tests" / "assets" / "mydesk_mini"  # 10 frames, 480x270; the paper split leaves 8 for training
+SCENE = REPO / "tests" / "assets" / "mydesk_mini"
+NO_FREE_SPACE = FreeSpaceConfig(tolerance=0.0)  # tests that need every predicted Gaussian turn the filter off  # 10 frames, 480x270; the paper split leaves 8 for training
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +81,7 @@ def test_gaussians_lie_on_the_input_pixel_rays_in_the_world_frame(tiny_checkpoin
         from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 
         kw = dict(data=nerfstudio_scene(tmp_path / "ns_scene"), dataparser=NerfstudioDataParserConfig())
-    cfg = _config(tiny_checkpoint, prune=PruneConfig(keep_top=0.0), chunk_views=3, **kw)
+    cfg = _config(tiny_checkpoint, prune=PruneConfig(keep_top=0.0), free_space=NO_FREE_SPACE, chunk_views=3, **kw)
     pipe = _setup(cfg)
     g = pipe.model.get_gaussians()
     h, w = 72, 128  # 480x270 at long side 128 (uniform scale 128/480, no crop)
@@ -104,8 +106,8 @@ def test_footprint_filter_widens_by_the_input_pixel_size_in_the_world_frame(tiny
     normalisation's scale was carried along), and nothing else may change."""
     from tttlrm_ns.gaussians import PruneConfig, input_footprint
 
-    raw = _setup(_config(tiny_checkpoint, prune=PruneConfig(keep_top=0.0), footprint_filter=0.0))
-    wide = _setup(_config(tiny_checkpoint, prune=PruneConfig(keep_top=0.0), footprint_filter=0.1))
+    raw = _setup(_config(tiny_checkpoint, prune=PruneConfig(keep_top=0.0), free_space=NO_FREE_SPACE, footprint_filter=0.0))
+    wide = _setup(_config(tiny_checkpoint, prune=PruneConfig(keep_top=0.0), free_space=NO_FREE_SPACE, footprint_filter=0.1))
     g0, g1 = raw.model.get_gaussians(), wide.model.get_gaussians()
     assert raw.input_indices == wide.input_indices
     torch.testing.assert_close(g1.means, g0.means)
@@ -279,7 +281,7 @@ def test_pixel_splats_on_predicted_rays_rerender_the_input_view(tiny_checkpoint)
     from tttlrm_ns.gaussians import Gaussians, PruneConfig
     from tttlrm_ns.ns import inputs
 
-    pipe = _setup(_config(tiny_checkpoint, prune=PruneConfig(keep_top=0.0)))
+    pipe = _setup(_config(tiny_checkpoint, prune=PruneConfig(keep_top=0.0), free_space=NO_FREE_SPACE))
     model = pipe.model
     h, w, j = 72, 128, 1
     i = pipe.input_indices[j]
@@ -311,7 +313,7 @@ def test_pixel_splats_on_predicted_rays_rerender_the_input_view(tiny_checkpoint)
 
 
 def test_ar_method_uses_the_autoregressive_scan_and_selective_update(tiny_checkpoint):
-    cfg = _config(tiny_checkpoint, method="tttlrm-ar", views=4)
+    cfg = _config(tiny_checkpoint, method="tttlrm-ar", views=4, free_space=NO_FREE_SPACE)  # the pruning count
     cfg.pipeline.model.selective_update = True
     pipe = _setup(cfg)
     _, model_cfg = pipe.resolve_model_config()
@@ -408,7 +410,7 @@ def test_median_depth_weights_keep_the_world_frame(tiny_geometry_checkpoint, cap
     Gaussians of input view j still project onto view j's pixel centres in the world frame."""
     from tttlrm_ns.gaussians import PruneConfig
 
-    pipe = _setup(_config(tiny_geometry_checkpoint, prune=PruneConfig(keep_top=0.0), footprint_filter=0.0))
+    pipe = _setup(_config(tiny_geometry_checkpoint, prune=PruneConfig(keep_top=0.0), free_space=NO_FREE_SPACE, footprint_filter=0.0))
     out = capsys.readouterr().out
     assert "= 1 / median depth" in out and "plane sweep of the 4 views" in out
     g = pipe.model.get_gaussians()

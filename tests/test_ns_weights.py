@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tttlrm_ns import BUNDLED_CHECKPOINT
+from tttlrm_ns.geometry.free_space import FreeSpaceConfig
 from tttlrm_ns.model import TttlrmModel, presets
 from tttlrm_ns.model.checkpoint import TrainedFor, read_trained_for, save_model
 from tttlrm_ns.ns import pipeline as pl
@@ -211,7 +212,10 @@ def test_log_says_gaussian_count_and_export_size_before_predicting(monkeypatch):
     p._model = SimpleNamespace(config=SimpleNamespace(sh_degree=3))  # what VanillaPipeline.model returns
     p._log_output_size(32, 144, 256, 3)
     kept = int(32 * 144 * 256 * (0.4 + 0.6 * 0.1) + 0.999)
-    assert f"will make {kept:,} Gaussians" in logs[0]
+    assert f"will make at most {kept:,} Gaussians" in logs[0]  # the free-space filter may remove more
+    p.config.free_space = FreeSpaceConfig(tolerance=0.0)
+    p._log_output_size(32, 144, 256, 3)
+    assert f"will make {kept:,} Gaussians" in logs.pop()
     assert f"{kept * 62 * 4 / 2**20:,.0f} MiB" in logs[0] and "62 float32" in logs[0]
     p._log_output_size(32, 144, 256, 0)  # a degree-0 backbone: the export has no f_rest columns
     assert f"{kept * 17 * 4 / 2**20:,.0f} MiB" in logs[1] and "17 float32" in logs[1]

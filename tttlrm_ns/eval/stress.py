@@ -92,10 +92,12 @@ class StressConfig:
     """Room items: input long side (the short side follows the item's aspect ratio, a multiple of the patch size)."""
     object_resolution: str = ""
     """Object items: HxW ('': the object weights' trained.resolution, else the stored size)."""
-    reconstruct: ReconstructConfig = field(default_factory=ReconstructConfig)
-    """The feed-forward's pruning, free-space filter, footprint filter and seed: the pipeline's defaults
-    (--pipeline.prune.*, --pipeline.free-space.*, --pipeline.footprint-filter, --pipeline.seed). The footprint
-    filter applies to the mvs baseline too."""
+    reconstruct: ReconstructConfig = field(default_factory=lambda: ReconstructConfig.for_kind("scene"))
+    """Scene weights: the feed-forward's pruning, free-space filter, footprint filter and seed, as the pipeline's
+    defaults of ``tttlrm`` (--pipeline.prune.*, --pipeline.free-space.*, --pipeline.footprint-filter,
+    --pipeline.seed). Its footprint filter applies to the mvs baseline too."""
+    object_reconstruct: ReconstructConfig = field(default_factory=lambda: ReconstructConfig.for_kind("object"))
+    """Object weights: the same, as the defaults of ``tttlrm-object``."""
     mvs: MvsInitConfig = field(default_factory=MvsInitConfig)
     """The mvs baseline (the pipeline's ``--pipeline.init mvs``)."""
     ssim: bool = True
@@ -252,7 +254,8 @@ def feed_forward(entry: WeightsEntry, vin: LoadedViews, vt: LoadedViews, cfg: St
     t0 = time.perf_counter()
     k = vin.fxfycxcy.float()
     norm = infer.normalise_for_model(vin.images, vin.c2w, vin.fxfycxcy, entry.normalization, entry.scale)
-    g = infer.reconstruct(entry.model, vin.images, norm.c2w, k, cfg.reconstruct)
+    g = infer.reconstruct(entry.model, vin.images, norm.c2w, k,
+                          cfg.object_reconstruct if entry.kind == "object" else cfg.reconstruct)
     c2w_t = norm.transform.apply(vt.c2w.double()).float()
     pred, coverage = _render_targets(g, c2w_t, vt, entry.background, cfg.backend)
     res = _metrics(pred, vt.images, cfg)
@@ -477,10 +480,10 @@ def _fmt(v: Optional[float], signed: bool = False) -> str:
     return f"{v:+.2f}" if signed else f"{v:.2f}"
 
 
-def _reconstruct_settings(settings: Dict[str, Any]) -> str:
+def _reconstruct_settings(settings: Dict[str, Any], key: str = "reconstruct") -> str:
     """The feed-forward's settings in words (results written before ``reconstruct`` existed had flat keys and no
     free-space filter)."""
-    r = settings.get("reconstruct") or {
+    r = settings.get(key) or settings.get("reconstruct") or {
         "prune": {"keep_top": settings["keep_top"], "keep_random": settings["keep_random"]},
         "free_space": {"tolerance": 0.0, "min_views": 0}, "footprint_filter": settings["footprint_filter"],
         "seed": settings["seed"]}
@@ -543,8 +546,9 @@ def markdown(result: Dict[str, Any]) -> str:
                                   f"{w['trained'].get('scale', 'extent')})" for w in result["weights"]),
         f"* stress set: `{result['stress_set']['path']}` (stress_set.json sha256 "
         f"`{result['stress_set']['manifest_sha256'][:16]}…`)",
-        f"* feed-forward: {_reconstruct_settings(result['settings'])}; scene weights on room classes only, object "
-        "weights on object classes only. "
+        f"* feed-forward: scene weights {_reconstruct_settings(result['settings'])}; object weights "
+        f"{_reconstruct_settings(result['settings'], 'object_reconstruct')}; scene weights on room classes only, "
+        "object weights on object classes only. "
         "`input-view` = the plausibility check's PSNR on its own input views. `mvs` = `--pipeline.init mvs`, "
         "(in brackets: the share of target pixels its Gaussians cover; the rest is the white background), "
         "`nearest` = the closest input view, `mean` = the inputs' mean colour.",

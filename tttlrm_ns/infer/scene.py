@@ -115,6 +115,14 @@ def footprint_filtered(g: Gaussians, c2w: Tensor, fxfycxcy: Tensor, height: int,
     return widen_to_footprint(g, fp, variance)
 
 
+SCENE_FREE_SPACE_TOLERANCE = 0.05
+"""Default of the free-space filter for scene weights (with ``min_views = 2``), chosen on the held-out stress set
+(docs/stress/free_space_sweep.md: the mean feed-forward PSNR over the 7 room classes at 8 and 16 views of the shipped
+scene weights rose monotonically as the tolerance fell from 0.5 to 0.05, every class above the unfiltered
+prediction). Object weights keep it off: on the object classes every tolerance tried lost PSNR
+(docs/stress/free_space_objects.md)."""
+
+
 @dataclass
 class ReconstructConfig:
     """What happens to the network's per-pixel Gaussians before they leave :func:`reconstruct` (the defaults are
@@ -122,9 +130,10 @@ class ReconstructConfig:
 
     prune: PruneConfig = field(default_factory=lambda: PruneConfig(keep_top=0.4, keep_random=0.1))
     """Opacity pruning (official: keep the 40 % most opaque + 10 % of the rest at random)."""
-    free_space: FreeSpaceConfig = field(default_factory=lambda: FreeSpaceConfig(tolerance=0.0, min_views=2))
+    free_space: FreeSpaceConfig = field(default_factory=lambda: FreeSpaceConfig(tolerance=SCENE_FREE_SPACE_TOLERANCE,
+                                                                                min_views=2))
     """Drop the Gaussians that other input views see through, before pruning (:mod:`tttlrm_ns.geometry.free_space`;
-    tolerance 0: off)."""
+    tolerance 0: off). Scene default; :meth:`for_kind` gives the object default."""
     footprint_filter: float = 0.1
     """Variance, in input pixels squared, added to every Gaussian at the size of an input pixel where it sits
     (:func:`footprint_filtered`); 0: the model's raw output (the official pipeline)."""
@@ -132,6 +141,17 @@ class ReconstructConfig:
     """Views per chunk of ray encoding / Gaussian decoding (bounds per-pixel memory; the backbone sees all)."""
     seed: int = 777
     """Seed of the random part of pruning (official: 777 + rank)."""
+
+    @classmethod
+    def for_kind(cls, kind: str) -> "ReconstructConfig":
+        """The defaults for ``scene`` or ``object`` weights (they differ only in the free-space filter)."""
+        if kind == "scene":
+            return cls()
+        if kind == "object":
+            return cls(free_space=FreeSpaceConfig(tolerance=0.0, min_views=2))
+        raise ValueError(f"weights kind must be 'scene' or 'object', got {kind!r}")
+
+
 
 
 @torch.no_grad()
