@@ -182,7 +182,7 @@ def _with_numpy_scalars(src: Path, dst: Path) -> None:
 
 
 def test_existing_numpy_checkpoint_loads_in_ns_eval_but_code_is_refused(evaluated, tmp_path):
-    from tttlrm_ns.ns.checkpoint_io import load_checkpoint
+    from tttlrm_ns.checkpoint_io import load_checkpoint
 
     config = _runs(evaluated[1])["splatfacto-cpu"]
     legacy = tmp_path / "legacy.ckpt"

