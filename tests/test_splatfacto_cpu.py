@@ -16,27 +16,19 @@ from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.engine.optimizers import Optimizers
 
-from tttlrm_ns.conventions import opengl_c2w_to_opencv_w2c
+from tttlrm_ns.conventions import look_at_gl, opengl_c2w_to_opencv_w2c
 from tttlrm_ns.ns import splatfacto_cpu
 from tttlrm_ns.ns.splatfacto_cpu import SplatfactoCPUModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _look_at_opengl(eye, target=(0.0, 0.0, 0.0), up=(0.0, 0.0, 1.0)):
-    """nerfstudio c2w [3, 4]: camera looks along its -z axis, y up."""
-    eye, target, up = map(lambda v: torch.tensor(v, dtype=torch.float32), (eye, target, up))
-    back = eye - target
-    back = back / back.norm()
-    right = torch.linalg.cross(up, back)
-    right = right / right.norm()
-    cam_up = torch.linalg.cross(back, right)
-    return torch.cat([torch.stack([right, cam_up, back], 1), eye[:, None]], 1)
-
-
 def _ring_c2w(n, radius=2.5, height=0.8):
+    """nerfstudio c2w [n, 3, 4] (OpenGL) on a ring around the origin, looking at it, world z up."""
     return torch.stack(
-        [_look_at_opengl((radius * math.cos(2 * math.pi * i / n), radius * math.sin(2 * math.pi * i / n), height))
+        [torch.from_numpy(look_at_gl(np.array([radius * math.cos(2 * math.pi * i / n),
+                                               radius * math.sin(2 * math.pi * i / n), height]),
+                                     np.zeros(3), up=np.array([0.0, 0.0, 1.0]))[:3]).float()
          for i in range(n)]
     )
 
