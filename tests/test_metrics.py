@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from tttlrm_ns.eval import lpips_weights as lw
-from tttlrm_ns.eval.metrics import ImageMetrics, Lpips, MetricsConfig, lpips, mean_metrics, psnr, ssim
+from tttlrm_ns.eval.metrics import (ImageMetrics, Lpips, MetricsConfig, lpips, mean_metrics, psnr, psnr_from_mse,
+                                   ssim)
 
 HAVE_WEIGHTS = lw.weights_present()
 needs_weights = pytest.mark.skipif(
@@ -33,6 +34,15 @@ def test_psnr_known_values_and_clipping():
     assert psnr(gt[0], gt[0]).shape == (1,)
     with pytest.raises(ValueError, match="shapes differ"):
         psnr(gt, gt[..., :4])
+
+
+def test_psnr_from_mse_of_numbers_and_tensors():
+    """One formula for images and for logged MSE values: 10 dB per decade, floored at 1e-10 (100 dB)."""
+    assert psnr_from_mse(0.01) == pytest.approx(20.0, abs=1e-12) and isinstance(psnr_from_mse(0.01), float)
+    assert psnr_from_mse(0.0) == 100.0 and psnr_from_mse(1e-12) == 100.0
+    torch.testing.assert_close(psnr_from_mse(torch.tensor([0.01, 0.001, 0.0])), torch.tensor([20.0, 30.0, 100.0]))
+    pred, gt = pair(1)
+    torch.testing.assert_close(psnr(pred, gt), psnr_from_mse((pred - gt).pow(2).mean(dim=(1, 2, 3))), rtol=0, atol=0)
 
 
 def test_ssim_matches_scikit_image():

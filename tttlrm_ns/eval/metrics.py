@@ -21,6 +21,7 @@ caller (scene score = mean over views, benchmark = mean over scenes).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -43,11 +44,18 @@ def _prep(pred: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]:
     return pred.float().clamp(0, 1), gt.float().clamp(0, 1)
 
 
+def psnr_from_mse(mse: Tensor | float) -> Tensor | float:
+    """PSNR in dB of mean squared errors of images in [0, 1], ``-10 log10(mse)`` with the MSE floored at
+    :data:`PSNR_MSE_FLOOR`: element-wise for a tensor, a float for a number (the MSE a trainer or benchmark logged)."""
+    if isinstance(mse, Tensor):
+        return -10.0 * torch.log10(mse.clamp_min(PSNR_MSE_FLOOR))
+    return -10.0 * math.log10(max(float(mse), PSNR_MSE_FLOOR))
+
+
 def psnr(pred: Tensor, gt: Tensor) -> Tensor:
     """PSNR in dB per image [B] for [B, 3, H, W] images in [0, 1] (capped at 100 dB)."""
     pred, gt = _prep(pred, gt)
-    mse = (pred - gt).pow(2).mean(dim=(1, 2, 3))
-    return -10.0 * torch.log10(mse.clamp_min(PSNR_MSE_FLOOR))
+    return psnr_from_mse((pred - gt).pow(2).mean(dim=(1, 2, 3)))
 
 
 def _ssim_skimage(pred: Tensor, gt: Tensor, win: int = 7) -> Tensor:
