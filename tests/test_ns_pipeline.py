@@ -15,17 +15,6 @@ REPO = Path(__file__).resolve().parents[1]
 SCENE = REPO / "tests" / "assets" / "mydesk_mini"  # 10 frames, 480x270; the paper split leaves 8 for training
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    from tttlrm_ns.model import TttlrmModel, presets
-    from tttlrm_ns.model.checkpoint import save_model
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    save_model(TttlrmModel(presets.tiny(sh_degree=1)), path)
-    return path
-
-
 def nerfstudio_scene(dest: Path) -> Path:
     """mydesk_mini rewritten as a nerfstudio ``transforms.json`` scene (OpenGL c2w, per-frame intrinsics)."""
     import json
