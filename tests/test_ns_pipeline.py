@@ -211,6 +211,23 @@ def test_max_num_iterations_is_the_number_of_refinement_steps():
         resolve_iterations(cfg)
 
 
+def test_ns_train_command_line_keeps_the_methods_refine_steps():
+    """The method preset's refine.steps travels in the config (a field without a flag) through ns-train's parser, so
+    the trainer tells a typed --pipeline.model.refine.steps from the preset's without looking the method up."""
+    import tyro
+    from nerfstudio.configs.method_configs import AnnotatedBaseConfigUnion
+
+    from tttlrm_ns.ns.trainer import resolve_iterations
+
+    cfg = tyro.cli(AnnotatedBaseConfigUnion, args=["tttlrm-refine3", "--max-num-iterations", "7"])
+    assert cfg.preset_refine_steps == 3 and resolve_iterations(cfg) == 7
+    cfg = tyro.cli(AnnotatedBaseConfigUnion, args=["tttlrm-refine3", "--pipeline.model.refine.steps", "5",
+                                                   "--max-num-iterations", "7"])
+    assert cfg.preset_refine_steps == 3
+    with pytest.raises(ValueError, match="--max-num-iterations 7 conflicts with --pipeline.model.refine.steps 5"):
+        resolve_iterations(cfg)
+
+
 def test_refinement_three_steps_on_input_views(tiny_checkpoint, tmp_path):
     """tttlrm-refine3 through nerfstudio's Trainer: 3 optimiser steps move the Gaussians, keep their count."""
     cfg = _config(tiny_checkpoint, method="tttlrm-refine3")

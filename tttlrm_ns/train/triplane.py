@@ -13,28 +13,27 @@ perceptual loss needs. Patch positions and sample jitter come from the sample's 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import Optional, Protocol
 
 import torch
 from torch import Tensor
 
+from tttlrm_ns.eval.metrics import Lpips
+
+from .config import TrainConfig
 from .losses import perceptual_partial
-
-if TYPE_CHECKING:
-    from .loop import Trainer
+from .parallel import DistInfo
 
 
-@dataclass
-class TriplaneTrainConfig:
-    """Ray sampling of the triplane training loss (``model_kind: triplane``)."""
+class StepRunner(Protocol):
+    """What :func:`triplane_micro_step` reads of the :class:`tttlrm_ns.train.loop.Trainer` that runs it (a protocol,
+    not an import: the loop imports this module)."""
 
-    patch: int = 32
-    """Side of the rendered pixel windows (LPIPS needs >= 32 with the VGG backbone's pooling)."""
-    patches_per_view: int = 1
-    """Windows per target view per step."""
-    samples_per_ray: int = 32
-    """Stratified samples per ray while training (evaluation uses the model's ``samples_per_ray``)."""
+    cfg: TrainConfig
+    info: DistInfo
+    model: torch.nn.Module
+    ddp_model: torch.nn.Module
+    lpips: Optional[Lpips]
 
 
 def patch_rays(c2w: Tensor, fxfycxcy: Tensor, y0: Tensor, x0: Tensor, size: int) -> tuple[Tensor, Tensor]:
@@ -93,7 +92,7 @@ def geometry_terms(acc: Tensor, dist: Tensor, dirs: Tensor, fwd: Tensor, z: Tens
     return mask, depth
 
 
-def triplane_micro_step(trainer: "Trainer", batch: dict, scale: float,
+def triplane_micro_step(trainer: StepRunner, batch: dict, scale: float,
                         seed_fn) -> tuple[dict[str, float], Optional[tuple[Tensor, Tensor]]]:
     """Forward + backward of one micro-batch of the triplane model (see the module docstring)."""
     cfg, dev = trainer.cfg, trainer.info.device
@@ -211,7 +210,7 @@ def export(model, path, step: int, cfg, history: Optional[list] = None) -> str:
     return str(save_triplane(model, path, meta))
 
 
-__all__ = ["TriplaneTrainConfig", "build_model", "export", "export_checkpoint", "gather_patches", "geometry_terms", "init_from", "upsample_plane_queries", "object_frame_cameras",
+__all__ = ["StepRunner", "build_model", "export", "export_checkpoint", "gather_patches", "geometry_terms", "init_from", "upsample_plane_queries", "object_frame_cameras",
            "patch_rays", "triplane_micro_step"]
 
 
