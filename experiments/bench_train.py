@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import platform
 import resource
@@ -39,6 +38,7 @@ import torch.multiprocessing as mp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tttlrm_ns.eval.metrics import psnr_from_mse  # noqa: E402
 from tttlrm_ns.train.config import config_from_dict, load_yaml_config  # noqa: E402
 from tttlrm_ns.train.procedural import make_scene  # noqa: E402
 
@@ -185,7 +185,7 @@ def learning_curve(scenes: list[str], out_dir: Path, steps: int, png: Path) -> d
     wall = time.perf_counter() - t0
     steps_ = [h["step"] for h in hist]
     loss = [h["loss"] for h in hist]
-    psnr = [-10 * math.log10(max(h["mse"], 1e-12)) for h in hist]
+    psnr = [psnr_from_mse(h["mse"]) for h in hist]
     k = max(1, len(loss) // 20)
 
     def smooth(x):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 
@@ -45,9 +44,11 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tttlrm_ns.eval.metrics import psnr_from_mse
+
     recs = read_metrics(args.metrics)
     steps = [r["step"] for r in recs]
-    psnr = [-10 * math.log10(max(r["mse"], 1e-10)) for r in recs]
+    psnr = [psnr_from_mse(r["mse"]) for r in recs]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     for key, colour in (("loss", "C0"), ("mse", "C1"), ("perceptual", "C2")):
         if any(r.get(key, 0.0) for r in recs):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -88,12 +87,14 @@ def report(results: list[dict], out_json: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tttlrm_ns.eval.metrics import psnr_from_mse
+
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(results, indent=2))
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for r in results:
         steps = [s for s, _ in r["curve"]]
-        psnr = [-10 * math.log10(max(m, 1e-10)) for _, m in r["curve"]]
+        psnr = [psnr_from_mse(m) for _, m in r["curve"]]
         k = 5  # moving average over 5 logged points (25 steps): one sample per step is noisy
         sm = [sum(psnr[max(0, i - k + 1): i + 1]) / len(psnr[max(0, i - k + 1): i + 1]) for i in range(len(psnr))]
         ax.plot(steps, sm, label=f"{r['arm']} ({r['psnr']:.2f} dB held-out)")

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import platform
 import random
@@ -116,6 +115,8 @@ def input_indices(trainer) -> List[int]:
 
 @torch.no_grad()
 def eval_psnr(pipeline, stride: int) -> float:
+    from tttlrm_ns.eval.metrics import psnr_from_mse
+
     """Mean PSNR over the eval split (every ``stride``-th eval image), full resolution."""
     dm = pipeline.datamanager
     model = pipeline.model
@@ -129,7 +130,7 @@ def eval_psnr(pipeline, stride: int) -> float:
         rgb = out["rgb"].clamp(0, 1)
         gt = gt[..., :3]
         mse = torch.mean((rgb - gt) ** 2).item()
-        vals.append(-10.0 * math.log10(max(mse, 1e-12)))
+        vals.append(psnr_from_mse(mse))
     model.train()
     return float(sum(vals) / len(vals))
 

@@ -17,6 +17,19 @@ def assets() -> Path:
     return ASSETS
 
 
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """Random tiny tttLRM weights (``presets.tiny(sh_degree=1)``, torch seed 0) as a ``.safetensors`` file, made once
+    per test module (the nerfstudio method, pipeline and refinement tests load it)."""
+    from tttlrm_ns.model import TttlrmModel, presets
+    from tttlrm_ns.model.checkpoint import save_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_model(TttlrmModel(presets.tiny(sh_degree=1)), path)
+    return path
+
+
 def optional_components() -> dict[str, bool]:
     """System parts some tests need; a test without its part skips and says which (see DEVELOPERS.md)."""
     import ctypes.util

@@ -12,7 +12,7 @@ PKG = Path(__file__).resolve().parents[1] / "tttlrm_ns"
 # (layer, unit); a unit is a module, a package, or a package's module named on its own. Keep in step with the
 # "Dependency order" section of docs/architecture.md.
 LAYERS = {
-    "tttlrm_ns": 0, "conventions": 0, "sh": 0,
+    "tttlrm_ns": 0, "conventions": 0, "sh": 0, "checkpoint_io": 0,
     "gaussians": 1, "geometry": 1,
     "render": 2, "model": 2, "data": 2, "synth": 2, "eval.metrics": 2, "eval.lpips_weights": 2, "eval.protocol": 2,
     "infer": 3,
@@ -94,3 +94,88 @@ def test_the_document_lists_the_same_layers():
         if unit != "tttlrm_ns":
             shown = unit.replace(".", "/") + ("/" if (PKG / unit.replace(".", "/")).is_dir() else ".py")
             assert shown in text, f"docs/architecture.md does not mention {shown}"
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """module -> the modules of tttlrm_ns it imports (anywhere in the file: module level, functions, TYPE_CHECKING).
+
+    ``from a import b`` names module ``a.b`` if that is a module, else module ``a``. The packages above an imported
+    module (whose ``__init__`` Python runs first) are not edges: every submodule would then form a cycle with its own
+    package's ``__init__``.
+    """
+    paths = {_module(p): p for p in PKG.rglob("*.py")}
+
+    def resolve(name: str) -> str | None:
+        parts = name.split(".")
+        for n in range(len(parts), 0, -1):
+            if ".".join(parts[:n]) in paths:
+                return ".".join(parts[:n])
+        return None
+
+    graph = {}
+    for module, path in paths.items():
+        graph[module] = {m for name in _imports(path, module) if (m := resolve(name)) is not None and m != module}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle (as a path a -> ... -> a) per strongly connected component of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.add(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                components.append(component)
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    out = []
+    for component in components:  # a shortest way back to the start, inside the component
+        start = min(component)
+        paths = {start: [start]}
+        queue = [start]
+        while queue:
+            v = queue.pop(0)
+            for w in sorted(graph[v] & component):
+                if w == start:
+                    out.append(paths[v] + [start])
+                    queue = []
+                    break
+                if w not in paths:
+                    paths[w] = paths[v] + [w]
+                    queue.append(w)
+    return out
+
+
+def test_cycle_finder_finds_a_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"e"}}
+    assert _cycles(graph) == [["a", "b", "c", "a"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles_between_modules():
+    """No module of tttlrm_ns imports, directly or through others, a module that imports it back: a cycle hides a
+    dependency the layers do not show, and one import at module level makes the import order matter."""
+    cycles = _cycles(_module_graph())
+    assert not cycles, "import cycles between modules:\n" + "\n".join(" -> ".join(c) for c in cycles)

@@ -166,15 +166,14 @@ def test_nerfstudio_camera_pose_helpers_are_the_similarity():
 
 
 def test_one_look_at_for_opengl_and_opencv_worlds():
-    """The OpenGL look-at of the synthetic data serves the procedural trainer scenes' OpenCV (y-down world) cameras:
-    +z looks at the target, x is horizontal, image rows (y) go down the world."""
+    """The OpenGL look-at of the synthetic data, in OpenCV axes, serves the procedural trainer scenes' (y-down world)
+    cameras: +z looks at the target, x is horizontal, image rows (y) go down the world."""
     import numpy as np
 
     from tttlrm_ns.synth.cameras import gl_c2w_to_cv_w2c
-    from tttlrm_ns.train.procedural import _look_at
 
     eye, target = np.array([1.0, 0.2, 0.5]), np.array([-0.3, 0.0, 0.1])
-    c2w = _look_at(eye, target)
+    c2w = cv.look_at_cv(eye, target, up=np.array([0.0, -1.0, 0.0]))
     fwd = (target - eye) / np.linalg.norm(target - eye)
     np.testing.assert_allclose(c2w[:3, 2], fwd, atol=1e-12)
     assert abs(c2w[1, 0]) < 1e-12 and c2w[1, 1] > 0

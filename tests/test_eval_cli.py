@@ -30,17 +30,12 @@ pytestmark = pytest.mark.skipif(not lw.weights_present(), reason="LPIPS backbone
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory):
+def evaluated(tmp_path_factory, tiny_checkpoint):
     """One tttlrm-eval run over a good scene and two bad ones; returns (summary, output dir)."""
     from tttlrm_ns.eval.cli import EvalConfig, run
     from tttlrm_ns.eval.runner import SplatfactoBaselineConfig
-    from tttlrm_ns.model import TttlrmModel, presets
-    from tttlrm_ns.model.checkpoint import save_model
 
     tmp = tmp_path_factory.mktemp("eval")
-    torch.manual_seed(0)
-    ckpt = tmp / "tiny.safetensors"
-    save_model(TttlrmModel(presets.tiny(sh_degree=1)), ckpt)
     # A scene whose json names an image that is not there.
     broken = tmp / "broken_scene"
     broken.mkdir()
@@ -49,7 +44,7 @@ def evaluated(tmp_path_factory):
     (broken / "opencv_cameras.json").write_text(json.dumps(meta))
     (broken / "images").symlink_to(MINI / "images")
     cfg = EvalConfig(
-        scenes=(MINI, broken, tmp / "no_such_scene"), output_dir=tmp / "out", checkpoint=ckpt, num_views=4,
+        scenes=(MINI, broken, tmp / "no_such_scene"), output_dir=tmp / "out", checkpoint=tiny_checkpoint, num_views=4,
         input_long_side=128, refine_steps=2, curve_steps=(0, 2),
         splatfacto=SplatfactoBaselineConfig(steps=2, num_random=300, max_steps=4),
     )
@@ -182,7 +177,7 @@ def _with_numpy_scalars(src: Path, dst: Path) -> None:
 
 
 def test_existing_numpy_checkpoint_loads_in_ns_eval_but_code_is_refused(evaluated, tmp_path):
-    from tttlrm_ns.ns.checkpoint_io import load_checkpoint
+    from tttlrm_ns.checkpoint_io import load_checkpoint
 
     config = _runs(evaluated[1])["splatfacto-cpu"]
     legacy = tmp_path / "legacy.ckpt"

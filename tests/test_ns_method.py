@@ -48,17 +48,6 @@ def _run(args: list[str], cwd: Path, timeout: int = 240) -> subprocess.Completed
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    from tttlrm_ns.model import TttlrmModel, presets
-    from tttlrm_ns.model.checkpoint import save_model
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    save_model(TttlrmModel(presets.tiny(sh_degree=1)), path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def run0(tmp_path_factory, tiny_checkpoint) -> Path:
     """`ns-train tttlrm` with 0 refinement steps; returns the run directory."""
     out = tmp_path_factory.mktemp("runs")

@@ -17,17 +17,6 @@ SCENE = REPO / "tests" / "assets" / "mydesk_mini"
 NO_FREE_SPACE = FreeSpaceConfig(tolerance=0.0)  # tests that need every predicted Gaussian turn the filter off  # 10 frames, 480x270; the paper split leaves 8 for training
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    from tttlrm_ns.model import TttlrmModel, presets
-    from tttlrm_ns.model.checkpoint import save_model
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    save_model(TttlrmModel(presets.tiny(sh_degree=1)), path)
-    return path
-
-
 def nerfstudio_scene(dest: Path) -> Path:
     """mydesk_mini rewritten as a nerfstudio ``transforms.json`` scene (OpenGL c2w, per-frame intrinsics)."""
     import json
@@ -221,6 +210,23 @@ def test_max_num_iterations_is_the_number_of_refinement_steps():
     assert resolve_iterations(cfg) == 7
     cfg.max_num_iterations = 5  # both, different values
     with pytest.raises(ValueError, match="--max-num-iterations 5 conflicts with --pipeline.model.refine.steps 7"):
+        resolve_iterations(cfg)
+
+
+def test_ns_train_command_line_keeps_the_methods_refine_steps():
+    """The method preset's refine.steps travels in the config (a field without a flag) through ns-train's parser, so
+    the trainer tells a typed --pipeline.model.refine.steps from the preset's without looking the method up."""
+    import tyro
+    from nerfstudio.configs.method_configs import AnnotatedBaseConfigUnion
+
+    from tttlrm_ns.ns.trainer import resolve_iterations
+
+    cfg = tyro.cli(AnnotatedBaseConfigUnion, args=["tttlrm-refine3", "--max-num-iterations", "7"])
+    assert cfg.preset_refine_steps == 3 and resolve_iterations(cfg) == 7
+    cfg = tyro.cli(AnnotatedBaseConfigUnion, args=["tttlrm-refine3", "--pipeline.model.refine.steps", "5",
+                                                   "--max-num-iterations", "7"])
+    assert cfg.preset_refine_steps == 3
+    with pytest.raises(ValueError, match="--max-num-iterations 7 conflicts with --pipeline.model.refine.steps 5"):
         resolve_iterations(cfg)
 
 

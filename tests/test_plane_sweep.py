@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from tttlrm_ns.conventions import look_at_cv
 from tttlrm_ns.geometry import analytic as A
 from tttlrm_ns.geometry.depth_range import DepthRangeError, range_from_points, range_from_views
 from tttlrm_ns.geometry.plane_sweep import (
@@ -17,6 +18,11 @@ from tttlrm_ns.geometry.plane_sweep import (
     plane_sweep_reference,
     select_neighbours,
 )
+
+
+def _aim(eye: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """OpenCV c2w [4, 4] (float32) at ``eye`` looking at ``target``, world y up."""
+    return torch.from_numpy(look_at_cv(eye.double().numpy(), target.double().numpy())).float()
 
 
 def _scene(cams: torch.Tensor, h: int, w: int, seed: int = 1, fov: float = 60.0):
@@ -66,8 +72,8 @@ def test_depth_accuracy_floor_and_shuffled_cameras_fail(trajectory, h, w):
 def test_no_overlap_gives_low_confidence():
     """Two cameras looking in opposite directions share no pixel: every plane is unseen (score -1), confidence 0."""
     eye = torch.zeros(3)
-    cams = torch.stack([A.look_at_cv(eye, torch.tensor([0.0, 0.0, 1.0])),
-                        A.look_at_cv(eye + 0.1, torch.tensor([0.1, 0.1, -1.0]))])
+    cams = torch.stack([_aim(eye, torch.tensor([0.0, 0.0, 1.0])),
+                        _aim(eye + 0.1, torch.tensor([0.1, 0.1, -1.0]))])
     img, dep, k = _scene(cams, 24, 32, fov=50)
     r = plane_sweep(img, cams, k, 0.3, 5.0, PlaneSweepConfig(num_planes=16, downsample=1))
     assert float(r.confidence.max()) == 0.0
@@ -85,7 +91,7 @@ def test_textureless_surface_gives_low_confidence():
 
 def test_neighbours_prefer_close_similar_views():
     cams = A.forward_cameras(5, 0.2, seed=0)
-    far = A.look_at_cv(torch.tensor([5.0, 0.0, 0.0]), torch.zeros(3))
+    far = _aim(torch.tensor([5.0, 0.0, 0.0]), torch.zeros(3))
     nbr = select_neighbours(torch.cat([cams, far[None]]), 3)
     assert nbr.shape == (6, 3)
     assert 5 not in nbr[:5].flatten().tolist()  # nobody picks the far, turned-away view while others are there
@@ -166,8 +172,8 @@ def test_depth_range_from_a_weak_match_says_so_and_no_match_is_refused():
     # the best-matched pixels are the nearest textured surfaces (most parallax): a scale from the scene, biased near
     assert float(dep.min()) < weak.median < float(dep.max()) and weak.near < weak.median < weak.far
     eye = torch.zeros(3)
-    apart = torch.stack([A.look_at_cv(eye, torch.tensor([0.0, 0.0, 1.0])),
-                         A.look_at_cv(eye + 0.1, torch.tensor([0.1, 0.1, -1.0]))])  # no shared pixel
+    apart = torch.stack([_aim(eye, torch.tensor([0.0, 0.0, 1.0])),
+                         _aim(eye + 0.1, torch.tensor([0.1, 0.1, -1.0]))])  # no shared pixel
     img2, _, k2 = _scene(apart, 24, 32, fov=50)
     with pytest.raises(DepthRangeError, match="matched at all"):
         range_from_views(img2, apart, k2)

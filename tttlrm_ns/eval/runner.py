@@ -40,8 +40,8 @@ from typing import Any, Callable, Dict, List, Literal, Optional, Tuple
 import torch
 from torch import Tensor
 
+from tttlrm_ns.checkpoint_io import sha256_file
 from tttlrm_ns.eval import metrics as M
-from tttlrm_ns.eval.lpips_weights import sha256_file
 from tttlrm_ns.eval.protocol import PeakMemory, mean_colour_image, nearest_input_view, resize_to, white_image
 
 METHODS = ("tttlrm", "tttlrm-ar", "tttlrm-object")

@@ -49,10 +49,10 @@ from typing import Any, Dict, List, Literal, Optional, Tuple
 import torch
 from torch import Tensor
 
+from tttlrm_ns.checkpoint_io import sha256_file
 from tttlrm_ns.conventions import fxfycxcy_to_K
 from tttlrm_ns.data.scene import LoadedViews, ResizeConfig, SceneFrames, load_scene, load_views
 from tttlrm_ns.data.views import eval_split, select_evenly_spaced
-from tttlrm_ns.eval.lpips_weights import sha256_file
 from tttlrm_ns.eval.metrics import psnr, ssim
 from tttlrm_ns.eval.protocol import mean_colour_image, nearest_input_view
 from tttlrm_ns.gaussians import Gaussians

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from tttlrm_ns.conventions import camera_rays, look_at_gl, opengl_to_opencv_c2w
+from tttlrm_ns.conventions import camera_rays, look_at_cv
 
 
 @dataclass
@@ -98,14 +98,6 @@ def render(scene: AnalyticScene, c2w: Tensor, fxfycxcy: Tensor, height: int, wid
     return images.float(), best_t.reshape(v, height, width).float()
 
 
-def look_at_cv(eye: Tensor, target: Tensor, up: Tensor = torch.tensor([0.0, -1.0, 0.0])) -> Tensor:
-    """OpenCV c2w [4, 4] at ``eye`` looking at ``target``; the image's y (down) axis points along ``up``, i.e. the
-    world direction ``-up`` appears upwards. The package's one look-at (:func:`tttlrm_ns.conventions.look_at_gl`)
-    converted to OpenCV axes."""
-    gl = look_at_gl(eye.double().numpy(), target.double().numpy(), up=-up.double().numpy())
-    return opengl_to_opencv_c2w(torch.from_numpy(gl)).float()
-
-
 def orbit_cameras(n: int, radius: float, target=(0.0, 0.0, 0.0), arc_deg: float = 90.0, height: float = 0.2) -> Tensor:
     """[n, 4, 4] OpenCV c2w on an arc of ``arc_deg`` around ``target`` (y is the world down axis)."""
     t = torch.tensor(target, dtype=torch.float32)
@@ -113,7 +105,7 @@ def orbit_cameras(n: int, radius: float, target=(0.0, 0.0, 0.0), arc_deg: float 
     for a in torch.linspace(-arc_deg / 2, arc_deg / 2, n).tolist():
         r = math.radians(a)
         eye = t + torch.tensor([radius * math.sin(r), -height, -radius * math.cos(r)])
-        out.append(look_at_cv(eye, t))
+        out.append(torch.from_numpy(look_at_cv(eye.double().numpy(), t.double().numpy())).float())
     return torch.stack(out)
 
 
@@ -124,7 +116,8 @@ def forward_cameras(n: int, baseline: float, distance: float = 1.8, seed: int = 
     for _ in range(n):
         off = (torch.rand(2, generator=g) - 0.5) * baseline
         eye = torch.tensor([off[0].item(), off[1].item(), -distance])
-        out.append(look_at_cv(eye, eye + torch.tensor([0.0, 0.0, 1.0])))
+        target = eye + torch.tensor([0.0, 0.0, 1.0])
+        out.append(torch.from_numpy(look_at_cv(eye.double().numpy(), target.double().numpy())).float())
     return torch.stack(out)
 
 
@@ -134,5 +127,5 @@ def intrinsics(n: int, height: int, width: int, fov_x_deg: float = 60.0) -> Tens
     return torch.tensor([f, f, width / 2, height / 2]).expand(n, 4).clone()
 
 
-__all__ = ["Box", "AnalyticScene", "room_scene", "render", "look_at_cv", "orbit_cameras", "forward_cameras",
+__all__ = ["Box", "AnalyticScene", "room_scene", "render", "orbit_cameras", "forward_cameras",
            "intrinsics"]

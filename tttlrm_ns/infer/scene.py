@@ -34,6 +34,7 @@ from torch import Tensor
 
 from tttlrm_ns.conventions import camera_rays, fxfycxcy_to_K
 from tttlrm_ns.data.normalize import SceneTransform, compute_transform, scale_to_depth
+from tttlrm_ns.eval.metrics import psnr_from_mse
 from tttlrm_ns.gaussians import Gaussians, PruneConfig, input_footprint, rotation_to_quat, widen_to_footprint
 from tttlrm_ns.geometry.depth_range import DepthRange, range_from_points, range_from_views
 from tttlrm_ns.geometry.free_space import FreeSpaceConfig, free_space_mask
@@ -272,8 +273,7 @@ def check_plausibility(g: Gaussians, images: Tensor, c2w: Tensor, fxfycxcy: Tens
     v, _, h, w = images.shape
     idx = sorted({round(i * (v - 1) / max(num_views - 1, 1)) for i in range(min(num_views, v))})
     pred = render(g, c2w[idx], fxfycxcy_to_K(fxfycxcy[idx].float()), w, h).permute(0, 3, 1, 2).clamp(0, 1)
-    mse = ((pred.cpu() - images[idx].cpu()) ** 2).flatten(1).mean(1).clamp_min(1e-10)
-    psnr = float((-10 * torch.log10(mse)).mean())
+    psnr = float(psnr_from_mse(((pred.cpu() - images[idx].cpu()) ** 2).flatten(1).mean(1)).mean())
     warning = None
     if psnr < threshold and source == "mvs":
         warning = (f"the plane-sweep Gaussians reproduce their own input views at only {psnr:.1f} dB (views {idx}; "

@@ -6,7 +6,7 @@ auxiliary networks (``depth_anything.*``, ``perceptual_loss_module.*``) may be p
 loader uses ``strict=False``; we check every key and shape first and load nothing unless all fit.
 
 Our format: one ``.safetensors`` file whose metadata holds the model config as JSON (key
-``tttlrm_config``), written atomically (temporary file in the same folder, fsync, rename).
+``tttlrm_config``), written atomically (:func:`tttlrm_ns.checkpoint_io.atomic_write`).
 
 What the weights were trained for (``save_model(..., trained_for=TrainedFor(...))``; ``tttlrm-train``'s exporter
 fills it from the training config). Stored as string metadata entries so a checkpoint of the wrong kind is
@@ -35,14 +35,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Mapping, Optional
 
 import torch
 from torch import Tensor
+
+from tttlrm_ns.checkpoint_io import atomic_write, load_checkpoint
 
 from .config import TttlrmConfig
 from .tttlrm import TttlrmModel
@@ -112,7 +112,7 @@ def read_official_state_dict(path: str | Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {path} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_checkpoint(path)
     except Exception as e:  # pickle / zip errors from torch.load: not a torch checkpoint at all
         raise CheckpointError(f"{path} is not a readable torch checkpoint ({type(e).__name__}: {e})") from None
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], Mapping):
@@ -131,24 +131,6 @@ def load_official_checkpoint(model: TttlrmModel, path: str | Path) -> TttlrmMode
     check_state_dict(state, expected_shapes(model), source=str(path))
     model.load_state_dict(state, strict=True)
     return model
-
-
-def _atomic_replace(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a weights file is as readable as any other
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 @dataclass(frozen=True)
@@ -231,7 +213,7 @@ def save_model(
     meta = {CONFIG_KEY: model.cfg.to_json(), "format": "tttlrm_ns/1", **(extra_metadata or {})}
     if trained_for is not None:
         meta.update(trained_for.to_metadata())
-    _atomic_replace(path, lambda tmp: save_file(state, tmp, metadata=meta))
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
     return path
 
 

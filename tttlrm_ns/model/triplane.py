@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tttlrm_ns.checkpoint_io import atomic_write
+
 from .blocks import layer_norm
 from .checkpoint import KIND_KEY
 from .config import TttlrmConfig
@@ -303,14 +305,14 @@ def save_triplane(model: TriplaneModel, path: str | Path, extra_metadata: Option
     """Write weights + both configs to one ``.safetensors`` file atomically (``model_kind = triplane``)."""
     from safetensors.torch import save_file
 
-    from .checkpoint import CONFIG_KEY, _atomic_replace
+    from .checkpoint import CONFIG_KEY
 
     path = Path(path)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {CONFIG_KEY: model.cfg.to_json(), TRIPLANE_KEY: model.tri.to_json(), KIND_KEY: "triplane",
             "format": "tttlrm_ns/1", "trained.kind": "object", "trained.scan": model.cfg.scan,
             **(extra_metadata or {})}
-    _atomic_replace(path, lambda tmp: save_file(state, tmp, metadata=meta))
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
     return path
 
 

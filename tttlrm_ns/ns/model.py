@@ -36,12 +36,11 @@ from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttrib
 from nerfstudio.models.splatfacto import SplatfactoModel, SplatfactoModelConfig, num_sh_bases
 from nerfstudio.utils.colors import get_color
 
+from tttlrm_ns.checkpoint_io import allow_numpy_in_weights_only_loads
 from tttlrm_ns.gaussians import Gaussians
 from tttlrm_ns.ns.refine import RefineConfig, RefineController, prepare_gaussians
 from tttlrm_ns.ns.splat_render import render_camera
-
-C0 = 0.28209479177387814
-"""Degree-0 SH basis constant: colour = C0 * dc + 0.5."""
+from tttlrm_ns.sh import C0
 
 
 @dataclass
@@ -93,6 +92,7 @@ class TttlrmNSModel(SplatfactoModel):
 
     # --- construction ---------------------------------------------------------------------------------------
     def populate_modules(self) -> None:
+        allow_numpy_in_weights_only_loads()  # for nerfstudio's loaders of our older checkpoints (see that function)
         if self.config.use_bilateral_grid:
             raise ValueError("tttLRM does not support the bilateral grid (use_bilateral_grid=False)")
         if not 0 <= self.config.sh_degree <= 3:
@@ -234,7 +234,7 @@ class TttlrmNSModel(SplatfactoModel):
         """
         return torch.nn.functional.normalize(self.gauss_params["quats"], dim=-1)
 
-    # colours: always SH, whatever the degree
+    # colours: always SH, whatever the degree (colour = C0 * dc + 0.5, the degree-0 band with gsplat's offset)
     @property
     def colors(self) -> Tensor:
         return self.features_dc * C0 + 0.5

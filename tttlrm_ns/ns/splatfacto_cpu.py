@@ -1,18 +1,20 @@
 """nerfstudio's splatfacto running through our rasteriser, so the baseline trains on CPU-only machines.
 
 Stock ``SplatfactoModel`` (nerfstudio 1.1.5) cannot run without CUDA for three reasons, each handled here by a
-subclass rather than by patching nerfstudio or gsplat globally:
+subclass rather than by patching nerfstudio, gsplat or torchmetrics:
 
 1. ``get_outputs`` calls gsplat's ``rasterization`` (CUDA kernels only) and moves the intrinsics with ``.cuda()``.
    ``SplatfactoCPUModel.get_outputs`` renders the same outputs through ``tttlrm_ns.render.rasterize`` (our C++
    backend on CPU, gsplat on CUDA) with identical arguments (:func:`tttlrm_ns.ns.splat_render.render_camera`, shared
    with the tttLRM model), so densification statistics (``means2d`` gradients / absgrad, ``radii``) feed gsplat's
    ``DefaultStrategy`` exactly as before. The strategy itself is pure torch.
-2. ``populate_modules`` builds the SH colours of SfM seed points with ``.cuda()``; we let it take its
-   colour-free branch and then set the colours on the model's device with the same formulas.
-3. ``populate_modules`` builds torchmetrics' LPIPS, which downloads AlexNet weights at construction. Training
-   never uses LPIPS, so it is built on first use (evaluation) instead; it is kept out of the state dict, so
-   checkpoints hold Gaussians only (``load_state_dict`` drops ``lpips.*`` keys of stock splatfacto checkpoints).
+2. ``populate_modules`` builds the SH colours of SfM seed points with ``.cuda()``, and
+3. builds torchmetrics' LPIPS, which downloads AlexNet weights at construction. ``SplatfactoCPUModel`` has its own
+   ``populate_modules``: splatfacto's, step for step, with the seed colours set on the model's device and LPIPS
+   (evaluation only) being :func:`tttlrm_ns.eval.metrics.lpips` (AlexNet from our offline backbone files, built on
+   first use). The network is kept out of the module tree, so checkpoints hold Gaussians only
+   (``load_state_dict`` drops the ``lpips.*`` keys of stock splatfacto checkpoints).
+   ``tests/test_splatfacto_cpu.py`` holds it to the stock method: same parameters, strategy and metrics.
 
 ``ns-export gaussian-splat`` keeps working because the model is still a ``SplatfactoModel`` with the same storage.
 Register the method with the entry point
@@ -22,13 +24,14 @@ Register the method with the entry point
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Type, Union
-from unittest import mock
+from functools import partial
+from typing import Dict, List, Optional, Type, Union
 
 import torch
+from gsplat.strategy import DefaultStrategy
 from torch import Tensor
+from torch.nn import Parameter
 
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
@@ -36,46 +39,17 @@ from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatama
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.trainer import TrainerConfig
-from nerfstudio.models.splatfacto import RGB2SH, SplatfactoModel, SplatfactoModelConfig
+from nerfstudio.model_components.lib_bilagrid import BilateralGrid
+from nerfstudio.models.splatfacto import (RGB2SH, SplatfactoModel, SplatfactoModelConfig, num_sh_bases,
+                                          random_quat_tensor)
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
+from nerfstudio.utils.colors import get_color
 
+from tttlrm_ns.checkpoint_io import allow_numpy_in_weights_only_loads
+from tttlrm_ns.eval import metrics
 from tttlrm_ns.ns.checkpoint_io import FloatExponentialDecaySchedulerConfig
 from tttlrm_ns.ns.splat_render import render_camera
-
-
-class _LazyLPIPS(torch.nn.Module):
-    """Stands in for torchmetrics' ``LearnedPerceptualImagePatchSimilarity``; builds it on the first call.
-
-    The real metric is stored outside the module tree (not a submodule), so it never enters state dicts and is
-    not moved by ``model.to``; it follows the device of its inputs instead.
-    """
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__()
-        self._kwargs = kwargs
-        self.__dict__["_metric"] = None
-
-    def forward(self, preds: Tensor, target: Tensor) -> Tensor:
-        if self.__dict__["_metric"] is None:
-            from tttlrm_ns.eval.lpips_weights import lpips_metric  # our offline backbone files, no download
-
-            self.__dict__["_metric"] = lpips_metric(**self._kwargs)
-        metric = self.__dict__["_metric"].to(preds.device)
-        return metric(preds, target)
-
-
-@contextmanager
-def _lazy_lpips() -> Iterator[None]:
-    """While active, splatfacto's ``populate_modules`` gets a ``_LazyLPIPS`` instead of the real metric.
-
-    splatfacto imports the class inside ``populate_modules`` (``from torchmetrics.image.lpip import ...``), so
-    replacing the module attribute for the duration of that call is enough and touches nothing else.
-    """
-    import torchmetrics.image.lpip
-
-    with mock.patch.object(torchmetrics.image.lpip, "LearnedPerceptualImagePatchSimilarity", _LazyLPIPS):
-        yield
 
 
 @dataclass
@@ -93,27 +67,70 @@ class SplatfactoCPUModel(SplatfactoModel):
     config: SplatfactoCPUModelConfig
 
     def populate_modules(self) -> None:
-        seed = self.seed_points
-        seed_colors = None
-        if seed is not None and not self.config.random_init and seed[1].shape[0] > 0:
-            # Take splatfacto's colour-free branch (random colours) and overwrite the colours below.
-            seed_colors = seed[1]
-            self.seed_points = (seed[0], seed[1][:0])
-        try:
-            with _lazy_lpips():
-                super().populate_modules()
-        finally:
-            self.seed_points = seed
-        if seed_colors is not None:
-            self._init_colors_from_seed(seed_colors)
+        """nerfstudio 1.1.5's ``SplatfactoModel.populate_modules`` with the changes 2 and 3 of the module docstring.
 
-    @torch.no_grad()
-    def _init_colors_from_seed(self, rgb255: Tensor) -> None:
-        """SfM point colours [N, 3] in 0..255 -> SH DC term (sh_degree > 0) or logit colour (sh_degree 0)."""
-        rgb = rgb255.float() / 255.0
-        dc = RGB2SH(rgb) if self.config.sh_degree > 0 else torch.logit(rgb, eps=1e-10)
-        self.gauss_params["features_dc"] = torch.nn.Parameter(dc.to(self.means.device))
-        self.gauss_params["features_rest"] = torch.nn.Parameter(torch.zeros_like(self.features_rest))
+        The random draws come in the order of earlier versions of this class, which ran splatfacto's own method
+        on colour-free seeds: random colours are drawn even when seed colours replace them, so a run's random stream
+        (and densification's samples drawn from it) is what it was.
+        """
+        allow_numpy_in_weights_only_loads()  # for nerfstudio's loaders of our older checkpoints (see that function)
+        cfg = self.config
+        seeded = self.seed_points is not None and not cfg.random_init
+        if seeded:
+            means = Parameter(self.seed_points[0])
+        else:
+            means = Parameter((torch.rand((cfg.num_random, 3)) - 0.5) * cfg.random_scale)
+        distances, _ = self.k_nearest_sklearn(means.data, 3)
+        # the mean distance to the three nearest neighbours is each Gaussian's initial scale
+        avg_dist = torch.from_numpy(distances).mean(dim=-1, keepdim=True)
+        scales = Parameter(torch.log(avg_dist.repeat(1, 3)))
+        num_points = means.shape[0]
+        quats = Parameter(random_quat_tensor(num_points))
+        features_dc = Parameter(torch.rand(num_points, 3))
+        features_rest = Parameter(torch.zeros((num_points, num_sh_bases(cfg.sh_degree) - 1, 3)))
+        if seeded and self.seed_points[1].shape[0] > 0:  # SfM colours in 0..255 (splatfacto's formulas)
+            rgb = self.seed_points[1].float() / 255.0
+            features_dc = Parameter(RGB2SH(rgb) if cfg.sh_degree > 0 else torch.logit(rgb, eps=1e-10))
+        opacities = Parameter(torch.logit(0.1 * torch.ones(num_points, 1)))
+        self.gauss_params = torch.nn.ParameterDict({"means": means, "scales": scales, "quats": quats,
+                                                    "features_dc": features_dc, "features_rest": features_rest,
+                                                    "opacities": opacities})
+        self.camera_optimizer = cfg.camera_optimizer.setup(num_cameras=self.num_train_data, device="cpu")
+
+        from pytorch_msssim import SSIM
+        from torchmetrics.image import PeakSignalNoiseRatio
+
+        self.psnr = PeakSignalNoiseRatio(data_range=1.0)
+        self.ssim = SSIM(data_range=1.0, size_average=True, channel=3)
+        # A plain attribute, not a submodule: no state-dict entries, and metrics.lpips follows its inputs' device.
+        self.lpips = partial(metrics.lpips, net="alex")
+        self.step = 0
+        self.crop_box = None
+        if cfg.background_color == "random":
+            self.background_color = torch.tensor([0.1490, 0.1647, 0.2157])  # the viewer's default, as splatfacto
+        else:
+            self.background_color = get_color(cfg.background_color)
+        if cfg.use_bilateral_grid:
+            self.bil_grids = BilateralGrid(num=self.num_train_data, grid_X=cfg.grid_shape[0],
+                                           grid_Y=cfg.grid_shape[1], grid_W=cfg.grid_shape[2])
+        self.strategy = DefaultStrategy(
+            prune_opa=cfg.cull_alpha_thresh,
+            grow_grad2d=cfg.densify_grad_thresh,
+            grow_scale3d=cfg.densify_size_thresh,
+            grow_scale2d=cfg.split_screen_size,
+            prune_scale3d=cfg.cull_scale_thresh,
+            prune_scale2d=cfg.cull_screen_size,
+            refine_scale2d_stop_iter=cfg.stop_screen_size_at,
+            refine_start_iter=cfg.warmup_length,
+            refine_stop_iter=cfg.stop_split_at,
+            reset_every=cfg.reset_alpha_every * cfg.refine_every,
+            refine_every=cfg.refine_every,
+            pause_refine_after_reset=self.num_train_data + cfg.refine_every,
+            absgrad=cfg.use_absgrad,
+            revised_opacity=False,
+            verbose=True,
+        )
+        self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
 
     def load_state_dict(self, dict, **kwargs):  # type: ignore[override]
         # Stock splatfacto checkpoints carry the LPIPS network; ours builds it lazily and does not store it.

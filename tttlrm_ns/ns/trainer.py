@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Type
 
+import tyro
+
 from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 
@@ -25,17 +27,10 @@ class TttlrmTrainerConfig(TrainerConfig):
     _target: Type = field(default_factory=lambda: TttlrmTrainer)
     max_num_iterations: Optional[int] = None  # type: ignore[assignment]
     """Number of refinement steps (= --pipeline.model.refine.steps; None: the method's refine.steps)."""
-
-
-def method_default_steps(method_name: str) -> Optional[int]:
-    """refine.steps of the registered method ``method_name`` (None for an unknown name)."""
-    from tttlrm_ns import method_configs as mc
-
-    for cfg in (mc.tttlrm_config, mc.tttlrm_ar_config, mc.tttlrm_object_config, mc.tttlrm_refine3_config,
-                mc.tttlrm_refine10_config):
-        if cfg.method_name == method_name:
-            return cfg.pipeline.model.refine.steps  # type: ignore[attr-defined]
-    return None
+    preset_refine_steps: tyro.conf.Suppress[Optional[int]] = None
+    """refine.steps of the method preset this config was built from (set by ``method_configs``; no flag). Recorded in
+    the config so that the trainer does not look the method up (``method_configs`` imports this module); None: no
+    preset known (e.g. a ``config.yml`` written before the field existed), refine.steps then never conflicts."""
 
 
 def resolve_iterations(config: TttlrmTrainerConfig) -> int:
@@ -51,7 +46,7 @@ def resolve_iterations(config: TttlrmTrainerConfig) -> int:
         return refine.steps
     if wanted < 0:
         raise ValueError(f"--max-num-iterations must be >= 0 (refinement steps), got {wanted}")
-    default = method_default_steps(config.method_name or "")
+    default = config.preset_refine_steps
     if default is not None and refine.steps != default:
         raise ValueError(
             f"--max-num-iterations {wanted} conflicts with --pipeline.model.refine.steps {refine.steps}: both set "

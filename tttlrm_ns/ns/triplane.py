@@ -33,6 +33,7 @@ from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from tttlrm_ns.checkpoint_io import allow_numpy_in_weights_only_loads
 from tttlrm_ns.data.views import ViewSelectionConfig
 
 BUNDLED_TRIPLANE = Path(__file__).resolve().parents[1] / "assets" / "weights" / "tttlrm_triplane.safetensors"
@@ -98,6 +99,7 @@ class TriplaneNSModel(Model):
 
     def populate_modules(self) -> None:
         super().populate_modules()
+        allow_numpy_in_weights_only_loads()  # for nerfstudio's loaders of our older checkpoints (see that function)
         from torchmetrics.image import PeakSignalNoiseRatio
 
         from tttlrm_ns.model.triplane import TriplaneField

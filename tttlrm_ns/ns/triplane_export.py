@@ -14,8 +14,6 @@ PLY files (trimesh), atomically. They read back with trimesh and Open3D.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
@@ -24,6 +22,7 @@ import numpy as np
 import torch
 import tyro
 
+from tttlrm_ns.checkpoint_io import atomic_write
 from tttlrm_ns.conventions import Similarity
 
 
@@ -72,11 +71,11 @@ class ExportTriplane:
             console.print(f"[yellow]the density never crosses {level:.4g} in the box: no mesh written; change "
                           "--density-threshold or use --threshold-quantile")
         else:
-            _atomic_export(mesh, self.output_dir / "mesh.ply")
+            atomic_write(self.output_dir / "mesh.ply", lambda tmp: mesh.export(tmp, file_type="ply"))
             console.print(f"mesh: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces -> "
                           f"{self.output_dir / 'mesh.ply'}")
         if cloud is not None:
-            _atomic_export(cloud, self.output_dir / "point_cloud.ply")
+            atomic_write(self.output_dir / "point_cloud.ply", lambda tmp: cloud.export(tmp, file_type="ply"))
             console.print(f"point cloud: {len(cloud.vertices)} points -> {self.output_dir / 'point_cloud.ply'}")
 
 
@@ -129,18 +128,6 @@ def _to_original(points: np.ndarray, outputs) -> np.ndarray:
     """nerfstudio-frame points [P, 3] -> the data's frame (undo ``x_ns = s (R x + t)``), float64."""
     sim = Similarity.from_nerfstudio(outputs.dataparser_transform, outputs.dataparser_scale)
     return sim.invert_points(torch.from_numpy(np.asarray(points, dtype=np.float64))).numpy()
-
-
-def _atomic_export(geom, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".ply", dir=path.parent)
-    os.close(fd)
-    try:
-        geom.export(tmp, file_type="ply")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def entrypoint() -> None:

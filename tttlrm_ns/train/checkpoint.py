@@ -4,17 +4,16 @@ A checkpoint ``checkpoints/step_{step:09d}.pt`` holds the model and optimiser st
 scaler states, the RNG states of every rank (python, numpy, torch CPU, CUDA), the data position (the next step:
 samples are a pure function of the step, see :mod:`tttlrm_ns.train.data`), counters and the resolved config.
 
-Atomicity: the file is written to a temporary name in the same folder, flushed and fsync'ed, then ``os.replace``'d
-over the final name (atomic on POSIX), and the folder is fsync'ed. An exception or a kill during ``torch.save``
-leaves at most a stray ``.tmp`` file, never a truncated ``step_*.pt``; older checkpoints are removed only after the
-new one is in place. Loading picks the newest file that loads, so even a damaged file (e.g. a disk error) falls back
-to the previous one.
+Atomicity: :func:`tttlrm_ns.checkpoint_io.atomic_torch_save` (temporary file in the same folder, fsync,
+``os.replace``, fsync of the folder). An exception or a kill during ``torch.save`` leaves at most a stray ``.tmp``
+file, never a truncated ``step_*.pt``; older checkpoints are removed only after the new one is in place. Loading
+picks the newest file that loads, so even a damaged file (e.g. a disk error) falls back to the previous one.
 
-No pickle code runs on load: files are read with ``torch.load(weights_only=True)``, whose unpickler only builds
-tensors and plain containers. Everything in a checkpoint is such a value; the numpy RNG state is stored as a tensor
-(:func:`rng_state`). Checkpoints written before that change hold numpy's state tuple with a numpy array; they are
-read with exactly the three numpy globals that array needs allow-listed (:data:`LEGACY_NUMPY_GLOBALS`), so they
-still resume.
+No pickle code runs on load: files are read with :func:`tttlrm_ns.checkpoint_io.load_checkpoint`
+(``torch.load(weights_only=True)``), whose unpickler only builds tensors and plain containers. Everything in a
+checkpoint is such a value; the numpy RNG state is stored as a tensor (:func:`rng_state`). Checkpoints written before
+that change hold numpy's state tuple with a numpy array, which that loader's numpy allowlist admits, so they still
+resume.
 
 The exported ``.safetensors`` records what the weights were trained for (:func:`trained_for`, the ``trained.*``
 metadata of :mod:`tttlrm_ns.model.checkpoint`), which ``ns-train`` checks against the method, and every training
@@ -25,15 +24,15 @@ followed by its own, so ``train_step_total`` counts all optimiser steps, not onl
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
+
+from tttlrm_ns.checkpoint_io import atomic_torch_save, load_checkpoint
 
 CKPT_RE = re.compile(r"^step_(\d{9})\.pt$")
 
@@ -64,38 +63,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_torch_save(obj: Any, path: Path) -> Path:
-    """``torch.save`` to ``path`` atomically (temp file + fsync + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     """(step, path) of the checkpoints in ``folder``, oldest first."""
     folder = Path(folder)
@@ -114,32 +81,11 @@ def save_checkpoint(folder: Path, step: int, payload: dict[str, Any], keep_last:
     return path
 
 
-def _legacy_numpy_globals() -> list:
-    try:
-        from numpy._core.multiarray import _reconstruct  # type: ignore[attr-defined]
-    except ImportError:  # numpy < 2
-        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
-    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
-
-
-LEGACY_NUMPY_GLOBALS = ("numpy.core.multiarray._reconstruct", "numpy.ndarray", "numpy.dtype")
-"""The globals of checkpoints written before the RNG state became a tensor (numpy's state array), allowed on load."""
-
-
-def load_payload(path: Path) -> Any:
-    """``torch.load(path, weights_only=True)``: tensors and plain containers only, no code from the file runs.
-
-    numpy arrays (old checkpoints' numpy RNG state) are admitted through ``torch.serialization.safe_globals``.
-    """
-    with torch.serialization.safe_globals(_legacy_numpy_globals()):
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def load_latest(folder: Path, log=print) -> Optional[tuple[Path, dict[str, Any]]]:
     """The newest checkpoint that loads (damaged ones are reported and skipped), or None."""
     for step, path in reversed(list_checkpoints(folder)):
         try:
-            payload = load_payload(path)
+            payload = load_checkpoint(path)
         except Exception as e:  # truncated / corrupt file: fall back to the previous one
             log(f"checkpoint {path} cannot be loaded ({type(e).__name__}: {e}); trying an older one")
             continue
@@ -242,7 +188,7 @@ def export_checkpoint(checkpoint: Path, out: Path) -> Path:
     """Export a training checkpoint file to ``out`` (``.safetensors`` with the model config in its metadata)."""
     from tttlrm_ns.model import TttlrmConfig, TttlrmModel
 
-    payload = load_payload(checkpoint)
+    payload = load_checkpoint(checkpoint)
     cfg = TttlrmConfig.from_dict(payload["config"]["model"])
     model = TttlrmModel(cfg)
     model.load_state_dict(payload["model"], strict=True)
@@ -251,8 +197,8 @@ def export_checkpoint(checkpoint: Path, out: Path) -> Path:
 
 
 __all__ = [
-    "HISTORY_KEY", "atomic_torch_save", "export_checkpoint", "export_model", "history_metadata", "history_of",
-    "list_checkpoints", "load_latest", "load_payload", "payload_history", "rng_state", "save_checkpoint",
+    "HISTORY_KEY", "export_checkpoint", "export_model", "history_metadata", "history_of", "list_checkpoints",
+    "load_latest", "payload_history", "rng_state", "save_checkpoint",
     "set_rng_state", "trained_for",
 ]
 

@@ -23,7 +23,6 @@ from typing import Any, Literal, Optional, Sequence
 from tttlrm_ns.gaussians import PruneConfig
 from tttlrm_ns.model.config import TttlrmConfig
 from tttlrm_ns.model.triplane import TriplaneConfig
-from tttlrm_ns.train.triplane import TriplaneTrainConfig
 
 
 @dataclass
@@ -184,6 +183,18 @@ class LoggingConfig:
     """Render previews (prediction | target) to TensorBoard every this many steps (0 disables)."""
     progress: bool = True
     """rich progress bar on rank 0."""
+
+
+@dataclass
+class TriplaneTrainConfig:
+    """Ray sampling of the triplane training loss (``model_kind: triplane``)."""
+
+    patch: int = 32
+    """Side of the rendered pixel windows (LPIPS needs >= 32 with the VGG backbone's pooling)."""
+    patches_per_view: int = 1
+    """Windows per target view per step."""
+    samples_per_ray: int = 32
+    """Stratified samples per ray while training (evaluation uses the model's ``samples_per_ray``)."""
 
 
 @dataclass

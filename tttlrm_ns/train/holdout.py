@@ -168,7 +168,9 @@ def load_run_model(run: Path, weights: Optional[Path] = None) -> tuple[torch.nn.
     from tttlrm_ns.model import TttlrmModel
     from tttlrm_ns.model.checkpoint import load_model
 
-    from .checkpoint import list_checkpoints, load_payload
+    from tttlrm_ns.checkpoint_io import load_checkpoint
+
+    from .checkpoint import list_checkpoints
 
     cfg = load_yaml_config(run / "config.yaml")
     if weights is not None:
@@ -177,7 +179,7 @@ def load_run_model(run: Path, weights: Optional[Path] = None) -> tuple[torch.nn.
     if ckpts:
         step, path = ckpts[-1]
         model = TttlrmModel(cfg.model)
-        model.load_state_dict(load_payload(path)["model"])
+        model.load_state_dict(load_checkpoint(path)["model"])
         return model, cfg, f"{path} (step {step})"
     path = run / "model.safetensors"
     if not path.is_file():

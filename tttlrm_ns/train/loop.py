@@ -36,7 +36,8 @@ from .checkpoint import (export_model, history_metadata, history_of, load_latest
                          set_rng_state)
 from .config import TrainConfig, config_to_dict, dump_config
 from .data import RankSlots, StepBatchSampler, TrainDataset, make_loader, tokens_per_sample
-from .losses import PerceptualLoss, depth_partial, log_depth_partial, mask_partial, mse_partial, opacity_partial
+from .losses import (depth_partial, log_depth_partial, mask_partial, mse_partial, opacity_partial, perceptual_lpips,
+                     perceptual_partial)
 
 TERMS = ("mse", "perceptual", "opacity", "depth", "mask")
 
@@ -184,7 +185,7 @@ class Trainer:
             self.optimizer, lr_lambda(o.warmup_steps, o.max_steps, o.min_lr_ratio))
         # bf16 needs no loss scaling; the scaler is kept (disabled) so checkpoints have one layout for fp16 too.
         self.scaler = torch.amp.GradScaler(dev.type, enabled=False)
-        self.perceptual = PerceptualLoss(cfg.loss.perceptual_net).to(dev) if cfg.loss.perceptual > 0 else None
+        self.lpips = perceptual_lpips(cfg.loss.perceptual_net).to(dev) if cfg.loss.perceptual > 0 else None
 
         self.summary = TrainSummary()
         self.start_step = 0
@@ -295,8 +296,8 @@ class Trainer:
             render = render_views(kept, batch["target_c2w"][i].to(dev), batch["target_fxfycxcy"][i].to(dev),
                                   target.shape[-2], target.shape[-1], cfg, self.rasterize_fn)
             totals["mse"] = totals["mse"] + mse_partial(render, target, t_all)
-            if self.perceptual is not None:
-                totals["perceptual"] = totals["perceptual"] + self.perceptual(render, target, t_all)
+            if self.lpips is not None:
+                totals["perceptual"] = totals["perceptual"] + perceptual_partial(self.lpips, render, target, t_all)
             if lw.opacity > 0:
                 totals["opacity"] = totals["opacity"] + opacity_partial(out.gaussians.opacity_logits[i], v_all * h * w)
             if lw.depth > 0:

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tttlrm_ns.eval.lpips_weights import LpipsWeightsError
+from tttlrm_ns.eval.metrics import Lpips
 from tttlrm_ns.model.head import to_patch_major
 
 
@@ -20,28 +22,24 @@ def mse_partial(render: Tensor, target: Tensor, total_views: int) -> Tensor:
     return (render - target).square().sum() / (total_views * render[0].numel())
 
 
-class PerceptualLoss(torch.nn.Module):
-    """LPIPS (frozen backbone) per target view, summed and divided by the sample's total target views.
+def perceptual_lpips(net: str = "vgg") -> Lpips:
+    """The frozen LPIPS network of the perceptual term (:class:`tttlrm_ns.eval.metrics.Lpips`, the package's one).
 
     Replaces the official VGG-19 feature loss, whose MatConvNet weights are not available offline; LPIPS-VGG is a
-    VGG feature distance of the same kind (``docs`` of :mod:`tttlrm_ns.eval.metrics`).
+    VGG feature distance of the same kind. Missing backbone files raise the metric's error, which here also names
+    the switch that turns the term off.
     """
+    try:
+        return Lpips(net)  # type: ignore[arg-type]
+    except LpipsWeightsError as e:
+        raise LpipsWeightsError(f"{e}\nOr disable the perceptual loss with --loss.perceptual 0.") from None
 
-    def __init__(self, net: str = "vgg"):
-        super().__init__()
-        from tttlrm_ns.eval.lpips_weights import LpipsWeightsError
-        from tttlrm_ns.eval.metrics import Lpips
 
-        try:
-            self.lpips = Lpips(net)  # type: ignore[arg-type]
-        except LpipsWeightsError as e:
-            raise LpipsWeightsError(f"{e}\nOr disable the perceptual loss with --loss.perceptual 0.") from None
-        for p in self.lpips.parameters():
-            p.requires_grad_(False)
-
-    def forward(self, render: Tensor, target: Tensor, total_views: int) -> Tensor:
-        # LPIPS clamps to [0, 1]; the render is composited on a white background so it is already in range.
-        return self.lpips(render.float(), target.float()).sum() / total_views
+def perceptual_partial(lpips: Lpips, render: Tensor, target: Tensor, total_views: int) -> Tensor:
+    """``render``, ``target`` [T_loc, 3, H, W] -> sum of the per-view LPIPS distances / ``total_views``, with
+    gradients w.r.t. ``render`` (``lpips`` from :func:`perceptual_lpips`)."""
+    # LPIPS clamps to [0, 1]; the render is composited on a white background so it is already in range.
+    return lpips(render.float(), target.float()).sum() / total_views
 
 
 def opacity_partial(opacity_logits: Tensor, total_gaussians: int) -> Tensor:
@@ -120,4 +118,5 @@ def depth_partial(means: Tensor, c2w: Tensor, depth: Tensor, patch: int, total_p
     return (loss * valid).sum() / total_pixels
 
 
-__all__ = ["PerceptualLoss", "depth_partial", "log_depth_partial", "mask_partial", "mse_partial", "opacity_partial"]
+__all__ = ["depth_partial", "log_depth_partial", "mask_partial", "mse_partial", "opacity_partial", "perceptual_lpips",
+           "perceptual_partial"]

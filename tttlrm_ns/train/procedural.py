@@ -22,12 +22,6 @@ from PIL import Image
 from tttlrm_ns import conventions
 
 
-def _look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """OpenCV c2w [4, 4] at ``eye`` looking at ``target``; the world +y axis is 'down' like the image rows."""
-    c2w_gl = conventions.look_at_gl(eye, target, up=np.array([0.0, -1.0, 0.0]))
-    return conventions.opengl_to_opencv_c2w(torch.from_numpy(c2w_gl)).numpy()
-
-
 def _planes(rng: np.random.Generator, n_quads: int) -> list[dict]:
     """Rectangles ``origin + a*u + b*v`` (a, b in [0, 1]) with texture parameters."""
     planes = []
@@ -101,7 +95,7 @@ def make_scene(folder: str | Path, num_frames: int = 24, height: int = 32, width
         ang = phase + 1.2 * s
         eye = np.array([1.2 * math.cos(ang), 0.2 * math.sin(3 * s), 1.2 * math.sin(ang)])
         target = np.array([0.3 * math.cos(ang + 2.5), 0.0, 0.3 * math.sin(ang + 2.5)])
-        c2w = _look_at(eye, target)
+        c2w = conventions.look_at_cv(eye, target, up=np.array([0.0, -1.0, 0.0]))  # world +y is down, as image rows
         dirs = cam_dirs @ c2w[:3, :3].T
         color, t = raycast(planes, eye, dirs)
         depth = t.reshape(height, width).astype(np.float32)  # z-depth: rays have unit z in the camera frame

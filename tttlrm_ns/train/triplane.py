@@ -13,26 +13,27 @@ perceptual loss needs. Patch positions and sample jitter come from the sample's 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import Optional, Protocol
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from .loop import Trainer
+from tttlrm_ns.eval.metrics import Lpips
+
+from .config import TrainConfig
+from .losses import perceptual_partial
+from .parallel import DistInfo
 
 
-@dataclass
-class TriplaneTrainConfig:
-    """Ray sampling of the triplane training loss (``model_kind: triplane``)."""
+class StepRunner(Protocol):
+    """What :func:`triplane_micro_step` reads of the :class:`tttlrm_ns.train.loop.Trainer` that runs it (a protocol,
+    not an import: the loop imports this module)."""
 
-    patch: int = 32
-    """Side of the rendered pixel windows (LPIPS needs >= 32 with the VGG backbone's pooling)."""
-    patches_per_view: int = 1
-    """Windows per target view per step."""
-    samples_per_ray: int = 32
-    """Stratified samples per ray while training (evaluation uses the model's ``samples_per_ray``)."""
+    cfg: TrainConfig
+    info: DistInfo
+    model: torch.nn.Module
+    ddp_model: torch.nn.Module
+    lpips: Optional[Lpips]
 
 
 def patch_rays(c2w: Tensor, fxfycxcy: Tensor, y0: Tensor, x0: Tensor, size: int) -> tuple[Tensor, Tensor]:
@@ -91,7 +92,7 @@ def geometry_terms(acc: Tensor, dist: Tensor, dirs: Tensor, fwd: Tensor, z: Tens
     return mask, depth
 
 
-def triplane_micro_step(trainer: "Trainer", batch: dict, scale: float,
+def triplane_micro_step(trainer: StepRunner, batch: dict, scale: float,
                         seed_fn) -> tuple[dict[str, float], Optional[tuple[Tensor, Tensor]]]:
     """Forward + backward of one micro-batch of the triplane model (see the module docstring)."""
     cfg, dev = trainer.cfg, trainer.info.device
@@ -128,8 +129,8 @@ def triplane_micro_step(trainer: "Trainer", batch: dict, scale: float,
         pred = r["rgb"].view(t * p, s, s, 3).permute(0, 3, 1, 2)  # [T*P, 3, s, s]
         gt = gather_patches(target, y0, x0, s).reshape(t * p, 3, s, s)
         totals["mse"] = totals["mse"] + (pred - gt).square().mean()
-        if trainer.perceptual is not None:
-            totals["perceptual"] = totals["perceptual"] + trainer.perceptual(pred, gt, t * p)
+        if trainer.lpips is not None:
+            totals["perceptual"] = totals["perceptual"] + perceptual_partial(trainer.lpips, pred, gt, t * p)
         if geometry:
             # z-depth of the data in the object frame (the item's depth is in the normalised frame)
             z = gather_patches(batch["target_depth"][i].to(dev)[:, None], y0, x0, s).reshape(-1) * scales[i]
@@ -209,17 +210,19 @@ def export(model, path, step: int, cfg, history: Optional[list] = None) -> str:
     return str(save_triplane(model, path, meta))
 
 
-__all__ = ["TriplaneTrainConfig", "build_model", "export", "export_checkpoint", "gather_patches", "geometry_terms", "init_from", "upsample_plane_queries", "object_frame_cameras",
+__all__ = ["StepRunner", "build_model", "export", "export_checkpoint", "gather_patches", "geometry_terms", "init_from", "upsample_plane_queries", "object_frame_cameras",
            "patch_rays", "triplane_micro_step"]
 
 
 def export_checkpoint(checkpoint, out) -> str:
     """A triplane training checkpoint (``checkpoints/step_*.pt``, e.g. of a run stopped by ``stop_after_minutes``)
     -> the ``.safetensors`` model file that ``ns-train tttlrm-triplane`` loads."""
-    from .checkpoint import load_payload, payload_history
+    from tttlrm_ns.checkpoint_io import load_checkpoint
+
+    from .checkpoint import payload_history
     from .config import config_from_dict
 
-    payload = load_payload(checkpoint)
+    payload = load_checkpoint(checkpoint)
     cfg = config_from_dict(payload["config"])
     if cfg.model_kind != "triplane":
         raise ValueError(f"{checkpoint} is a checkpoint of a '{cfg.model_kind}' run, not of a triplane run")
