@@ -56,6 +56,7 @@ def run0(tmp_path_factory, tiny_checkpoint) -> Path:
             str(BIN / "ns-train"), "tttlrm", "--data", str(SCENE), "--output-dir", str(out), "--timestamp", "run0",
             "--pipeline.model.checkpoint", str(tiny_checkpoint), "--pipeline.views.num-views", str(V),
             "--pipeline.input-long-side", str(W), "--vis", "tensorboard",
+            "--pipeline.free-space.tolerance", "0",  # every pruned Gaussian stays: the stored count is exact
         ],
         cwd=out,
     )
