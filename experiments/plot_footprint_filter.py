@@ -7,13 +7,15 @@ Per object (one row): one of the inputs at the input size, the ground truth of a
 render of the raw prediction and the render with the pipeline's footprint filter
 (:func:`tttlrm_ns.gaussians.widen_to_footprint`), each titled with its PSNR. The steps are
 ``tttlrm_ns.train.holdout``'s (:func:`~tttlrm_ns.train.holdout.predict_novel_views`: the training config's input
-size, normalisation and pruning; farthest-point inputs, the first other view as the novel one), the novel view
-rendered at the stored size (a whole multiple of the config's input size).
+size and normalisation, then ``tttlrm_ns.infer.reconstruct`` with the pipeline's defaults for the run's kind, pruning
+seed 0; farthest-point inputs, the first other view as the novel one), the novel view rendered at the stored size
+(a whole multiple of the config's input size).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -22,7 +24,7 @@ from tttlrm_ns.data.scene import load_scene
 from tttlrm_ns.eval.metrics import psnr
 from tttlrm_ns.model.checkpoint import load_model
 from tttlrm_ns.train.config import load_yaml_config
-from tttlrm_ns.train.holdout import choose_views, predict_novel_views, render_novel_views
+from tttlrm_ns.train.holdout import choose_views, predict_novel_views, reconstruct_config, render_novel_views
 
 
 def main(argv=None) -> int:
@@ -54,7 +56,8 @@ def main(argv=None) -> int:
                              f"config's input size {size}")
         inputs, targets = choose_views(scene.c2w, a.views, 1, "sphere", 0)
         with torch.inference_mode():
-            nv = predict_novel_views(model, cfg, scene, inputs, targets, scale, torch.Generator().manual_seed(0))
+            nv = predict_novel_views(model, cfg, scene, inputs, targets, scale,
+                                     dataclasses.replace(reconstruct_config(cfg), seed=0))
             renders = [render_novel_views(nv, cfg, v)[0] for v in (0.0, a.filter)]
         vin, vt = nv.inputs, nv.targets
         gt = vt.images[0]
