@@ -9,7 +9,7 @@
 #                  model tttlrm_ns/assets/weights/tttlrm_scene.safetensors (ns-train stops if it is missing).
 # --random-weights smoke test of the whole tool chain with a tiny random-weight backbone: everything runs, but the
 #                  reconstruction and its metrics are meaningless.
-# Results: <out>/sample/{config.yml, splat.ply, metrics.json}; the viewer URL is printed at the end (Ctrl+C quits).
+# Results: <out>/sample/{splat.ply, metrics.json}, <out>/runs/*/tttlrm/sample/config.yml; the viewer URL is printed at the end (Ctrl+C quits).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

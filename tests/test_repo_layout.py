@@ -107,3 +107,32 @@ def test_console_scripts_point_at_functions():
     assert {"tttlrm-synth", "tttlrm-parity"} <= set(scripts)
     bad = {cmd: target for cmd, target in scripts.items() if not _defines(*target.split(":"))}
     assert not bad, f"console scripts whose module does not define the function: {bad}"
+
+
+README_MAX_LINES = 120
+SAMPLE_COMMAND = "bash scripts/setup.sh && scripts/run_sample.sh"
+TEST_COMMAND = "bash scripts/setup.sh && .venv/bin/python -m pytest -q"
+
+
+def test_readme_is_short_and_starts_with_the_two_commands():
+    """A newcomer reads the README in a minute: at most 120 lines, and its first code block holds the command that sets
+    up and runs the sample and the one that sets up and runs the tests (details live in docs/usage.md)."""
+    text = (REPO / "README.md").read_text()
+    assert len(text.splitlines()) <= README_MAX_LINES, (
+        f"README.md has {len(text.splitlines())} lines (at most {README_MAX_LINES}); move detail to a docs/ page")
+    blocks = re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.M | re.S)
+    assert blocks, "README.md has no fenced code block"
+    lines = [line.strip() for line in blocks[0].splitlines()]
+    assert SAMPLE_COMMAND in lines and TEST_COMMAND in lines, (
+        f"the first code block of README.md must hold {SAMPLE_COMMAND!r} and {TEST_COMMAND!r}: {blocks[0]}")
+    # CI runs the README's test command after the same setup
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "bash scripts/setup.sh" in ci and "exec .venv/bin/python -m pytest -q" in ci
+
+
+def test_readme_links_point_at_files():
+    text = (REPO / "README.md").read_text()
+    links = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text)
+    assert "docs/usage.md" in links
+    missing = sorted({link for link in links if not (REPO / link).exists()})
+    assert not missing, f"README.md links to files that do not exist: {missing}"

@@ -234,8 +234,8 @@ class TttlrmPipeline(VanillaPipeline):
         raise PredictionError(
             f"{method} ({key[0]}s, {_SCAN_WORDS.get(key[1], key[1])}) has no bundled weights{where}, and weights "
             "trained for another method are not substituted. Pass --pipeline.model.checkpoint PATH with weights "
-            "trained for it: a .safetensors file written by `tttlrm-train` (see the README's training section and "
-            "configs/) or an official tttLRM .pt checkpoint (with --pipeline.model.model-preset "
+            "trained for it: a .safetensors file written by `tttlrm-train` (see the training section of "
+            "docs/usage.md and configs/) or an official tttLRM .pt checkpoint (with --pipeline.model.model-preset "
             f"{'object_level' if key[0] == 'object' else 'official_ar' if key[1] == 'ar' else 'official_full'})."
             + demo_hint
         )
