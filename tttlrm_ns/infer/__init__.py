@@ -2,10 +2,12 @@
 
 * :mod:`.predict`: the model's forward pass chunked over views with bounded memory, opacity pruning and the
   free-space filter, and the memory it will need (checked before any weight is loaded);
-* :mod:`.scene`: the frame the weights expect (normalisation), :func:`~.scene.reconstruct` (predict -> footprint
-  filter in that frame), the non-learned ``mvs`` initialiser, the plausibility check, and the way back to the world.
+* :mod:`.scene`: the frame the weights expect (normalisation), :func:`~.scene.reconstruct` (predict -> free-space
+  filter -> prune -> footprint filter, in that frame), the non-learned ``mvs`` initialiser, the plausibility check,
+  and the way back to the world.
 
-The nerfstudio pipeline, the stress and geometry benchmarks call these; nothing else predicts a scene.
+The nerfstudio pipeline, ``tttlrm-stress`` and the trainer's held-out evaluation (``tttlrm_ns.train.holdout``) call
+these.
 """
 
 from tttlrm_ns.infer.predict import (

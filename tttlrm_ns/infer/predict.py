@@ -1,9 +1,9 @@
 """Feed-forward prediction with bounded memory: what the prediction costs and how it is chunked.
 
 Pure torch (no nerfstudio): :func:`tttlrm_ns.infer.scene.reconstruct` calls :func:`predict_gaussians` for the
-nerfstudio pipeline and the benchmarks. The computation itself is the model's (:class:`tttlrm_ns.model.TttlrmModel`: ``encode
--> run_blocks -> decode``, the stages ``forward`` composes); this module only decides how it is chunked and how much
-memory it needs.
+nerfstudio pipeline and the benchmarks. The computation itself is the model's
+(:class:`tttlrm_ns.model.TttlrmModel`: ``encode -> run_blocks -> decode``, the stages ``forward`` composes); this
+module only decides how it is chunked and how much memory it needs.
 
 Memory. ``TttlrmModel.forward`` holds the 12-channel ray encoding of every pixel, the decoder output of every
 pixel and all Gaussians at once (about ``60 + 3 * 4 * C`` bytes per pixel, ``C = 11 + 3K``), before any pruning.
