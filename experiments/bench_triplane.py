@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from tttlrm_ns.model.triplane import load_triplane
+from tttlrm_ns.triplane.model import load_triplane
 
 
 def main() -> None:

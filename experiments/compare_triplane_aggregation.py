@@ -2,7 +2,7 @@
 """Sum vs concatenation of the three plane features, measured by fitting planes + MLP to single objects.
 
 For each of ``--objects`` synthetic object renders (training data, never the evaluation sets), the three feature
-planes and the MLP of :class:`tttlrm_ns.model.triplane.TriplaneField` are optimised directly (no backbone) on all but
+planes and the MLP of :class:`tttlrm_ns.triplane.model.TriplaneField` are optimised directly (no backbone) on all but
 ``--held-out`` views with random rays, then the held-out views are rendered and scored (PSNR). Both variants get the
 same planes (resolution, channels), MLP width/depth, samples, steps and seeds; concatenation has a 3x wider first MLP
 layer. Prints a markdown table (docs/benchmarks.md, section "Triplane object model").
@@ -24,7 +24,7 @@ from tttlrm_ns.data.object_frame import object_frame
 from tttlrm_ns.data.scene import ResizeConfig, load_scene, load_views
 from tttlrm_ns.eval.metrics import psnr
 from tttlrm_ns.model.rays import pixel_rays
-from tttlrm_ns.model.triplane import TRIPLANE_HEADS, TriplaneField
+from tttlrm_ns.triplane.model import TRIPLANE_HEADS, TriplaneField
 
 
 def fit(scene_dir: Path, aggregate: str, steps: int, held_out: int, res: int, rays: int, seed: int) -> float:

@@ -7,7 +7,7 @@ with ``--split paper`` the frames ``tttlrm-eval`` holds out, for a comparison wi
 image's PSNR for reference, the prediction time and the render time per image (wall clock and CPU seconds of this
 process: on a shared machine the wall time mostly measures waiting). Pure torch (no nerfstudio), the same
 steps as ``ns-train tttlrm-triplane`` (object frame from the input cameras, inputs resized to the training
-resolution; :func:`tttlrm_ns.eval.triplane.render_held_out`).
+resolution; :func:`tttlrm_ns.triplane.held_out.render_held_out`).
 
   python experiments/eval_triplane.py ../shared/data/gso_toy --weights tttlrm_ns/assets/weights/tttlrm_triplane.safetensors \
       --res 256 --out /tmp/gso_toy_triplane.json --png docs/img/triplane_gso_toy.png
@@ -25,8 +25,8 @@ import torch
 from tttlrm_ns.data.scene import load_scene
 from tttlrm_ns.data.views import ViewSelectionConfig, paper_protocol, select_views
 from tttlrm_ns.eval import metrics
-from tttlrm_ns.eval.triplane import render_held_out
-from tttlrm_ns.model.triplane import load_triplane, read_triplane_metadata
+from tttlrm_ns.triplane.held_out import render_held_out
+from tttlrm_ns.triplane.model import load_triplane, read_triplane_metadata
 
 
 def evaluate_scene(model, meta: dict, scene_dir: Path, a) -> tuple[dict, torch.Tensor]:

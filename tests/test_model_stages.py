@@ -11,7 +11,7 @@ import torch
 from tttlrm_ns.gaussians import PruneConfig, prune
 from tttlrm_ns.model import TttlrmModel, presets
 from tttlrm_ns.model.blocks import LaCTBlock
-from tttlrm_ns.model.triplane import TriplaneModel, preset
+from tttlrm_ns.triplane.model import TriplaneModel, preset
 from tttlrm_ns.infer.predict import estimate_memory, predict_gaussians
 
 FIELDS = ("means", "sh", "log_scales", "quats", "opacity_logits")

@@ -78,7 +78,7 @@ def make_object_capture(root: Path, n: int = 10, res: int = 32, depth: bool = Fa
 
 @pytest.fixture(scope="module")
 def tiny_triplane(tmp_path_factory) -> Path:
-    from tttlrm_ns.model.triplane import TriplaneModel, preset, save_triplane
+    from tttlrm_ns.triplane.model import TriplaneModel, preset, save_triplane
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("weights") / "tri.safetensors"
@@ -144,8 +144,8 @@ def test_scene_capture_and_gaussian_checkpoint_are_refused(tmp_path, tiny_tripla
 
 def test_mesh_of_a_known_density_is_a_sphere_with_vertex_colours():
     """Planes holding u^2 + v^2 make the summed features 2 |x|^2: a monotone MLP gives a sphere of known radius."""
-    from tttlrm_ns.model.triplane import TriplaneConfig, TriplaneField
-    from tttlrm_ns.ns.triplane_export import export_geometry
+    from tttlrm_ns.triplane.mesh_export import export_geometry
+    from tttlrm_ns.triplane.model import TriplaneConfig, TriplaneField
 
     tri = TriplaneConfig(tokens_per_side=4, channels=1, aggregate="sum", mlp_width=1, mlp_layers=1,
                          density_bias=0.0, density_scale=1.0)

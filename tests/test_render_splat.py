@@ -199,7 +199,7 @@ def test_splatfacto_cpu_get_outputs_is_unchanged(sh_degree):
 
 def test_trainer_render_views_uses_the_helper():
     from tttlrm_ns.train.config import TrainConfig
-    from tttlrm_ns.train.loop import render_views, resolve_rasterize
+    from tttlrm_ns.train.render import render_views, resolve_rasterize
 
     cfg = TrainConfig()
     cfg = dataclasses.replace(cfg, render=dataclasses.replace(cfg.render, deferred=False))

@@ -13,9 +13,9 @@ from tttlrm_ns.conventions import look_at_cv
 from tttlrm_ns.data.object_frame import ObjectCaptureError, object_frame
 from tttlrm_ns.data.normalize import SceneTransform
 from tttlrm_ns.model.checkpoint import CheckpointError
-from tttlrm_ns.model.triplane import (TriplaneField, TriplaneModel, load_triplane, preset, sample_planes,
-                                     save_triplane)
-from tttlrm_ns.model.volume import composite, ray_box, sample_distances
+from tttlrm_ns.triplane.model import (TriplaneField, TriplaneModel, load_triplane, preset, sample_planes,
+                                      save_triplane)
+from tttlrm_ns.triplane.volume import composite, ray_box, sample_distances
 
 
 def look_at_c2w(eye, target=(0.0, 0.0, 0.0)) -> torch.Tensor:
@@ -244,7 +244,7 @@ REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
 def test_bundled_triplane_checkpoint_loads_and_predicts():
-    from tttlrm_ns.model.triplane import read_triplane_metadata
+    from tttlrm_ns.triplane.model import read_triplane_metadata
 
     path = REPO / "tttlrm_ns" / "assets" / "weights" / "tttlrm_triplane.safetensors"
     assert path.stat().st_size < 50e6
@@ -261,12 +261,12 @@ def test_bundled_triplane_checkpoint_loads_and_predicts():
 def _object_sample_psnr(model: TriplaneModel) -> tuple[float, float, float]:
     """(model, all-white, inputs' mean colour) mean PSNR over 8 held-out views of ``tests/assets/object_sample`` (a
     procedural object of seed 909, never trained on) from 4 k-means input views, all at 64x64 as trained; the
-    steps of experiments/eval_triplane.py (:func:`tttlrm_ns.eval.triplane.render_held_out`)."""
+    steps of experiments/eval_triplane.py (:func:`tttlrm_ns.triplane.held_out.render_held_out`)."""
     from tttlrm_ns.data.scene import load_scene
     from tttlrm_ns.data.views import ViewSelectionConfig, select_views
     from tttlrm_ns.eval.metrics import psnr
     from tttlrm_ns.eval.protocol import mean_colour_image, white_image
-    from tttlrm_ns.eval.triplane import render_held_out
+    from tttlrm_ns.triplane.held_out import render_held_out
 
     scene = load_scene(REPO / "tests" / "assets" / "object_sample")
     inputs = select_views(scene.c2w, ViewSelectionConfig(mode="kmeans", num_views=4))
@@ -292,7 +292,7 @@ def test_bundled_triplane_beats_flat_images_and_random_weights_do_not():
 def test_tttlrm_train_triplane_tiny_run_exports_a_triplane_file(tmp_path):
     from test_ns_triplane import make_object_capture
 
-    from tttlrm_ns.model.triplane import read_triplane_metadata
+    from tttlrm_ns.triplane.model import read_triplane_metadata
     from tttlrm_ns.train.config import load_yaml_config
     from tttlrm_ns.train.loop import train
 
@@ -315,7 +315,7 @@ def test_tttlrm_train_triplane_tiny_run_exports_a_triplane_file(tmp_path):
 def test_geometry_terms_hand_computed():
     """Silhouette BCE and log-depth L1 of rendered rays against z-depth: the data's distance along a ray is
     z / cos(angle to the optical axis)."""
-    from tttlrm_ns.train.triplane import geometry_terms
+    from tttlrm_ns.triplane.train import geometry_terms
 
     dirs = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]) / torch.tensor([[2 ** 0.5], [1.0]])
     fwd = torch.tensor([[0.0, 0.0, 1.0]]).expand(2, 3)
@@ -374,7 +374,7 @@ def test_init_from_a_coarser_triplane_tiles_its_plane_patches(tmp_path):
     each query token is repeated over the 2x2 new tokens covering its area. The queries carry no position and attend
     only among themselves, where a key repeated 4 times leaves softmax attention unchanged, so the finer model's
     planes are the coarse planes with every patch tiled 2x2 -- the same function of the inputs at first."""
-    from tttlrm_ns.train.triplane import init_from, upsample_plane_queries
+    from tttlrm_ns.triplane.train import init_from, upsample_plane_queries
 
     cfg, tri = preset("triplane_tiny")
     torch.manual_seed(0)

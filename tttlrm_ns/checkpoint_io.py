@@ -1,8 +1,8 @@
 """Files on disk: atomic writes, the sha256 of a file, and weights-only ``torch.load`` with numpy values allowed.
 
 A leaf module (torch and numpy only) because every layer writes or reads such files: the model weights
-(``model/checkpoint.py``, ``model/triplane.py``), the trainer's checkpoints (``train/checkpoint.py``), the LPIPS
-backbones (``eval/lpips_weights.py``), exported meshes (``ns/triplane_export.py``), nerfstudio's checkpoints of our
+(``model/checkpoint.py``, ``triplane/model.py``), the trainer's checkpoints (``train/checkpoint.py``), the LPIPS
+backbones (``eval/lpips_weights.py``), exported meshes (``triplane/mesh_export.py``), nerfstudio's checkpoints of our
 methods, and the evaluation's record of which weights it ran (``eval/runner.py``, ``eval/stress.py``).
 
 Atomic write (:func:`atomic_write`): the file is written under a temporary name in its own folder, given the

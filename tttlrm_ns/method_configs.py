@@ -124,8 +124,8 @@ tttlrm_refine10_method = MethodSpecification(
     description="tttLRM full scan + 10 refinement steps on the input views (paper setting)",
 )
 
-# The triplane object model (tttlrm_ns/ns/triplane.py): 4 k-means views -> one triplane, volume-rendered.
-from tttlrm_ns.ns.triplane import triplane_trainer_config  # noqa: E402
+# The triplane object model (tttlrm_ns/triplane/ns.py): 4 k-means views -> one triplane, volume-rendered.
+from tttlrm_ns.triplane.ns import triplane_trainer_config  # noqa: E402
 
 tttlrm_triplane_config = triplane_trainer_config()
 tttlrm_triplane_method = MethodSpecification(

@@ -51,7 +51,7 @@ AUXILIARY_PREFIXES = ("depth_anything.", "perceptual_loss_module.")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 CONFIG_KEY = "tttlrm_config"
 KIND_KEY = "model_kind"
-"""Metadata key of the model family (absent or 'gaussian': the Gaussian model; 'triplane': model/triplane.py)."""
+"""Metadata key of the model family (absent or 'gaussian': the Gaussian model; 'triplane': triplane/model.py)."""
 TRAINED_PREFIX = "trained."
 
 

@@ -36,37 +36,12 @@ def tiny(**overrides) -> TttlrmConfig:
     return TttlrmConfig(**{**base, **overrides}).validate()
 
 
-def object_triplane(**overrides) -> TttlrmConfig:
-    """Backbone of the triplane object model (seed B.2: patch 16, paper widths); head in ``triplane.TRIPLANE_HEADS``."""
-    return TttlrmConfig(**{"patch_size": 16, "sh_degree": 0, **overrides}).validate()
-
-
-def triplane_small(**overrides) -> TttlrmConfig:
-    """CPU-sized triplane backbone (the bundled triplane checkpoint): d=128, 4 blocks, patch 8, float32 NS."""
-    base = dict(d=128, n_layer=4, attn_head_dim=32, ttt_head_dim=128, patch_size=8, sh_degree=0, ns_dtype="float32")
-    return TttlrmConfig(**{**base, **overrides}).validate()
-
-
-def triplane_tiny(**overrides) -> TttlrmConfig:
-    """Test-sized triplane backbone: d=32, 2 blocks, patch 8, float32 Newton-Schulz (float64 gradient checks)."""
-    base = dict(d=32, n_layer=2, attn_head_dim=16, ttt_head_dim=32, patch_size=8, sh_degree=0, ns_dtype="float32")
-    return TttlrmConfig(**{**base, **overrides}).validate()
-
-
 PRESETS = {
     "official_full": official_full,
     "official_ar": official_ar,
     "object_level": object_level,
     "small_d256": small_d256,
     "tiny": tiny,
-}
-
-# Backbones of the triplane object model (``tttlrm_ns.model.triplane.preset`` adds the triplane head). Kept out of
-# PRESETS, which names the Gaussian models (checkpoint metadata matches a file's shapes against it).
-TRIPLANE_BACKBONES = {
-    "object_triplane": object_triplane,
-    "triplane_small": triplane_small,
-    "triplane_tiny": triplane_tiny,
 }
 
 

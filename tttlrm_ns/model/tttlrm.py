@@ -10,7 +10,7 @@ One inference path. ``forward`` is exactly ``encode -> run_blocks -> decode``. T
 a time (:meth:`TttlrmModel.decode_chunks`, :meth:`TttlrmModel.decode_pruned`) so that per-pixel buffers exist for one
 chunk only; the trainer calls ``forward`` (DDP wraps it). The sequence layout (virtual views, the fast-weight
 schedule, sequence parallelism, streaming states) is decided in ``run_blocks`` alone, so no caller can skip an
-option such as ``duplicate_virtual_views``. The triplane object model (:mod:`tttlrm_ns.model.triplane`) shares the
+option such as ``duplicate_virtual_views``. The triplane object model (:mod:`tttlrm_ns.triplane.model`) shares the
 tokenizer and the block stack through :class:`LaCTBackbone`.
 
 Virtual views. The official model appends the decoded views as a second copy of the input views and runs

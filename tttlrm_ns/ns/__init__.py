@@ -1,1 +1,2 @@
-"""The nerfstudio methods of tttlrm_ns: tttLRM's model, pipeline and trainer, the triplane method, splatfacto-cpu."""
+"""The nerfstudio methods of tttlrm_ns: tttLRM's model, pipeline and trainer, splatfacto-cpu (the triplane method is
+:mod:`tttlrm_ns.triplane.ns`)."""

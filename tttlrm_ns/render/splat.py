@@ -2,7 +2,7 @@
 
 Every caller that turns Gaussians into pictures goes through :func:`render_gaussians`: the nerfstudio models'
 ``get_outputs`` (tttLRM and splatfacto-cpu, via :mod:`tttlrm_ns.ns.splat_render`), the pretraining trainer and its
-held-out evaluation (:func:`tttlrm_ns.train.loop.render_views`) and the quality-floor tests. It
+held-out evaluation (:func:`tttlrm_ns.train.render.render_views`) and the quality-floor tests. It
 
 1. activates the stored parameters as gsplat takes them: ``exp`` of the log scales, ``sigmoid`` of the opacity
    logits, SH coefficients as they are (the rasteriser adds 0.5 and normalises the raw quaternions);

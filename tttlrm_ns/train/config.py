@@ -22,7 +22,7 @@ from typing import Any, Literal, Optional, Sequence
 
 from tttlrm_ns.gaussians import PruneConfig
 from tttlrm_ns.model.config import TttlrmConfig
-from tttlrm_ns.model.triplane import TriplaneConfig
+from tttlrm_ns.triplane.model import TriplaneConfig
 
 
 @dataclass
@@ -217,7 +217,8 @@ class TrainConfig:
     model: TttlrmConfig = field(default_factory=TttlrmConfig)
     model_kind: Literal["gaussian", "triplane"] = "gaussian"
     """'gaussian': per-pixel Gaussians (the paper's main model). 'triplane': the triplane object model
-    (``tttlrm_ns.model.triplane``; ``model`` is its backbone, ``triplane`` its head; needs object data)."""
+    (``tttlrm_ns.triplane``; ``model`` is its backbone, ``triplane`` its head; needs object data). The names of
+    ``tttlrm_ns.train.kinds.KINDS``."""
     triplane: TriplaneConfig = field(default_factory=TriplaneConfig)
     """Triplane head (``model_kind: triplane`` only)."""
     triplane_train: TriplaneTrainConfig = field(default_factory=TriplaneTrainConfig)

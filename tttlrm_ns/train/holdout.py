@@ -171,7 +171,7 @@ def render_novel_views(nv: NovelViews, cfg: TrainConfig, footprint_filter: Optio
     """Render the targets of ``nv`` with the run's render settings (not deferred: no backward here), the Gaussians
     widened by ``footprint_filter`` input pixels^2 (None: the prediction's own, ``nv.footprint_filter``)
     -> [T, 3, H, W] in [0, 1]."""
-    from .loop import render_views, resolve_rasterize
+    from .render import render_views, resolve_rasterize
 
     rcfg = cfg
     if cfg.render.deferred:
@@ -188,7 +188,7 @@ def evaluate(model: torch.nn.Module, cfg: TrainConfig, scenes: list[Path], n_in:
     """Mean novel-view PSNR over ``scenes`` (targets at ``render_scale`` x the input size) of
     :func:`tttlrm_ns.infer.reconstruct` with ``reconstruct_cfg`` (None: the pipeline's defaults for the run's kind);
     the model runs in eval mode on the CPU/GPU it lives on."""
-    from .loop import resolve_rasterize
+    from .render import resolve_rasterize
 
     rc = reconstruct_config(cfg, reconstruct_cfg)
     model.eval()

@@ -1,12 +1,12 @@
 """The training loop: one script from one CPU process to many GPUs (torchrun).
 
 Per optimiser step (the Long-LRM loop that tttLRM inherits; ``docs/reference_semantics.md`` §7.1): ``accum``
-micro steps, each
-  images -> model (sequence-parallel shard) -> Gaussians -> all-gather over the sp group -> opacity pruning ->
-  deferred rasterisation of this rank's target views -> MSE + LPIPS (+ opacity, depth, silhouette) -> backward;
-then gradient reduction, non-finite handling (nan -> 0, +-inf -> +-1e-3), global-norm clipping at
-``grad_clip_norm``, and the optimiser step -- skipped (and counted) when the pre-clip norm exceeds
-``skip_grad_norm`` or the loss is not finite. The scheduler steps every optimiser step, skipped or not.
+micro steps, each a forward + backward by the run's model kind (``cfg.model_kind``, looked up once in
+:mod:`tttlrm_ns.train.kinds`; e.g. the Gaussian model's images -> Gaussians -> pruning -> rasterised target views ->
+MSE + LPIPS, :mod:`tttlrm_ns.train.gaussian`), then gradient reduction, non-finite handling (nan -> 0,
++-inf -> +-1e-3), global-norm clipping at ``grad_clip_norm``, and the optimiser step -- skipped (and counted) when
+the pre-clip norm exceeds ``skip_grad_norm`` or the loss is not finite. The scheduler steps every optimiser step,
+skipped or not.
 
 Only rank 0 logs and writes; every rank computes identically-keyed samples (see :mod:`tttlrm_ns.train.data`).
 """
@@ -23,23 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from tttlrm_ns.conventions import fxfycxcy_to_K
-from tttlrm_ns.gaussians import Gaussians, prune
-from tttlrm_ns.render.splat import render_gaussians
-
 from . import parallel as par
-from .checkpoint import (export_model, history_metadata, history_of, load_latest, rng_state, save_checkpoint,
-                         set_rng_state)
+from .checkpoint import history_of, load_latest, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, config_to_dict, dump_config
 from .data import RankSlots, StepBatchSampler, TrainDataset, make_loader, tokens_per_sample
-from .losses import (depth_partial, log_depth_partial, mask_partial, mse_partial, opacity_partial, perceptual_lpips,
-                     perceptual_partial)
-
-TERMS = ("mse", "perceptual", "opacity", "depth", "mask")
+from .kinds import get_kind
+from .losses import perceptual_lpips
+from .plugin import TERMS
+from .render import resolve_rasterize
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -80,37 +74,6 @@ def sanitize_gradients(params: list[Tensor]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# rendering
-
-
-def resolve_rasterize(backend: str) -> Callable:
-    try:
-        from tttlrm_ns.render import rasterize
-    except ImportError as e:
-        raise ImportError(f"the trainer renders through tttlrm_ns.render.rasterize, which cannot be imported ({e}); "
-                          "build the CPU rasteriser or install gsplat for CUDA") from e
-    if backend == "auto":
-        return rasterize
-    return lambda *a, **k: rasterize(*a, backend=backend, **k)
-
-
-def render_views(g: Gaussians, c2w: Tensor, fxfycxcy: Tensor, height: int, width: int, cfg: TrainConfig,
-                 rasterize_fn: Callable) -> Tensor:
-    """Render unbatched Gaussians [N, ...] into T views (``c2w`` [T, 4, 4], ``fxfycxcy`` [T, 4]) -> [T, 3, H, W].
-
-    The run's render settings (``cfg.render``, ``cfg.data.background``) through
-    :func:`tttlrm_ns.render.splat.render_gaussians`: the official renderer's fp32, classic rasterisation and
-    background colour. Cameras get no gradient.
-    """
-    r = cfg.render
-    bg = torch.tensor(cfg.data.background, dtype=torch.float32, device=c2w.device)  # [3]
-    out = render_gaussians(g, c2w.detach(), fxfycxcy_to_K(fxfycxcy.float()).detach(), width, height, background=bg,
-                           near_plane=r.near_plane, far_plane=r.far_plane, eps2d=r.eps2d, backend=r.backend,
-                           rasterize_fn=rasterize_fn, deferred=r.deferred, deferred_patch=r.deferred_patch)
-    return out.rgb.permute(0, 3, 1, 2)
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # trainer
 
 
@@ -131,10 +94,6 @@ class TrainSummary:
     export: Optional[str] = None
 
 
-def _sample_seed(seed: int, step: int, slot: int) -> int:
-    return int(np.random.SeedSequence([seed, step, slot, 0x7072756E65]).generate_state(1)[0])
-
-
 def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -144,8 +103,12 @@ def _peak_memory_mb(device: torch.device) -> float:
 class Trainer:
     """Build everything from a :class:`TrainConfig` and run ``optim.max_steps`` steps (``stop_at_step`` earlier).
 
+    What differs between model kinds (build, initial weights, the micro step's loss, export) is asked of
+    ``self.kind`` (:class:`tttlrm_ns.train.plugin.ModelKind`); the rest, checkpoints included, is the same for all.
+
     Args:
-        rasterize_fn: renderer with ``tttlrm_ns.render.rasterize``'s signature (default: that function).
+        rasterize_fn: renderer with ``tttlrm_ns.render.rasterize``'s signature (default: that function), for the
+            kinds that rasterise Gaussians.
         info: an existing process layout (tests); default: from the environment.
         stop_at_step: overrides ``cfg.stop_at_step``.
         log: message sink (default: rich console on rank 0).
@@ -163,20 +126,14 @@ class Trainer:
         self._console = None
         self._log_fn = log
         info, dev = self.info, self.info.device
-
-        from tttlrm_ns.model import TttlrmModel
+        self.kind = get_kind(cfg.model_kind)  # build, initial weights, loss and export of this kind of model
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank (also broadcast below)
-        if cfg.model_kind == "triplane":
-            from .triplane import build_model
-
-            self.model = build_model(cfg).to(dev)
-        else:
-            self.model = TttlrmModel(cfg.model).to(dev)
+        self.model = self.kind.build(cfg).to(dev)
         self.init_history: list = []  # training stages behind the initial weights (exported as train_history)
         found = load_latest(self.ckpt_dir, log=self.log) if cfg.resume else None
         if cfg.checkpoint.init_from and found is None:  # a resumed run's weights come from its checkpoint only
-            self._init_weights(cfg.checkpoint.init_from)
+            self.kind.init_from(self.model, cfg.checkpoint.init_from, cfg, self.log)
             self.init_history = history_of(cfg.checkpoint.init_from)
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(param_groups(self.model, o.weight_decay), lr=o.lr, betas=tuple(o.betas),
@@ -210,19 +167,6 @@ class Trainer:
 
             self._console = self._console or Console(stderr=True)
             self._console.log(msg)
-
-    def _init_weights(self, path: str) -> None:
-        if self.cfg.model_kind == "triplane":
-            from .triplane import init_from
-
-            return init_from(self.model, path, self.log)
-        from tttlrm_ns.model.checkpoint import check_state_dict, expected_shapes, load_any
-
-        src = load_any(path, cfg=self.cfg.model)
-        state = src.state_dict()
-        check_state_dict(state, expected_shapes(self.model), source=path)
-        self.model.load_state_dict(state, strict=True)
-        self.log(f"initial weights from {path}")
 
     def _resume(self, found) -> None:
         if found is None:
@@ -273,48 +217,9 @@ class Trainer:
 
     # --- one micro step -----------------------------------------------------------------------------------------
     def micro_step(self, batch: dict, scale: float) -> tuple[dict[str, float], Optional[tuple[Tensor, Tensor]]]:
-        """Forward + backward of one micro-batch; returns this rank's weighted partial terms and a preview pair."""
-        cfg, info, dev = self.cfg, self.info, self.info.device
-        if cfg.model_kind == "triplane":
-            from .triplane import triplane_micro_step
-
-            return triplane_micro_step(self, batch, scale, _sample_seed)
-        images = batch["images"].to(dev, non_blocking=True)  # [b, V_loc, 3, H, W]
-        b, v_loc, _, h, w = images.shape
-        out = self.ddp_model(images, batch["c2w"].to(dev), batch["fxfycxcy"].to(dev), sp_group=info.sp_group)
-        gauss = par.gather_gaussians(out.gaussians, info)  # [b, N, ...], N = V * H * W of the whole sample
-        v_all, t_loc = v_loc * info.sp_size, batch["target_images"].shape[1]
-        t_all = t_loc * info.sp_size
-        lw = cfg.loss
-        totals = {k: torch.zeros((), device=dev) for k in TERMS}
-        preview = None
-        for i in range(b):  # micro-batches are small (usually 1); every sample has its own pruning and cameras
-            step, slot = batch["key"][i][0], batch["key"][i][1]
-            gen = torch.Generator().manual_seed(_sample_seed(cfg.seed, step, slot))  # same on all sp ranks
-            kept = prune(gauss[i], cfg.render.prune, v_all, gen)
-            target = batch["target_images"][i].to(dev)  # [T, 3, s*H, s*W] (data.target_scale)
-            render = render_views(kept, batch["target_c2w"][i].to(dev), batch["target_fxfycxcy"][i].to(dev),
-                                  target.shape[-2], target.shape[-1], cfg, self.rasterize_fn)
-            totals["mse"] = totals["mse"] + mse_partial(render, target, t_all)
-            if self.lpips is not None:
-                totals["perceptual"] = totals["perceptual"] + perceptual_partial(self.lpips, render, target, t_all)
-            if lw.opacity > 0:
-                totals["opacity"] = totals["opacity"] + opacity_partial(out.gaussians.opacity_logits[i], v_all * h * w)
-            if lw.depth > 0:
-                depth_fn = log_depth_partial if lw.depth_mode == "log_depth" else depth_partial
-                totals["depth"] = totals["depth"] + depth_fn(
-                    out.gaussians.means[i], batch["c2w"][i].to(dev), batch["depth"][i].to(dev),
-                    cfg.model.patch_size, v_all * h * w)
-            if lw.mask > 0:
-                totals["mask"] = totals["mask"] + mask_partial(
-                    out.gaussians.opacity_logits[i], batch["depth"][i].to(dev), cfg.model.patch_size, v_all * h * w)
-            if i == 0:
-                preview = (render[0].detach().clamp(0, 1).cpu(), target[0].cpu())
-        loss = sum(getattr(lw, k) * totals[k] for k in TERMS) / b  # each term's weight is the LossConfig field
-        (loss * scale).backward()
-        terms = {k: float(totals[k].detach()) / b for k in TERMS}
-        terms["loss"] = float(loss.detach())
-        return terms, preview
+        """Forward + backward of one micro-batch by the model kind; returns this rank's weighted partial terms (every
+        name of ``TERMS`` plus ``loss``) and a preview pair (render, target) [3, h, w] or None."""
+        return self.kind.micro_step(self, batch, scale)
 
     # --- one optimiser step -------------------------------------------------------------------------------------
     def accumulate_step(self, loader) -> tuple[dict[str, float], Optional[tuple[Tensor, Tensor]], int]:
@@ -462,13 +367,8 @@ class Trainer:
         s.peak_memory_mb = _peak_memory_mb(info.device)
         if last_save is not None:
             s.checkpoint = str(last_save)
-        if step >= o.max_steps and cfg.checkpoint.export and info.is_main and cfg.model_kind == "triplane":
-            from .triplane import export as export_triplane
-
-            s.export = export_triplane(self.model, self.out / "model.safetensors", step, cfg, self.init_history)
-        elif step >= o.max_steps and cfg.checkpoint.export and info.is_main:
-            s.export = str(export_model(self.model, self.out / "model.safetensors",
-                                        history_metadata(self.init_history, step, cfg), config=cfg))
+        if step >= o.max_steps and cfg.checkpoint.export and info.is_main:
+            s.export = self.kind.export(self.model, self.out / "model.safetensors", step, cfg, self.init_history)
         par.barrier(info)
         if info.is_main:
             self._print_summary()
@@ -525,4 +425,4 @@ def train(cfg: TrainConfig, **kwargs) -> TrainSummary:
         par.shutdown(trainer.info)
 
 
-__all__ = ["TrainSummary", "Trainer", "lr_lambda", "param_groups", "render_views", "sanitize_gradients", "train"]
+__all__ = ["TrainSummary", "Trainer", "lr_lambda", "param_groups", "sanitize_gradients", "train"]

@@ -4,7 +4,7 @@ Reading order:
 
 1. Input views are tokenised exactly as in :class:`tttlrm_ns.model.TttlrmModel` (12-channel ray encoding, patchify,
    linear, LayerNorm); the module names (``tokenizer``, ``input_layernorm``, ``blocks``) are the same, so a Gaussian
-   checkpoint's backbone can initialise a triplane model (:func:`tttlrm_ns.train.triplane.init_from`).
+   checkpoint's backbone can initialise a triplane model (:func:`tttlrm_ns.triplane.train.init_from`).
 2. ``3 * T * T`` learnable query tokens (three planes of ``T x T`` patches, the same patch size as the images) are
    appended to the sequence. In every LaCT block the input tokens attend within their view and the query tokens
    attend among themselves (all three planes jointly, so the planes can agree); the test-time-training layer runs
@@ -15,7 +15,7 @@ Reading order:
    planes ``[B, 3, C, R, R]`` (``R = T p``): plane 0 spans (x, y), plane 1 (x, z), plane 2 (y, z) of the object box
    ``[-box_half, box_half]^3``.
 4. :class:`TriplaneField`: features bilinearly sampled from the three planes are summed or concatenated
-   (``aggregate``) and a small MLP decodes them into density and colour; :mod:`tttlrm_ns.model.volume` renders rays.
+   (``aggregate``) and a small MLP decodes them into density and colour; :mod:`tttlrm_ns.triplane.volume` renders rays.
 
 Cameras are expected in the *object frame* (:func:`tttlrm_ns.data.object_frame.object_frame`): the object at the
 origin, the input cameras at mean distance ``camera_distance``.
@@ -35,12 +35,13 @@ from torch import Tensor, nn
 
 from tttlrm_ns.checkpoint_io import atomic_write
 
-from .blocks import layer_norm
-from .checkpoint import KIND_KEY
-from .config import TttlrmConfig
-from .lact import FastWeightState
-from .rays import pixel_rays
-from .tttlrm import LaCTBackbone
+from tttlrm_ns.model.blocks import layer_norm
+from tttlrm_ns.model.checkpoint import CONFIG_KEY, KIND_KEY, CheckpointError, check_state_dict, expected_shapes
+from tttlrm_ns.model.config import TttlrmConfig
+from tttlrm_ns.model.lact import FastWeightState
+from tttlrm_ns.model.rays import pixel_rays
+from tttlrm_ns.model.tttlrm import LaCTBackbone
+
 from .volume import composite, ray_box, sample_distances
 
 
@@ -274,6 +275,33 @@ class TriplaneModel(LaCTBackbone):
 # ---------------------------------------------------------------------------------------------------------------
 # presets
 
+# Backbones of the triplane presets. Kept out of :data:`tttlrm_ns.model.presets.PRESETS`, which names the Gaussian
+# models (checkpoint metadata matches a file's shapes against it).
+
+
+def object_triplane(**overrides) -> TttlrmConfig:
+    """Backbone of the triplane object model (seed B.2: patch 16, paper widths); head in ``TRIPLANE_HEADS``."""
+    return TttlrmConfig(**{"patch_size": 16, "sh_degree": 0, **overrides}).validate()
+
+
+def triplane_small(**overrides) -> TttlrmConfig:
+    """CPU-sized triplane backbone (the bundled triplane checkpoint): d=128, 4 blocks, patch 8, float32 NS."""
+    base = dict(d=128, n_layer=4, attn_head_dim=32, ttt_head_dim=128, patch_size=8, sh_degree=0, ns_dtype="float32")
+    return TttlrmConfig(**{**base, **overrides}).validate()
+
+
+def triplane_tiny(**overrides) -> TttlrmConfig:
+    """Test-sized triplane backbone: d=32, 2 blocks, patch 8, float32 Newton-Schulz (float64 gradient checks)."""
+    base = dict(d=32, n_layer=2, attn_head_dim=16, ttt_head_dim=32, patch_size=8, sh_degree=0, ns_dtype="float32")
+    return TttlrmConfig(**{**base, **overrides}).validate()
+
+
+TRIPLANE_BACKBONES = {
+    "object_triplane": object_triplane,
+    "triplane_small": triplane_small,
+    "triplane_tiny": triplane_tiny,
+}
+
 TRIPLANE_HEADS = {
     # Seed B.2: patch 16 backbone; 16 x 16 query tokens per plane -> 256^2 planes (LRM-like size), 40 channels.
     "object_triplane": TriplaneConfig(tokens_per_side=16, channels=40, mlp_width=64, mlp_layers=3,
@@ -287,12 +315,10 @@ TRIPLANE_HEADS = {
 
 
 def preset(name: str, **backbone_overrides) -> tuple[TttlrmConfig, TriplaneConfig]:
-    """(backbone, triplane head) of a named triplane preset (backbones in :mod:`tttlrm_ns.model.presets`)."""
-    from . import presets
-
+    """(backbone, triplane head) of a named triplane preset."""
     if name not in TRIPLANE_HEADS:
         raise ValueError(f"unknown triplane preset {name!r}; choose one of {sorted(TRIPLANE_HEADS)}")
-    return presets.TRIPLANE_BACKBONES[name](**backbone_overrides), dataclasses.replace(TRIPLANE_HEADS[name])
+    return TRIPLANE_BACKBONES[name](**backbone_overrides), dataclasses.replace(TRIPLANE_HEADS[name])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -304,8 +330,6 @@ TRIPLANE_KEY = "triplane_config"
 def save_triplane(model: TriplaneModel, path: str | Path, extra_metadata: Optional[dict[str, str]] = None) -> Path:
     """Write weights + both configs to one ``.safetensors`` file atomically (``model_kind = triplane``)."""
     from safetensors.torch import save_file
-
-    from .checkpoint import CONFIG_KEY
 
     path = Path(path)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -320,8 +344,6 @@ def load_triplane(path: str | Path, map_location: str | torch.device = "cpu", **
     """Build a :class:`TriplaneModel` from a file of :func:`save_triplane`; a Gaussian tttLRM file is refused with a
     message naming the methods that read it. ``backbone_overrides``: run-time options (``autocast_bf16``, ...)."""
     from safetensors.torch import load_file
-
-    from .checkpoint import CONFIG_KEY, CheckpointError, check_state_dict, expected_shapes
 
     path = Path(path)
     if not path.is_file():
@@ -360,5 +382,6 @@ def read_triplane_metadata(path: str | Path) -> dict[str, str]:
         return dict(f.metadata() or {})
 
 
-__all__ = ["TriplaneConfig", "TriplaneField", "TriplaneModel", "TriplaneOutput", "TRIPLANE_HEADS", "load_triplane",
-           "preset", "sample_planes", "save_triplane"]
+__all__ = ["KIND_KEY", "TRIPLANE_BACKBONES", "TRIPLANE_HEADS", "TRIPLANE_KEY", "TriplaneConfig", "TriplaneField",
+           "TriplaneModel", "TriplaneOutput", "load_triplane", "preset", "read_triplane_metadata", "sample_planes",
+           "save_triplane"]

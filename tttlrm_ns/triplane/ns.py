@@ -6,13 +6,13 @@ At construction in training mode (``ns-train tttlrm-triplane``) the pipeline
    precomputed ``fold_8_kmeans_4_input`` list when present);
 2. moves their cameras into the object frame (:func:`tttlrm_ns.data.object_frame.object_frame`; a scene capture is
    refused there with an actionable message) and resizes the images to the model's training resolution;
-3. loads the triplane weights (a Gaussian checkpoint is refused by :func:`tttlrm_ns.model.triplane.load_triplane`),
+3. loads the triplane weights (a Gaussian checkpoint is refused by :func:`tttlrm_ns.triplane.model.load_triplane`),
    predicts the planes, and installs planes + MLP + the world -> object similarity in :class:`TriplaneNSModel`.
 
 ``--max-num-iterations N`` (default 0) refines the planes and the MLP for N steps on random rays of the train
 images. ``ns-eval``, ``ns-viewer``, ``ns-render`` and ``ns-export pointcloud`` load a finished run from its nerfstudio
 checkpoint (planes, MLP and the similarity are model state); ``tttlrm-export-triplane`` writes a marching-cubes mesh
-with vertex colours and a point cloud (:mod:`tttlrm_ns.ns.triplane_export`).
+with vertex colours and a point cloud (:mod:`tttlrm_ns.triplane.mesh_export`).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _head_config(path: Path):
     """(TriplaneConfig, plane resolution, metadata) of a triplane file, without loading the weights; refuses other
     files with the loader's message."""
     from tttlrm_ns.model.config import TttlrmConfig
-    from tttlrm_ns.model.triplane import KIND_KEY, TRIPLANE_KEY, TriplaneConfig, load_triplane, read_triplane_metadata
+    from .model import KIND_KEY, TRIPLANE_KEY, TriplaneConfig, load_triplane, read_triplane_metadata
 
     meta = read_triplane_metadata(path) if path.suffix == ".safetensors" else {}
     if meta.get(KIND_KEY) != "triplane" or TRIPLANE_KEY not in meta:
@@ -102,7 +102,7 @@ class TriplaneNSModel(Model):
         allow_numpy_in_weights_only_loads()  # for nerfstudio's loaders of our older checkpoints (see that function)
         from torchmetrics.image import PeakSignalNoiseRatio
 
-        from tttlrm_ns.model.triplane import TriplaneField
+        from .model import TriplaneField
 
         path = resolve_weights(self.config.checkpoint)
         tri, res, _ = _head_config(path)
@@ -203,7 +203,7 @@ class TriplanePipeline(VanillaPipeline):
     @torch.no_grad()
     def predict(self) -> None:
         from tttlrm_ns.data.object_frame import object_frame
-        from tttlrm_ns.model.triplane import load_triplane
+        from .model import load_triplane
         from tttlrm_ns.ns import inputs
 
         t0 = time.perf_counter()

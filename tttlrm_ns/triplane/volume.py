@@ -1,6 +1,6 @@
 """Volume rendering inside a bounded object box, in plain vectorised torch.
 
-Why not nerfstudio's samplers / renderers here: :mod:`tttlrm_ns.model` is pure torch (the trainer and the tests import
+Why not nerfstudio's samplers / renderers here: the triplane model is pure torch (the trainer and the tests import
 it without nerfstudio), and for a fixed axis-aligned box the whole pipeline is a slab intersection, uniform
 (stratified) samples and the usual alpha compositing. ``tests/test_triplane.py`` checks the weights against
 nerfstudio's ``RaySamples.get_weights`` so the two stay the same quadrature.

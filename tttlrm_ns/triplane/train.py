@@ -1,4 +1,4 @@
-"""Training the triplane object model with ``tttlrm-train`` (``model_kind: triplane``).
+"""The ``triplane`` model kind of ``tttlrm-train`` (``model_kind: triplane``): :class:`TriplaneKind`.
 
 Per sample of a micro-batch: the input and target cameras (already normalised by the data pipeline, which does not
 matter: the object frame is similarity-invariant) are moved into the object frame of the input views
@@ -8,32 +8,30 @@ compared with the target pixels: MSE over all rendered pixels + LPIPS over the p
 depth (``data.load_target_depth``) a silhouette term (BCE of the accumulation against "the ray hits a surface") and
 a log-depth L1 of the rendered distance on the rays that hit (:func:`geometry_terms`). Rendering a few patches
 instead of whole views keeps the cost independent of the image size, and patches (not scattered rays) are what a
-perceptual loss needs. Patch positions and sample jitter come from the sample's seed (reproducible on resume).
+perceptual loss needs. Patch positions and sample jitter come from the sample's seed
+(:func:`tttlrm_ns.train.plugin.sample_seed`; reproducible on resume).
+
+``python -m tttlrm_ns.triplane.train CHECKPOINT.pt OUT.safetensors`` exports a training checkpoint
+(:func:`export_checkpoint`).
 """
 
 from __future__ import annotations
 
-from typing import Optional, Protocol
+from pathlib import Path
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
-from tttlrm_ns.eval.metrics import Lpips
+from tttlrm_ns.checkpoint_io import load_checkpoint
+from tttlrm_ns.data.object_frame import object_frame
+from tttlrm_ns.model.checkpoint import CheckpointError, background_name, load_any
+from tttlrm_ns.train.checkpoint import history_metadata, payload_history
+from tttlrm_ns.train.config import TrainConfig, config_from_dict
+from tttlrm_ns.train.losses import perceptual_partial
+from tttlrm_ns.train.plugin import MicroStepResult, StepRunner, sample_seed
 
-from .config import TrainConfig
-from .losses import perceptual_partial
-from .parallel import DistInfo
-
-
-class StepRunner(Protocol):
-    """What :func:`triplane_micro_step` reads of the :class:`tttlrm_ns.train.loop.Trainer` that runs it (a protocol,
-    not an import: the loop imports this module)."""
-
-    cfg: TrainConfig
-    info: DistInfo
-    model: torch.nn.Module
-    ddp_model: torch.nn.Module
-    lpips: Optional[Lpips]
+from .model import KIND_KEY, TriplaneModel, load_triplane, read_triplane_metadata, save_triplane
 
 
 def patch_rays(c2w: Tensor, fxfycxcy: Tensor, y0: Tensor, x0: Tensor, size: int) -> tuple[Tensor, Tensor]:
@@ -65,8 +63,6 @@ def gather_patches(images: Tensor, y0: Tensor, x0: Tensor, size: int) -> Tensor:
 def object_frame_cameras(c2w_in: Tensor, c2w_tgt: Tensor, camera_distance: float, where: str = ""):
     """Input / target c2w [V, 4, 4], [T, 4, 4] -> both in the object frame of the inputs (float32), and the frame's
     scale (a length of the given cameras' frame times it is the length in the object frame)."""
-    from tttlrm_ns.data.object_frame import object_frame
-
     tr = object_frame(c2w_in, camera_distance, where=where)
     return tr.apply(c2w_in.double()).float(), tr.apply(c2w_tgt.double()).float(), float(tr.scale)
 
@@ -92,9 +88,9 @@ def geometry_terms(acc: Tensor, dist: Tensor, dirs: Tensor, fwd: Tensor, z: Tens
     return mask, depth
 
 
-def triplane_micro_step(trainer: StepRunner, batch: dict, scale: float,
-                        seed_fn) -> tuple[dict[str, float], Optional[tuple[Tensor, Tensor]]]:
-    """Forward + backward of one micro-batch of the triplane model (see the module docstring)."""
+def triplane_micro_step(trainer: StepRunner, batch: dict, scale: float) -> MicroStepResult:
+    """Forward + backward of one micro-batch of the triplane model (see the module docstring): images
+    [b, V, 3, H, W] -> planes [b, 3, C, R, R] -> per target view ``patches_per_view`` windows of ``patch``^2 rays."""
     cfg, dev = trainer.cfg, trainer.info.device
     tc, tri = cfg.triplane_train, cfg.triplane
     images = batch["images"].to(dev)  # [b, V, 3, H, W]
@@ -117,7 +113,7 @@ def triplane_micro_step(trainer: StepRunner, batch: dict, scale: float,
     preview = None
     model = trainer.model
     for i in range(b):  # micro-batches are small; each sample has its own cameras and patch positions
-        gen = torch.Generator().manual_seed(seed_fn(cfg.seed, batch["key"][i][0], batch["key"][i][1]))
+        gen = torch.Generator().manual_seed(sample_seed(cfg.seed, batch["key"][i][0], batch["key"][i][1]))
         target = batch["target_images"][i].to(dev)  # [T, 3, H, W]
         t = target.shape[0]
         p = tc.patches_per_view
@@ -148,9 +144,8 @@ def triplane_micro_step(trainer: StepRunner, batch: dict, scale: float,
     return terms, preview
 
 
-def build_model(cfg) -> torch.nn.Module:
-    from tttlrm_ns.model.triplane import TriplaneModel
-
+def build_model(cfg: TrainConfig) -> TriplaneModel:
+    """A freshly initialised triplane model: backbone ``cfg.model``, head ``cfg.triplane``."""
     return TriplaneModel(cfg.model, cfg.triplane)
 
 
@@ -159,8 +154,6 @@ def upsample_plane_queries(queries, t_old: int, t_new: int, where="") -> torch.T
     (t_new / t_old)^2 new tokens that cover its area of the plane. With the same patch size and channels the decoder
     then maps every new token to a patch of a plane with (t_new / t_old)^2 times the texels; a start for training
     finer planes from a trained coarser model (``checkpoint.init_from``)."""
-    from tttlrm_ns.model.checkpoint import CheckpointError
-
     if t_new % t_old:
         raise CheckpointError(f"{where}: {t_old} query tokens per plane side cannot grow to {t_new} (not a multiple)")
     k, d = t_new // t_old, queries.shape[-1]
@@ -168,13 +161,10 @@ def upsample_plane_queries(queries, t_old: int, t_new: int, where="") -> torch.T
     return q.repeat_interleave(k, 1).repeat_interleave(k, 2).reshape(3 * t_new * t_new, d)
 
 
-def init_from(model, path: str, log) -> None:
+def init_from(model: TriplaneModel, path: str, log: Callable[[str], None]) -> None:
     """Initial weights: a triplane file (all weights; coarser plane queries are repeated onto this model's finer
     grid, :func:`upsample_plane_queries`) or a Gaussian tttLRM file / official .pt (backbone only: tokenizer, input
     LayerNorm and blocks; the queries, plane decoder and MLP keep their initialisation)."""
-    from tttlrm_ns.model.checkpoint import CheckpointError, load_any
-    from tttlrm_ns.model.triplane import KIND_KEY, load_triplane, read_triplane_metadata
-
     if str(path).endswith(".safetensors") and read_triplane_metadata(path).get(KIND_KEY) == "triplane":
         src = load_triplane(path)
         state = src.state_dict()
@@ -196,32 +186,37 @@ def init_from(model, path: str, log) -> None:
     log(f"initial backbone weights (Gaussian model) from {path}; triplane head initialised at random")
 
 
-def export(model, path, step: int, cfg, history: Optional[list] = None) -> str:
+def export(model: TriplaneModel, path: str | Path, step: int, cfg: TrainConfig, history: Optional[list] = None) -> str:
     """Write the triplane ``.safetensors`` with what it was trained for and its training stages (``history``: the
     stages behind the run's initial weights, :func:`tttlrm_ns.train.checkpoint.history_metadata`)."""
-    from tttlrm_ns.model.checkpoint import background_name
-    from tttlrm_ns.model.triplane import save_triplane
-
-    from .checkpoint import history_metadata
-
     meta = {**history_metadata(history or [], step, cfg), "trained.resolution": f"{cfg.data.height}x{cfg.data.width}",
             "trained.background": background_name(cfg.data.background), "trained.preset": "custom",
             "triplane.normalization": "object_frame"}
     return str(save_triplane(model, path, meta))
 
 
-__all__ = ["StepRunner", "build_model", "export", "export_checkpoint", "gather_patches", "geometry_terms", "init_from", "upsample_plane_queries", "object_frame_cameras",
-           "patch_rays", "triplane_micro_step"]
+class TriplaneKind:
+    """:class:`tttlrm_ns.train.plugin.ModelKind` of the triplane object model (the functions above)."""
+
+    name = "triplane"
+
+    def build(self, cfg: TrainConfig) -> TriplaneModel:
+        return build_model(cfg)
+
+    def init_from(self, model: TriplaneModel, path: str, cfg: TrainConfig, log: Callable[[str], None]) -> None:
+        init_from(model, path, log)  # the model carries its own configs; cfg adds nothing
+
+    def micro_step(self, runner: StepRunner, batch: dict, scale: float) -> MicroStepResult:
+        return triplane_micro_step(runner, batch, scale)
+
+    def export(self, model: TriplaneModel, path: Path, step: int, cfg: TrainConfig,
+               history: Optional[list] = None) -> str:
+        return export(model, path, step, cfg, history)
 
 
 def export_checkpoint(checkpoint, out) -> str:
     """A triplane training checkpoint (``checkpoints/step_*.pt``, e.g. of a run stopped by ``stop_after_minutes``)
     -> the ``.safetensors`` model file that ``ns-train tttlrm-triplane`` loads."""
-    from tttlrm_ns.checkpoint_io import load_checkpoint
-
-    from .checkpoint import payload_history
-    from .config import config_from_dict
-
     payload = load_checkpoint(checkpoint)
     cfg = config_from_dict(payload["config"])
     if cfg.model_kind != "triplane":
@@ -231,7 +226,11 @@ def export_checkpoint(checkpoint, out) -> str:
     return export(model, out, int(payload["step"]), cfg, payload_history(payload))
 
 
-if __name__ == "__main__":  # python -m tttlrm_ns.train.triplane CHECKPOINT.pt OUT.safetensors
+__all__ = ["TriplaneKind", "build_model", "export", "export_checkpoint", "gather_patches", "geometry_terms",
+           "init_from", "object_frame_cameras", "patch_rays", "triplane_micro_step", "upsample_plane_queries"]
+
+
+if __name__ == "__main__":  # python -m tttlrm_ns.triplane.train CHECKPOINT.pt OUT.safetensors
     import sys
 
     print(export_checkpoint(sys.argv[1], sys.argv[2]))

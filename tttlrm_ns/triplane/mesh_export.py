@@ -85,7 +85,7 @@ def export_geometry(model, resolution: int, threshold: float, max_points: int = 
     """(trimesh.Trimesh or None, trimesh.PointCloud or None, iso-level) in the model's world frame.
 
     ``model`` needs ``planes`` [1, 3, C, R, R], ``field`` (:class:`TriplaneField`), ``world_to_object`` [4, 4] and
-    ``object_scale`` (a :class:`tttlrm_ns.ns.triplane.TriplaneNSModel`)."""
+    ``object_scale`` (a :class:`tttlrm_ns.triplane.ns.TriplaneNSModel`)."""
     import trimesh
     from skimage.measure import marching_cubes
 

@@ -1,6 +1,6 @@
 """Feed-forward renders of the triplane object model on held-out views of an object scene, without nerfstudio.
 
-The steps ``ns-train tttlrm-triplane`` takes (:mod:`tttlrm_ns.ns.triplane`): the input cameras define the object
+The steps ``ns-train tttlrm-triplane`` takes (:mod:`tttlrm_ns.triplane.ns`): the input cameras define the object
 frame (:func:`tttlrm_ns.data.object_frame.object_frame`), the inputs are resized to the model's input size, one
 triplane is predicted, and the held-out cameras are rendered from it on white. ``experiments/eval_triplane.py`` scores
 these renders; the quality-floor test of the shipped triplane (``tests/test_triplane.py``) uses the same function.
