@@ -36,7 +36,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Dict, List
 
 import torch
@@ -102,15 +101,11 @@ def build_config(method: str, data: Path, views: str, num_views: int, long_side:
 def input_indices(trainer) -> List[int]:
     """tttlrm's input views among the train images (its own selection code, for splatfacto's 'input' runs)."""
     from tttlrm_ns.data.views import ViewSelectionConfig
-    from tttlrm_ns.ns.pipeline import TttlrmPipeline
+    from tttlrm_ns.ns.inputs import select_input_views
 
     args = trainer._bench_args
-    fake = SimpleNamespace(
-        datamanager=trainer.pipeline.datamanager,
-        config=SimpleNamespace(views=ViewSelectionConfig(mode="kmeans", num_views=args.num_views),
-                               use_precomputed_views=True),
-    )
-    return TttlrmPipeline._select_inputs(fake, SimpleNamespace(scan="full", ar_chunk_views=4))  # type: ignore
+    views = ViewSelectionConfig(mode="kmeans", num_views=args.num_views)
+    return select_input_views(trainer.pipeline.datamanager, views, use_precomputed=True)
 
 
 @torch.no_grad()

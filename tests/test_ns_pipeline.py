@@ -438,7 +438,9 @@ def test_mvs_init_reads_no_weights_and_random_weights_are_flagged(tiny_checkpoin
     assert "--pipeline.init mvs measures the scene's depth range" in " ".join(out.split())
     g = pipe.model.get_gaussians()
     assert 0 < g.num < 4 * 72 * 128 and torch.isfinite(g.means).all()
-    _setup(_config(tiny_checkpoint))  # random weights: a blur that cannot reproduce its own input views
+    # random weights: a blur that cannot reproduce its own input views (the check runs with the prediction, on the
+    # pipeline's first use)
+    assert _setup(_config(tiny_checkpoint)).model.num_points > 0
     out = capsys.readouterr().out
     assert "WARNING" in out and "--pipeline.init mvs" in out
 
@@ -455,3 +457,50 @@ def test_object_method_says_when_the_capture_background_is_not_the_weights(tiny_
     _setup(cfg)
     out = " ".join(capsys.readouterr().out.split())
     assert "WARNING: the input views' border is (" in out and "(1.00, 1.00, 1.00) background" in out
+
+
+def _count_weight_loads(monkeypatch) -> list:
+    from tttlrm_ns.model import checkpoint
+
+    loads, real = [], checkpoint.load_any
+
+    def counting(path, *a, **k):
+        loads.append(path)
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(checkpoint, "load_any", counting)
+    return loads
+
+
+def test_prediction_runs_on_first_use_not_at_construction(tiny_checkpoint, monkeypatch, capsys):
+    """Construction prepares (views, sizes, the memory check, normalisation); the weights are read and the
+    prediction made on the first use of the model, once; a checkpoint saved before that holds the prediction."""
+    loads = _count_weight_loads(monkeypatch)
+    pipe = _setup(_config(tiny_checkpoint))
+    out = capsys.readouterr().out
+    assert loads == [] and len(pipe.input_indices) == 4 and "input size 128x72" in out and "installed" not in out
+    assert pipe.device == torch.device("cpu") and loads == []  # the device is not a use
+    n = pipe.model.num_points
+    assert n > 0 and loads == [tiny_checkpoint] and "Gaussians installed" in capsys.readouterr().out
+    assert pipe.model.num_points == n and len(loads) == 1
+    state = _setup(_config(tiny_checkpoint)).state_dict()
+    assert len(loads) == 2 and state["_model.gauss_params.means"].shape == (n, 3)
+
+
+@pytest.mark.parametrize("how", ["load_pipeline", "load_state_dict"])
+def test_a_loaded_checkpoint_is_never_predicted_over(tiny_checkpoint, monkeypatch, how):
+    """nerfstudio loads a checkpoint into a constructed pipeline (the trainer's --load-dir, eval_setup): the
+    checkpoint's Gaussians stay, and no prediction runs before or after the load."""
+    from tttlrm_ns.gaussians import PruneConfig
+
+    saved = _setup(_config(tiny_checkpoint, prune=PruneConfig(keep_top=0.1, keep_random=0.0)))
+    state = {k: v.clone() for k, v in saved.state_dict().items()}
+    loads = _count_weight_loads(monkeypatch)
+    pipe = _setup(_config(tiny_checkpoint))
+    if how == "load_pipeline":
+        pipe.load_pipeline(state, step=5)
+    else:
+        pipe.load_state_dict(state)
+    assert loads == []
+    torch.testing.assert_close(pipe.model.get_gaussians().means, state["_model.gauss_params.means"])
+    assert loads == [] and pipe.model.num_points == saved.model.num_points

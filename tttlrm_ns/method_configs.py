@@ -12,7 +12,7 @@
 Every method reads ``opencv_cameras.json`` scenes by default (dataparser ``opencv-cameras``, which hands a folder with
 only a ``transforms.json``, ``ns-process-data``'s output, to ``nerfstudio-data`` and logs it); nerfstudio's own
 dataparsers work as well (``ns-train tttlrm --data DIR nerfstudio-data``). Weights: ``--pipeline.model.checkpoint``,
-default the method's bundled file (``DEFAULT_WEIGHTS`` in ``ns/pipeline.py``; when it is missing the run stops, no
+default the method's bundled file (``DEFAULT_WEIGHTS`` in ``ns/weights.py``; when it is missing the run stops, no
 other weights are substituted); weights trained for another method are refused. ``--max-num-iterations N`` = N refinement steps.
 """
 

@@ -6,7 +6,8 @@ Everything runs through nerfstudio's own objects, in process, so the evaluation 
 * **tttLRM**: the method's ``TrainerConfig`` (``tttlrm``, ``tttlrm-ar``, ``tttlrm-object`` from
   :mod:`tttlrm_ns.method_configs`) with this run's data, views, input size, weights; ``Trainer.setup()`` builds the
   :class:`~tttlrm_ns.ns.pipeline.TttlrmPipeline`, whose construction selects the input views (k-means / the scene's
-  precomputed list) and runs the one feed-forward prediction; refinement steps are the nerfstudio trainer's own
+  precomputed list) and prepares them, and whose first use (the trainer's optimizers) runs the one feed-forward
+  prediction; refinement steps are the nerfstudio trainer's own
   ``train_iteration`` with its callbacks (the body of ``Trainer.train``), so the quality-vs-time curve is sampled
   from a single run. The run is saved as a normal nerfstudio run (``config.yml`` + checkpoint): ``ns-eval``,
   ``ns-export`` and ``ns-viewer`` load it.
@@ -287,19 +288,30 @@ def _timed_pipeline_class(on_prediction: Optional[Callable[[Any], None]] = None)
     from tttlrm_ns.ns.pipeline import TttlrmPipeline
 
     class TimedTttlrmPipeline(TttlrmPipeline):
-        """TttlrmPipeline that records the wall time of its feed-forward prediction (``predict``) and of the
-        preparation for refinement (``install_prediction``), and lets the evaluation score the raw prediction."""
+        """TttlrmPipeline that records the wall time of its feed-forward prediction (``predict_seconds``: the
+        preparation at construction, ``prepare_prediction``, plus the prediction on first use, ``run_prediction``)
+        and of the preparation for refinement (``install_prediction``), and lets the evaluation score the raw
+        prediction."""
 
         predict_seconds: float = float("nan")
         prepare_seconds: float = 0.0
+        _inputs_seconds: float = 0.0
 
-        def predict(self):  # type: ignore[override]
+        def _timed(self, fn, *args):
             dev = torch.device(self.device)
             t0 = time.perf_counter()
-            out = super().predict()
+            out = fn(*args)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
-            self.predict_seconds = time.perf_counter() - t0
+            return out, time.perf_counter() - t0
+
+        def prepare_prediction(self):  # type: ignore[override]
+            out, self._inputs_seconds = self._timed(super().prepare_prediction)
+            return out
+
+        def run_prediction(self, prepared):  # type: ignore[override]
+            out, seconds = self._timed(super().run_prediction, prepared)
+            self.predict_seconds = self._inputs_seconds + seconds
             return out
 
         def install_prediction(self, gaussians) -> None:  # type: ignore[override]

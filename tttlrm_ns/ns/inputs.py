@@ -1,26 +1,27 @@
-"""nerfstudio cameras and cached images -> the model's input views.
+"""nerfstudio's datamanager -> the input views as stored: which views, their images, OpenCV cameras, SfM points.
 
 nerfstudio stores OpenGL camera-to-world matrices in the dataparser's frame (possibly re-oriented, re-centred and
-scaled) and caches images as ``[H, W, C]`` tensors at the cameras' resolution (already undistorted). The model wants
-OpenCV c2w, pixel intrinsics and ``[V, 3, H, W]`` images whose sides are multiples of its patch size.
-
-Resizing (``docs`` in :mod:`tttlrm_ns.data.scene`): a uniform scale that covers the target size followed by a centre
-crop keeps the aspect ratio (``mode="crop"``); ``"stretch"`` scales x and y independently as the official loader
-does. Intrinsics follow exactly (pixel-centre rule, :mod:`tttlrm_ns.conventions`). uint8 images are resized with
-PIL's Lanczos filter (the official loader's), float images with antialiased bicubic interpolation.
+scaled) and caches images as ``[H, W, C]`` tensors at the cameras' resolution (already undistorted). The inference
+path (:func:`tttlrm_ns.infer.prepare_inputs`) wants OpenCV c2w and pixel intrinsics; it resizes the images itself
+(:func:`~tttlrm_ns.infer.inputs.make_plan`, :func:`~tttlrm_ns.infer.inputs.prepare_images`, re-exported here).
+Also here: the image check of a capture and the choice of the input views among the train images, shared by
+``tttlrm`` and ``tttlrm-triplane``.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Callable, Optional
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from nerfstudio.utils.rich_utils import CONSOLE
+
 from tttlrm_ns import conventions
-from tttlrm_ns.data.scene import ResizeConfig, ResizePlan, plan_resize
+from tttlrm_ns.data.views import ViewSelectionConfig, precomputed_positions, select_views
+from tttlrm_ns.infer import PredictionError
+from tttlrm_ns.infer.inputs import make_plan, prepare_images
 
 
 def cameras_to_opencv(c2w_gl: Tensor, fx: Tensor, fy: Tensor, cx: Tensor, cy: Tensor) -> tuple[Tensor, Tensor]:
@@ -43,60 +44,87 @@ def dataparser_to_original(c2w: Tensor, transform: Tensor, scale: float) -> Tens
     return conventions.Similarity.from_nerfstudio(transform, scale).invert(c2w.double())
 
 
-def make_plan(
-    width: int,
-    height: int,
-    patch: int,
-    target_h: Optional[int] = None,
-    target_w: Optional[int] = None,
-    long_side: Optional[int] = None,
-    mode: str = "crop",
-) -> ResizePlan:
-    """Resize plan of a ``width x height`` image for a model with ``patch``-pixel patches.
+def check_images(datamanager, data: Optional[Path], log: Callable[[str], None]) -> None:
+    """Stop on images the camera file lists but that do not exist (nerfstudio would fail later, inside an image
+    cache worker thread); say which images next to the used ones have no camera (e.g. frames COLMAP could not
+    register)."""
+    used = set()
+    for ds in (getattr(datamanager, "train_dataset", None), getattr(datamanager, "eval_dataset", None)):
+        outputs = getattr(ds, "_dataparser_outputs", None)
+        if outputs is not None:
+            used.update(Path(f).resolve() for f in outputs.image_filenames)
+    missing = sorted(str(f) for f in used if not f.is_file())
+    if missing:
+        shown = ", ".join(missing[:5]) + (f", ... ({len(missing) - 5} more)" if len(missing) > 5 else "")
+        raise PredictionError(
+            f"{len(missing)} image(s) listed in the data's camera file ({data}) do not "
+            f"exist: {shown}. Restore them, or re-run ns-process-data / remove their frames from the camera file."
+        )
+    suffixes = {".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG"}
+    for folder in sorted({f.parent for f in used}):
+        unused = sorted(p.name for p in folder.iterdir() if p.suffix in suffixes and p.resolve() not in used)
+        if unused:
+            shown = ", ".join(unused[:8]) + (f", ... ({len(unused) - 8} more)" if len(unused) > 8 else "")
+            log(
+                f"[yellow]tttLRM: {len(unused)} of {len(unused) + sum(f.parent == folder for f in used)} images "
+                f"in {folder} have no camera in the data's camera file and are not used: {shown}. (With "
+                "ns-process-data: COLMAP could not register them; more overlap between photos or "
+                "--matching-method exhaustive helps.)"
+            )
 
-    ``target_h x target_w`` (both or neither), else ``long_side`` (aspect kept, short side rounded down to the patch
-    multiple), else the stored size cropped down to patch multiples (:func:`tttlrm_ns.data.scene.plan_resize`).
+
+def select_input_views(datamanager, views: ViewSelectionConfig, use_precomputed: bool = True,
+                       log_prefix: str = "tttLRM") -> list[int]:
+    """Positions in the train split of the model's input views (sorted, i.e. in frame order).
+
+    :func:`tttlrm_ns.data.views.select_views`, the selection :func:`~tttlrm_ns.data.views.paper_protocol` runs: with
+    k-means and ``use_precomputed``, the scene file's ``fold_8_kmeans_{N}_input`` list when all its frames are in the
+    train split (the paper's exact inputs); else k-means on the cameras in the data's own frame, the file's float64
+    poses when the dataparser passes them (``opencv_c2w``, the opencv-cameras dataparser), so the views equal
+    ``paper_protocol``'s. Shared by ``tttlrm`` and ``tttlrm-triplane``.
     """
-    cfg = ResizeConfig(
-        height=target_h, width=target_w, long_side=long_side, mode=mode, patch_size=patch  # type: ignore[arg-type]
-    )
-    return plan_resize(width, height, cfg)
+    cameras = datamanager.train_dataset.cameras
+    num = len(cameras)
+    if views.mode in ("kmeans", "evenly") and views.num_views > num:
+        raise PredictionError(
+            f"{views.num_views} input views requested (--pipeline.views.num-views) but the train split has only "
+            f"{num} images; lower --pipeline.views.num-views or use --pipeline.views.mode all"
+        )
+    outputs = getattr(datamanager, "train_dataparser_outputs", None)
+    meta = outputs.metadata if outputs is not None else {}
+    frames = meta.get("frame_indices")
+    listed = None
+    if views.mode == "kmeans" and use_precomputed and frames is not None:
+        key = f"fold_8_kmeans_{views.num_views}_input"
+        listed = (meta.get("scene_extras") or {}).get(key)
+        if listed is not None:
+            used = precomputed_positions(listed, frames) is not None
+            CONSOLE.log(f"{log_prefix}: using the scene's precomputed {key} views" if used else
+                        f"{log_prefix}: the scene's precomputed {key} list includes frames outside the train split; "
+                        "running k-means")
+    c2w = meta.get("opencv_c2w")  # the file's own poses: k-means on them is paper_protocol's, near-ties included
+    if c2w is None:  # other dataparsers: the data's own frame recovered from nerfstudio's (float32) cameras
+        c2w, _ = cameras_to_opencv(cameras.camera_to_worlds, cameras.fx, cameras.fy, cameras.cx, cameras.cy)
+        if outputs is not None:
+            c2w = dataparser_to_original(c2w, outputs.dataparser_transform, outputs.dataparser_scale)
+    return select_views(c2w, views, where="train split: ", frames=frames, precomputed=listed)
 
 
-def _resize_one(img: Tensor, plan: ResizePlan) -> Tensor:
-    """[H, W, 3] uint8 or float -> [3, out_h, out_w] float32 in [0, 1]."""
-    if (plan.scaled_w, plan.scaled_h) != (plan.src_w, plan.src_h):
-        if img.dtype == torch.uint8:
-            from PIL import Image
-
-            im = Image.fromarray(img.cpu().numpy()).resize((plan.scaled_w, plan.scaled_h), Image.LANCZOS)
-            x = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255.0
-        else:
-            x = F.interpolate(
-                img.permute(2, 0, 1)[None].float().cpu(), size=(plan.scaled_h, plan.scaled_w), mode="bicubic",
-                antialias=True, align_corners=False,
-            )[0].clamp(0, 1)
-    else:
-        x = img.permute(2, 0, 1).cpu()
-        x = x.float() / 255.0 if img.dtype == torch.uint8 else x.float()
-    return x[:, plan.y0 : plan.y0 + plan.out_h, plan.x0 : plan.x0 + plan.out_w]
+def train_image(datamanager, i: int) -> Tensor:
+    """Train image ``i`` as cached ``[H, W, C]`` (loads, and undistorts, the cache first)."""
+    cached = getattr(datamanager, "cached_train", None)
+    if cached is not None:
+        return cached[i]["image"]
+    return datamanager.train_dataset.get_data(i, image_type="uint8")["image"]
 
 
-def prepare_images(images: Sequence[Tensor], plan: ResizePlan, background: Tensor) -> Tensor:
-    """Cached images ``[H, W, 3|4]`` (uint8 or float) -> model input [V, 3, out_h, out_w] float32 in [0, 1].
-
-    RGBA images are composited over ``background`` [3] (in [0, 1]) first.
-    """
-    out = []
-    for img in images:  # one resize per view (PIL works on single images)
-        if img.shape[-1] == 4:
-            f = img.float() / 255.0 if img.dtype == torch.uint8 else img.float()
-            rgb = f[..., :3] * f[..., 3:] + background.to(f) * (1 - f[..., 3:])
-            img = (rgb * 255).round().to(torch.uint8) if img.dtype == torch.uint8 else rgb
-        elif img.shape[-1] != 3:
-            raise ValueError(f"expected RGB or RGBA images, got {img.shape[-1]} channels")
-        out.append(_resize_one(img, plan))
-    return torch.stack(out)
+def sfm_points(datamanager) -> Optional[Tensor]:
+    """The dataparser's SfM points [N, 3] in its (= the cameras') frame, or None (nerfstudio-data with
+    ``ply_file_path``, colmap: ``points3D_xyz`` in the dataparser outputs' metadata)."""
+    outputs = getattr(datamanager, "train_dataparser_outputs", None)
+    pts = None if outputs is None else outputs.metadata.get("points3D_xyz")
+    return None if pts is None else torch.as_tensor(pts, dtype=torch.float64)
 
 
-__all__ = ["cameras_to_opencv", "dataparser_to_original", "make_plan", "prepare_images"]
+__all__ = ["cameras_to_opencv", "dataparser_to_original", "make_plan", "prepare_images", "check_images",
+           "select_input_views", "train_image", "sfm_points"]

@@ -4,6 +4,11 @@ The steps ``ns-train tttlrm-triplane`` takes (:mod:`tttlrm_ns.triplane.ns`): the
 frame (:func:`tttlrm_ns.data.object_frame.object_frame`), the inputs are resized to the model's input size, one
 triplane is predicted, and the held-out cameras are rendered from it on white. ``experiments/eval_triplane.py`` scores
 these renders; the quality-floor test of the shipped triplane (``tests/test_triplane.py``) uses the same function.
+
+The model is called here directly, not through :mod:`tttlrm_ns.infer`: the triplane is another representation (planes
+decoded by volume rendering through the model's MLP, in the object frame of the input cameras), while ``infer`` is
+the path of the per-pixel Gaussian model (normalisation for its weights, chunked prediction, pruning, filters, to the
+world as Gaussians). Nothing of that applies to planes.
 """
 
 from __future__ import annotations
