@@ -15,6 +15,7 @@ LAYERS = {
     "tttlrm_ns": 0, "conventions": 0, "sh": 0, "checkpoint_io": 0,
     "gaussians": 1, "geometry": 1,
     "render": 2, "model": 2, "data": 2, "synth": 2, "eval.metrics": 2, "eval.lpips_weights": 2, "eval.protocol": 2,
+    "eval.holdout_scenes": 2,
     "infer": 3,
     "train": 4,
     "data.dataparser": 5, "ns": 5, "method_configs": 5,
