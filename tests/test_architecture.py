@@ -15,6 +15,7 @@ LAYERS = {
     "tttlrm_ns": 0, "conventions": 0, "sh": 0, "checkpoint_io": 0,
     "gaussians": 1, "geometry": 1,
     "render": 2, "model": 2, "data": 2, "synth": 2, "eval.metrics": 2, "eval.lpips_weights": 2, "eval.protocol": 2,
+    "eval.holdout_scenes": 2,
     "infer": 3, "triplane": 3,  # triplane: the network, volume rendering, held-out renders (pure torch)
     "train": 4,  # the trainer's parts: config, data, losses, parallel, checkpoints, the Gaussian model kind
     "triplane.train": 5,  # the triplane model kind: built on the trainer's parts, used by the trainer
