@@ -354,3 +354,40 @@ def test_trainer_history_matches_a_plain_reference_loop(tmp_path, procedural_sce
     assert [h["loss"] for h in history] == pytest.approx(ref_loss, rel=1e-5)
     assert [h["grad_norm"] for h in history] == pytest.approx(ref_norm, rel=1e-4)
     assert len(set(ref_loss)) == steps and ref_norm[0] > 0  # the samples and the weights do change
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 0.05])
+def test_free_space_filter_in_training_renders_drops_what_inference_drops(tmp_path, procedural_scenes, monkeypatch,
+                                                                          tolerance):  # noqa: F811
+    """``render.free_space``: the Gaussians that reach opacity pruning in a training step are exactly those the
+    inference filter keeps (:func:`tttlrm_ns.model.tttlrm.free_space_keep` on the same prediction); off, all."""
+    import tttlrm_ns.train.gaussian as tg
+    from tttlrm_ns.model.tttlrm import free_space_keep, own_view_depth
+
+    cfg = tiny_config(tmp_path / f"fs{tolerance}", procedural_scenes[:1],
+                      data=dict(window_min=6, window_max=6, frames_per_window=6, num_input_views=[4],
+                                num_target_views=2), optim=dict(max_steps=1, batch_size=1, warmup_steps=0),
+                      seed=0, render=dict(free_space=dict(tolerance=tolerance, min_views=1)))
+    seen: dict = {}
+    real_prune = tg.prune
+    monkeypatch.setattr(tg, "prune", lambda g, *a, **k: seen.setdefault("pruned", g.num) and real_prune(g, *a, **k))
+    trainer = Trainer(cfg, rasterize_fn=renderer(), log=lambda m: None)
+    trainer.model.register_forward_hook(lambda mod, args, out: seen.update(args=args, out=out))
+    trainer.run()
+    images, c2w, k = (t[0].detach() for t in seen["args"][:3])
+    means = seen["out"].gaussians.means[0].detach()
+    v, _, h, w = images.shape
+    keep = free_space_keep(own_view_depth(means, c2w), c2w, k, h, w, cfg.model.patch_size,
+                           cfg.render.free_space) if tolerance > 0 else torch.ones(v * h * w, dtype=torch.bool)
+    assert seen["pruned"] == int(keep.sum())
+    if tolerance > 0:
+        assert 0 < seen["pruned"] < v * h * w  # the random model's depths violate free space somewhere
+
+
+def test_free_space_filter_in_training_refuses_sequence_parallel(tmp_path, procedural_scenes):  # noqa: F811
+    cfg = tiny_config(tmp_path / "fs_sp", procedural_scenes[:1], render=dict(free_space=dict(tolerance=0.05)),
+                      parallel=dict(sp_size=2))
+    from tttlrm_ns.train.gaussian import GaussianKind
+
+    with pytest.raises(ValueError, match="sp_size 1"):
+        GaussianKind().build(cfg)

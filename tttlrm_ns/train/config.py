@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
 
 from tttlrm_ns.gaussians import PruneConfig
+from tttlrm_ns.geometry.free_space import FreeSpaceConfig
 from tttlrm_ns.model.config import TttlrmConfig
 from tttlrm_ns.triplane.model import TriplaneConfig
 
@@ -148,6 +149,10 @@ class RenderConfig:
     """``tttlrm_ns.render.rasterize`` backend ('auto': gsplat on CUDA, C++ on CPU; 'reference': pure torch)."""
     prune: PruneConfig = field(default_factory=lambda: PruneConfig(keep_top=0.4, keep_random=0.1))
     """Opacity pruning before rendering (official keep fractions; keep_top=0 disables)."""
+    free_space: FreeSpaceConfig = field(default_factory=lambda: FreeSpaceConfig(tolerance=0.0, min_views=2))
+    """The inference pipeline's free-space filter (:mod:`tttlrm_ns.geometry.free_space`) applied to the training
+    renders before pruning, so that the model learns under the condition it is used in (tolerance 0: off, the
+    official recipe). Gaussian models with ``parallel.sp_size = 1`` only (the filter needs every view's depth)."""
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """The ``gaussian`` model kind of ``tttlrm-train``: per-pixel Gaussians (:class:`tttlrm_ns.model.TttlrmModel`).
 
 One micro step (the Long-LRM loop that tttLRM inherits; ``docs/reference_semantics.md`` §7.1):
-  images -> model (sequence-parallel shard) -> Gaussians -> all-gather over the sp group -> opacity pruning ->
+  images -> model (sequence-parallel shard) -> Gaussians -> all-gather over the sp group -> [free-space filter, an
+  option] -> opacity pruning ->
   deferred rasterisation of this rank's target views -> MSE + LPIPS (+ opacity, depth, silhouette) -> backward.
 Every term is a partial sum over a global count (:mod:`tttlrm_ns.train.losses`), so the sp ranks' values add up to
 the single-process loss.
@@ -16,6 +17,7 @@ import torch
 
 from tttlrm_ns.gaussians import prune
 from tttlrm_ns.model import TttlrmModel
+from tttlrm_ns.model.tttlrm import free_space_keep, own_view_depth
 from tttlrm_ns.model.checkpoint import check_state_dict, expected_shapes, load_any
 
 from . import parallel as par
@@ -32,6 +34,10 @@ class GaussianKind:
     name = "gaussian"
 
     def build(self, cfg: TrainConfig) -> TttlrmModel:
+        cfg.render.free_space.check()
+        if cfg.render.free_space.enabled and cfg.parallel.sp_size > 1:
+            raise ValueError("render.free_space needs every view's depth on one rank: use it with parallel.sp_size 1 "
+                             f"(got sp_size {cfg.parallel.sp_size}), or set --render.free-space.tolerance 0")
         return TttlrmModel(cfg.model)
 
     def init_from(self, model: torch.nn.Module, path: str, cfg: TrainConfig, log: Callable[[str], None]) -> None:
@@ -57,7 +63,13 @@ class GaussianKind:
         for i in range(b):  # micro-batches are small (usually 1); every sample has its own pruning and cameras
             step, slot = batch["key"][i][0], batch["key"][i][1]
             gen = torch.Generator().manual_seed(sample_seed(cfg.seed, step, slot))  # same on all sp ranks
-            kept = prune(gauss[i], cfg.render.prune, v_all, gen)
+            sample = gauss[i]
+            if cfg.render.free_space.enabled:  # as at inference: drop what other views see through, then prune
+                c2w_i, k_i = batch["c2w"][i].to(dev), batch["fxfycxcy"][i].to(dev)
+                keep = free_space_keep(own_view_depth(sample.means.detach(), c2w_i), c2w_i, k_i, h, w,
+                                       cfg.model.patch_size, cfg.render.free_space)
+                sample = sample.index(keep.nonzero()[:, 0])
+            kept = prune(sample, cfg.render.prune, v_all, gen)
             target = batch["target_images"][i].to(dev)  # [T, 3, s*H, s*W] (data.target_scale)
             render = render_views(kept, batch["target_c2w"][i].to(dev), batch["target_fxfycxcy"][i].to(dev),
                                   target.shape[-2], target.shape[-1], cfg, runner.rasterize_fn)
