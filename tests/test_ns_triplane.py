@@ -177,3 +177,43 @@ def test_mesh_of_a_known_density_is_a_sphere_with_vertex_colours():
     col = mesh.visual.vertex_colors[:, :3].astype(float) / 255
     assert np.allclose(col, [1 / (1 + math.exp(-3)), 1 / (1 + math.exp(3)), 0.5], atol=2 / 255)
     assert np.linalg.norm(cloud.vertices, axis=1).max() <= radius_world + 2 * (2 / 48) / s
+
+
+def test_prediction_runs_on_first_use_not_at_construction(tmp_path, tiny_triplane, monkeypatch):
+    """As tttlrm's pipeline: construction chooses and prepares the input views (no weights read); the first use of
+    the model loads the weights and predicts, once; a checkpoint saved before that holds the prediction, and a loaded
+    checkpoint is never predicted over."""
+    import copy
+
+    from tttlrm_ns import method_configs as mc
+    from tttlrm_ns.triplane import model as triplane_model
+
+    loads, real = [], triplane_model.load_triplane
+
+    def counting(path, *a, **k):
+        loads.append(Path(path))
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(triplane_model, "load_triplane", counting)
+    cfg = copy.deepcopy(mc.tttlrm_triplane_config)
+    cfg.pipeline.datamanager.data = make_object_capture(tmp_path / "disc")
+    cfg.pipeline.model.checkpoint = tiny_triplane
+
+    def setup():
+        return cfg.pipeline.setup(device="cpu", test_mode="val")
+
+    pipe = setup()
+    assert loads == [] and len(pipe.input_indices) == 4 and pipe.prediction_seconds is None
+    assert pipe.device == torch.device("cpu") and loads == []  # the device is not a use
+    assert not torch.equal(pipe.model.world_to_object, torch.eye(4)) and loads == [tiny_triplane]
+    planes = pipe.model.planes.detach().clone()
+    assert planes.abs().sum() > 0 and pipe.prediction_seconds is not None
+    assert torch.equal(pipe.model.planes, planes) and len(loads) == 1  # once
+    state = setup().state_dict()
+    assert len(loads) == 2 and torch.equal(state["_model.planes"], planes)
+
+    saved = {k: v.clone() for k, v in state.items()}
+    saved["_model.planes"] = torch.full_like(planes, 0.25)
+    loaded = setup()
+    loaded.load_pipeline(saved, step=1)
+    assert torch.equal(loaded.model.planes, saved["_model.planes"]) and len(loads) == 2

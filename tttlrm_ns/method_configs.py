@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import torch
-from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanagerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.plugins.types import MethodSpecification
@@ -33,30 +31,15 @@ from tttlrm_ns.ns.checkpoint_io import FloatExponentialDecaySchedulerConfig
 from tttlrm_ns.ns.model import TttlrmNSModelConfig
 from tttlrm_ns.ns.pipeline import TttlrmPipelineConfig
 from tttlrm_ns.ns.refine import refine_preset
-from tttlrm_ns.ns.trainer import TttlrmTrainerConfig
+from tttlrm_ns.ns.trainer import TttlrmTrainerConfig, method_trainer_config
 
 
 def _trainer(method_name: str, pipeline: TttlrmPipelineConfig) -> TttlrmTrainerConfig:
-    return TttlrmTrainerConfig(
-        method_name=method_name,
-        steps_per_eval_image=1000,
-        steps_per_eval_batch=0,
-        steps_per_save=1000,
-        steps_per_eval_all_images=1000000,
-        mixed_precision=False,
-        # The prediction and the rasteriser run on CPU too; default to the GPU when there is one.
-        machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
-        pipeline=pipeline,
-        preset_refine_steps=pipeline.model.refine.steps,
-        optimizers={  # the Gaussian groups come from --pipeline.model.refine (see TttlrmTrainer)
-            "camera_opt": {
-                "optimizer": AdamOptimizerConfig(lr=1e-4, eps=1e-15),
-                "scheduler": FloatExponentialDecaySchedulerConfig(lr_final=5e-7, max_steps=30000),
-            },
-        },
-        viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
-        vis="viewer",
-    )
+    camera_opt = {"optimizer": AdamOptimizerConfig(lr=1e-4, eps=1e-15),
+                  "scheduler": FloatExponentialDecaySchedulerConfig(lr_final=5e-7, max_steps=30000)}
+    # The Gaussian groups come from --pipeline.model.refine (see TttlrmTrainer).
+    return method_trainer_config(TttlrmTrainerConfig, method_name, pipeline, {"camera_opt": camera_opt}, 1 << 15,
+                                 preset_refine_steps=pipeline.model.refine.steps)
 
 
 def _pipeline(model: TttlrmNSModelConfig, **kwargs) -> TttlrmPipelineConfig:

@@ -39,7 +39,7 @@ from nerfstudio.utils.colors import get_color
 from tttlrm_ns.checkpoint_io import allow_numpy_in_weights_only_loads
 from tttlrm_ns.gaussians import Gaussians
 from tttlrm_ns.ns.refine import RefineConfig, RefineController, prepare_gaussians
-from tttlrm_ns.ns.splat_render import render_camera
+from tttlrm_ns.ns.splat_render import densify_strategy, render_camera
 from tttlrm_ns.sh import C0
 
 
@@ -136,27 +136,7 @@ class TttlrmNSModel(SplatfactoModel):
             self.strategy = None
             self.strategy_state = None
             return
-        from gsplat.strategy import DefaultStrategy
-
-        c = self.config
-        self.strategy = DefaultStrategy(
-            prune_opa=c.cull_alpha_thresh,
-            grow_grad2d=c.densify_grad_thresh,
-            grow_scale3d=c.densify_size_thresh,
-            grow_scale2d=c.split_screen_size,
-            prune_scale3d=c.cull_scale_thresh,
-            prune_scale2d=c.cull_screen_size,
-            refine_scale2d_stop_iter=c.stop_screen_size_at,
-            refine_start_iter=c.warmup_length,
-            refine_stop_iter=c.stop_split_at,
-            reset_every=c.reset_alpha_every * c.refine_every,
-            refine_every=c.refine_every,
-            pause_refine_after_reset=self.num_train_data + c.refine_every,
-            absgrad=c.use_absgrad,
-            revised_opacity=False,
-            verbose=True,
-        )
-        self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
+        self.strategy, self.strategy_state = densify_strategy(self.config, self.num_train_data)
 
     # --- Gaussians in and out -------------------------------------------------------------------------------
     @torch.no_grad()

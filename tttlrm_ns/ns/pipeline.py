@@ -1,6 +1,9 @@
 """The tttLRM nerfstudio pipeline: the datamanager's input views in, one feed-forward prediction into the model.
 
-The inference is :mod:`tttlrm_ns.infer` (no nerfstudio); this class adapts nerfstudio to it.
+The inference is :mod:`tttlrm_ns.infer` (no nerfstudio); this class adapts nerfstudio to it. What follows about
+preparing at construction, predicting on first use and loading checkpoints is :class:`FeedForwardPipeline`, which
+``tttlrm-triplane`` (:mod:`tttlrm_ns.triplane.ns`) shares, with the input-view options of
+:class:`FeedForwardPipelineConfig`.
 
 * Construction in training mode (``ns-train``, test_mode "val"), after the datamanager has cached the train split:
   check the capture's images, choose the weights (:mod:`tttlrm_ns.ns.weights`; nothing is loaded) and the input
@@ -47,16 +50,23 @@ from tttlrm_ns.ns.weights import DEFAULT_WEIGHTS, WEIGHTS_DIR
 
 
 @dataclass
-class TttlrmPipelineConfig(VanillaPipelineConfig):
+class FeedForwardPipelineConfig(VanillaPipelineConfig):
+    """A :class:`FeedForwardPipeline`: which train images are the model's input views (``tttlrm`` and
+    ``tttlrm-triplane``; a method preset sets its own number of views)."""
+
+    views: ViewSelectionConfig = field(default_factory=lambda: ViewSelectionConfig(mode="kmeans", num_views=32))
+    """Which train images are the model's input views."""
+    use_precomputed_views: bool = True
+    """With k-means: use the scene file's fold_8_kmeans_{N}_input list when present (the paper's exact inputs)."""
+
+
+@dataclass
+class TttlrmPipelineConfig(FeedForwardPipelineConfig):
     """tttLRM: feed-forward prediction of the Gaussians (input views, resolution, pruning, memory)."""
 
     _target: Type = field(default_factory=lambda: TttlrmPipeline)
     model: TttlrmNSModelConfig = field(default_factory=TttlrmNSModelConfig)
     """The splatfacto-style model holding the predicted Gaussians (and the backbone's weights / options)."""
-    views: ViewSelectionConfig = field(default_factory=lambda: ViewSelectionConfig(mode="kmeans", num_views=32))
-    """Which train images are the model's input views."""
-    use_precomputed_views: bool = True
-    """With k-means: use the scene file's fold_8_kmeans_{N}_input list when present (the paper's exact inputs)."""
     method_kind: Literal["scene", "object"] = "scene"
     """What this method reconstructs; weights trained for the other kind (``trained.kind`` metadata) are refused."""
     check_weights: bool = True
@@ -125,7 +135,61 @@ def _log(message: str) -> None:
     CONSOLE.log(("[bold yellow]" if message.startswith("WARNING") else "") + "tttLRM: " + message)
 
 
-class TttlrmPipeline(VanillaPipeline):
+class FeedForwardPipeline(VanillaPipeline):
+    """A VanillaPipeline whose model is filled by a prediction from input views among the train images, prepared at
+    construction and made on the first use of the model (``pipeline.model``, ``state_dict``), once; loading a
+    checkpoint drops a prediction not made yet (see the module docstring). ``TttlrmPipeline`` and the triplane
+    pipeline (:mod:`tttlrm_ns.triplane.ns`) are its subclasses: the constructor sets ``self._pending`` (what
+    :meth:`make_prediction` needs), nothing else predicts."""
+
+    config: FeedForwardPipelineConfig
+    log_prefix = "tttLRM"
+    """Names the method in the log lines of the view selection."""
+    _pending: Optional[object]
+
+    def make_prediction(self, pending) -> None:
+        """Predict from what the constructor prepared and install the result in ``self._model``."""
+        raise NotImplementedError
+
+    def select_inputs(self) -> list[int]:
+        """Positions in the train split of the model's input views (:func:`tttlrm_ns.ns.inputs.select_input_views`)."""
+        return select_input_views(self.datamanager, self.config.views, self.config.use_precomputed_views,
+                                  log_prefix=self.log_prefix)
+
+    @property
+    def model(self):
+        """The nerfstudio model; the first access after construction in training mode predicts its content."""
+        if self.__dict__.get("_pending") is not None:
+            self._predict_pending()
+        return super().model
+
+    @property
+    def device(self):
+        return self._model.device  # without predicting
+
+    def state_dict(self, *args, **kwargs):
+        if self.__dict__.get("_pending") is not None:  # a checkpoint saved before first use holds the prediction
+            self._predict_pending()
+        return super().state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: Optional[bool] = None):
+        self._pending = None  # the checkpoint's content is the model's
+        return super().load_state_dict(state_dict, strict)
+
+    def load_pipeline(self, loaded_state, step: int) -> None:
+        self._pending = None
+        super().load_pipeline(loaded_state, step)
+
+    def _predict_pending(self) -> None:
+        pending, self._pending = self._pending, None  # model accesses during the prediction see no pending one
+        try:
+            self.make_prediction(pending)
+        except BaseException:
+            self._pending = pending
+            raise
+
+
+class TttlrmPipeline(FeedForwardPipeline):
     """VanillaPipeline whose model is filled by one tttLRM prediction, on first use (see the module docstring)."""
 
     config: TttlrmPipelineConfig
@@ -153,38 +217,9 @@ class TttlrmPipeline(VanillaPipeline):
             max(len(self.input_indices), 1), generator=torch.Generator().manual_seed(config.seed)
         ).tolist()
 
-    # --- the prediction, on first use; never after or over a loaded checkpoint ------------------------------------
-    @property
-    def model(self):
-        """The nerfstudio model; the first access after construction in training mode predicts its Gaussians."""
-        if self.__dict__.get("_pending") is not None:
-            self._predict_pending()
-        return super().model
-
-    @property
-    def device(self):
-        return self._model.device  # without predicting
-
-    def state_dict(self, *args, **kwargs):
-        if self.__dict__.get("_pending") is not None:  # a checkpoint saved before first use holds the prediction
-            self._predict_pending()
-        return super().state_dict(*args, **kwargs)
-
-    def load_state_dict(self, state_dict, strict: Optional[bool] = None):
-        self._pending = None  # the checkpoint's Gaussians are the model's
-        return super().load_state_dict(state_dict, strict)
-
-    def load_pipeline(self, loaded_state, step: int) -> None:
-        self._pending = None
-        super().load_pipeline(loaded_state, step)
-
-    def _predict_pending(self) -> None:
-        pending, self._pending = self._pending, None  # model accesses during the prediction see no pending one
-        try:
-            self.install_prediction(self.run_prediction(pending))
-        except BaseException:
-            self._pending = pending
-            raise
+    # --- the prediction, on first use (FeedForwardPipeline); never after or over a loaded checkpoint ------------
+    def make_prediction(self, pending: _Prepared) -> None:
+        self.install_prediction(self.run_prediction(pending))
 
     def prepare_prediction(self) -> _Prepared:
         """Everything before the weights are loaded: the weights file (checked, not read), the input views, their
@@ -200,7 +235,7 @@ class TttlrmPipeline(VanillaPipeline):
             w = weights.resolve_weights(c, self.device, _console, WEIGHTS_DIR)
             cfg = w.config
         dm = self.datamanager
-        idx = select_input_views(dm, c.views, c.use_precomputed_views)
+        idx = self.select_inputs()
         images = [inputs.train_image(dm, i) for i in idx]  # loads (and undistorts) the cache first
         cams = getattr(dm, "train_cameras", dm.train_dataset.cameras)  # type: ignore[union-attr]
         if any(int(cams.camera_type[i]) != 1 for i in idx):  # CameraType.PERSPECTIVE
@@ -294,5 +329,6 @@ class TttlrmPipeline(VanillaPipeline):
         return outputs, self.model.get_loss_dict(outputs, data, metrics), metrics
 
 
-__all__ = ["TttlrmPipeline", "TttlrmPipelineConfig", "PredictionError", "InsufficientMemoryError", "BUNDLED_CHECKPOINT",
-           "DEFAULT_WEIGHTS", "WEIGHTS_DIR", "select_input_views"]
+__all__ = ["FeedForwardPipeline", "FeedForwardPipelineConfig", "TttlrmPipeline", "TttlrmPipelineConfig",
+           "PredictionError", "InsufficientMemoryError", "BUNDLED_CHECKPOINT", "DEFAULT_WEIGHTS", "WEIGHTS_DIR",
+           "select_input_views"]

@@ -9,6 +9,7 @@ splatfacto: its progressive schedule, or logit RGB at ``sh_degree = 0``) and whe
 
 The rest is splatfacto's ``get_outputs`` (nerfstudio 1.1.5): the camera optimiser's pose in training, the crop box
 at evaluation, the resolution schedule, the densification strategy's hook, the bilateral grid.
+:func:`densify_strategy` is that strategy, splatfacto's, for both.
 """
 
 from __future__ import annotations
@@ -100,4 +101,30 @@ def render_camera(
     return {"rgb": rgb.squeeze(0), "depth": depth, "accumulation": out.alpha.squeeze(0), "background": background}
 
 
-__all__ = ["render_camera"]
+def densify_strategy(config, num_train_data: int):
+    """splatfacto's densification strategy (gsplat ``DefaultStrategy``) from a splatfacto model config: what
+    ``SplatfactoModel.populate_modules`` builds (nerfstudio 1.1.5); returns (strategy, its initial state)."""
+    from gsplat.strategy import DefaultStrategy
+
+    c = config
+    strategy = DefaultStrategy(
+        prune_opa=c.cull_alpha_thresh,
+        grow_grad2d=c.densify_grad_thresh,
+        grow_scale3d=c.densify_size_thresh,
+        grow_scale2d=c.split_screen_size,
+        prune_scale3d=c.cull_scale_thresh,
+        prune_scale2d=c.cull_screen_size,
+        refine_scale2d_stop_iter=c.stop_screen_size_at,
+        refine_start_iter=c.warmup_length,
+        refine_stop_iter=c.stop_split_at,
+        reset_every=c.reset_alpha_every * c.refine_every,
+        refine_every=c.refine_every,
+        pause_refine_after_reset=num_train_data + c.refine_every,
+        absgrad=c.use_absgrad,
+        revised_opacity=False,
+        verbose=True,
+    )
+    return strategy, strategy.initialize_state(scene_scale=1.0)
+
+
+__all__ = ["densify_strategy", "render_camera"]

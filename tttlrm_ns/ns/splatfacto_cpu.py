@@ -29,7 +29,6 @@ from functools import partial
 from typing import Dict, List, Optional, Type, Union
 
 import torch
-from gsplat.strategy import DefaultStrategy
 from torch import Tensor
 from torch.nn import Parameter
 
@@ -49,7 +48,7 @@ from nerfstudio.utils.colors import get_color
 from tttlrm_ns.checkpoint_io import allow_numpy_in_weights_only_loads
 from tttlrm_ns.eval import metrics
 from tttlrm_ns.ns.checkpoint_io import FloatExponentialDecaySchedulerConfig
-from tttlrm_ns.ns.splat_render import render_camera
+from tttlrm_ns.ns.splat_render import densify_strategy, render_camera
 
 
 @dataclass
@@ -113,24 +112,7 @@ class SplatfactoCPUModel(SplatfactoModel):
         if cfg.use_bilateral_grid:
             self.bil_grids = BilateralGrid(num=self.num_train_data, grid_X=cfg.grid_shape[0],
                                            grid_Y=cfg.grid_shape[1], grid_W=cfg.grid_shape[2])
-        self.strategy = DefaultStrategy(
-            prune_opa=cfg.cull_alpha_thresh,
-            grow_grad2d=cfg.densify_grad_thresh,
-            grow_scale3d=cfg.densify_size_thresh,
-            grow_scale2d=cfg.split_screen_size,
-            prune_scale3d=cfg.cull_scale_thresh,
-            prune_scale2d=cfg.cull_screen_size,
-            refine_scale2d_stop_iter=cfg.stop_screen_size_at,
-            refine_start_iter=cfg.warmup_length,
-            refine_stop_iter=cfg.stop_split_at,
-            reset_every=cfg.reset_alpha_every * cfg.refine_every,
-            refine_every=cfg.refine_every,
-            pause_refine_after_reset=self.num_train_data + cfg.refine_every,
-            absgrad=cfg.use_absgrad,
-            revised_opacity=False,
-            verbose=True,
-        )
-        self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
+        self.strategy, self.strategy_state = densify_strategy(cfg, self.num_train_data)
 
     def load_state_dict(self, dict, **kwargs):  # type: ignore[override]
         # Stock splatfacto checkpoints carry the LPIPS network; ours builds it lazily and does not store it.

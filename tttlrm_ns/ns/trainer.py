@@ -5,19 +5,58 @@ checkpoint holding the predicted Gaussians), and the Gaussian optimizers use the
 live in :class:`tttlrm_ns.ns.refine.RefineConfig`. nerfstudio's own ``--max-num-iterations N`` is accepted as the
 same thing (N refinement steps); it is an error only when ``--pipeline.model.refine.steps`` was also changed from
 the method's default to a different value.
+
+:func:`method_trainer_config` holds the trainer settings every method of the package shares (``method_configs`` and
+``tttlrm-triplane``: intervals, precision, device, viewer) and :func:`allow_zero_iterations` the run of 0 steps.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Type
+from typing import Literal, Optional, Type, TypeVar
 
+import torch
 import tyro
 
+from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 
 from tttlrm_ns.ns.refine import GAUSSIAN_GROUPS
+
+T = TypeVar("T", bound=TrainerConfig)
+
+
+def method_trainer_config(config_class: type[T], method_name: str, pipeline: VanillaPipelineConfig,
+                          optimizers: dict, viewer_rays_per_chunk: int, **fields) -> T:
+    """The trainer settings every method of this package shares (``method_configs`` and ``tttlrm-triplane``):
+    evaluation / save intervals, full precision, the GPU when there is one, the viewer; ``fields``: the rest of
+    ``config_class``'s."""
+    return config_class(
+        method_name=method_name,
+        steps_per_eval_image=1000,
+        steps_per_eval_batch=0,
+        steps_per_save=1000,
+        steps_per_eval_all_images=1000000,
+        mixed_precision=False,
+        # The prediction and the renderers run on CPU too; default to the GPU when there is one.
+        machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
+        pipeline=pipeline,
+        optimizers=optimizers,
+        viewer=ViewerConfig(num_rays_per_chunk=viewer_rays_per_chunk),
+        vis="viewer",
+        **fields,
+    )
+
+
+def allow_zero_iterations() -> None:
+    """Let a run of 0 iterations (prediction only) through nerfstudio's console writer, which reads the last step and
+    divides by the iteration count; call it in ``Trainer.setup`` when ``max_num_iterations`` is 0."""
+    from nerfstudio.utils import writer
+
+    writer.GLOBAL_BUFFER.setdefault("step", 0)
+    writer.GLOBAL_BUFFER["max_iter"] = max(1, writer.GLOBAL_BUFFER.get("max_iter", 1))
 
 
 @dataclass
@@ -72,13 +111,8 @@ class TttlrmTrainer(Trainer):
             cameras = getattr(dm, "train_cameras", dm.train_dataset.cameras)  # type: ignore[union-attr]
             inputs = getattr(self.pipeline, "input_indices", None) or [0]
             open_viewer_at(self.viewer_state, cameras, inputs[0])
-        if self.config.max_num_iterations == 0:
-            # nerfstudio's console writer assumes at least one timed iteration (it reads the last step and divides
-            # by the iteration count); a pure feed-forward run has none.
-            from nerfstudio.utils import writer
-
-            writer.GLOBAL_BUFFER.setdefault("step", 0)
-            writer.GLOBAL_BUFFER["max_iter"] = max(1, writer.GLOBAL_BUFFER.get("max_iter", 1))
+        if self.config.max_num_iterations == 0:  # a pure feed-forward run
+            allow_zero_iterations()
 
     def setup_optimizers(self) -> Optimizers:
         """Gaussian groups from the refine config, other groups (camera optimizer) from ``config.optimizers``."""
@@ -88,4 +122,4 @@ class TttlrmTrainer(Trainer):
         return Optimizers(cfg, self.pipeline.get_param_groups())
 
 
-__all__ = ["TttlrmTrainer", "TttlrmTrainerConfig"]
+__all__ = ["TttlrmTrainer", "TttlrmTrainerConfig", "allow_zero_iterations", "method_trainer_config"]

@@ -1,13 +1,16 @@
 """The nerfstudio method ``tttlrm-triplane``: one triplane predicted from the input views, volume-rendered.
 
-At construction in training mode (``ns-train tttlrm-triplane``) the pipeline
+The pipeline is a :class:`tttlrm_ns.ns.pipeline.FeedForwardPipeline`, as ``tttlrm``'s: construction in training mode
+(``ns-train tttlrm-triplane``) prepares, the first use of the model predicts.
 
-1. chooses the input views among the train images (k-means on the camera poses, 4 views by default, the scene's
-   precomputed ``fold_8_kmeans_4_input`` list when present);
-2. moves their cameras into the object frame (:func:`tttlrm_ns.data.object_frame.object_frame`; a scene capture is
-   refused there with an actionable message) and resizes the images to the model's training resolution;
-3. loads the triplane weights (a Gaussian checkpoint is refused by :func:`tttlrm_ns.triplane.model.load_triplane`),
-   predicts the planes, and installs planes + MLP + the world -> object similarity in :class:`TriplaneNSModel`.
+1. Construction: choose the input views among the train images (k-means on the camera poses, 4 views by default, the
+   scene's precomputed ``fold_8_kmeans_4_input`` list when present); move their cameras into the object frame
+   (:func:`tttlrm_ns.data.object_frame.object_frame`; a scene capture is refused there with an actionable message)
+   and resize the images to the model's training resolution (read from the weights' metadata; a Gaussian checkpoint
+   is refused by :func:`tttlrm_ns.triplane.model.load_triplane` when the model is built).
+2. First use of the model (``pipeline.model``, ``state_dict``; in ``ns-train`` the trainer building its optimizers):
+   load the triplane weights, predict the planes, and install planes + MLP + the world -> object similarity in
+   :class:`TriplaneNSModel`. Loading a nerfstudio checkpoint drops a prediction not made yet.
 
 ``--max-num-iterations N`` (default 0) refines the planes and the MLP for N steps on random rays of the train
 images. ``ns-eval``, ``ns-viewer``, ``ns-render`` and ``ns-export pointcloud`` load a finished run from its nerfstudio
@@ -21,7 +24,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Tuple, Type
+from typing import Dict, List, Literal, NamedTuple, Optional, Tuple, Type
 
 import torch
 from torch import Tensor
@@ -30,11 +33,13 @@ from torch.nn import Parameter
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.models.base_model import Model, ModelConfig
-from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from tttlrm_ns.checkpoint_io import allow_numpy_in_weights_only_loads
+from tttlrm_ns.data.normalize import SceneTransform
 from tttlrm_ns.data.views import ViewSelectionConfig
+from tttlrm_ns.ns.pipeline import FeedForwardPipeline, FeedForwardPipelineConfig
+from tttlrm_ns.ns.trainer import allow_zero_iterations, method_trainer_config
 
 BUNDLED_TRIPLANE = Path(__file__).resolve().parents[1] / "assets" / "weights" / "tttlrm_triplane.safetensors"
 """Default weights of ``tttlrm-triplane`` when ``--pipeline.model.checkpoint`` is not given."""
@@ -54,8 +59,8 @@ def resolve_weights(path: Optional[Path]) -> Path:
 
 
 def _head_config(path: Path):
-    """(TriplaneConfig, plane resolution, metadata) of a triplane file, without loading the weights; refuses other
-    files with the loader's message."""
+    """(TriplaneConfig, backbone TttlrmConfig, plane resolution, metadata) of a triplane file, without loading the
+    weights; refuses other files with the loader's message."""
     from tttlrm_ns.model.config import TttlrmConfig
     from .model import KIND_KEY, TRIPLANE_KEY, TriplaneConfig, load_triplane, read_triplane_metadata
 
@@ -64,7 +69,7 @@ def _head_config(path: Path):
         load_triplane(path)  # raises the descriptive CheckpointError (Gaussian file, official .pt, unknown)
     tri = TriplaneConfig.from_dict(json.loads(meta[TRIPLANE_KEY]))
     cfg = TttlrmConfig.from_dict(json.loads(meta["tttlrm_config"]))
-    return tri, tri.tokens_per_side * cfg.patch_size, meta
+    return tri, cfg, tri.tokens_per_side * cfg.patch_size, meta
 
 
 @dataclass
@@ -105,7 +110,7 @@ class TriplaneNSModel(Model):
         from .model import TriplaneField
 
         path = resolve_weights(self.config.checkpoint)
-        tri, res, _ = _head_config(path)
+        tri, _, res, _ = _head_config(path)
         self.field = TriplaneField(tri)
         self.planes = Parameter(torch.zeros(1, 3, tri.channels, res, res))
         # World (nerfstudio frame) -> object frame similarity as a 4x4 matrix (rotation scaled by s), and s.
@@ -167,21 +172,34 @@ class TriplaneNSModel(Model):
 
 
 @dataclass
-class TriplanePipelineConfig(VanillaPipelineConfig):
-    """tttLRM triplane: one prediction from the input views at setup (object captures only)."""
+class TriplanePipelineConfig(FeedForwardPipelineConfig):
+    """tttLRM triplane: one prediction from the input views, on first use (object captures only)."""
 
     _target: Type = field(default_factory=lambda: TriplanePipeline)
     model: TriplaneNSModelConfig = field(default_factory=TriplaneNSModelConfig)
     views: ViewSelectionConfig = field(default_factory=lambda: ViewSelectionConfig(mode="kmeans", num_views=4))
     """Which train images are the model's input views (the seed: 4)."""
-    use_precomputed_views: bool = True
-    """With k-means: use the scene file's fold_8_kmeans_{N}_input list when present."""
     input_size: Optional[int] = None
     """Long side of the model input (aspect kept, patch multiple). None: the checkpoint's training resolution."""
 
 
-class TriplanePipeline(VanillaPipeline):
+class _Prepared(NamedTuple):
+    """A triplane prediction prepared at construction and made on first use."""
+
+    indices: list[int]
+    weights: Path
+    images: Tensor  # [V, 3, H, W] in [0, 1] at the model's input size
+    c2w: Tensor  # [V, 4, 4] OpenCV, in the object frame
+    k: Tensor  # [V, 4] fx, fy, cx, cy of the resized images
+    frame: SceneTransform  # world -> object frame
+
+
+class TriplanePipeline(FeedForwardPipeline):
+    """VanillaPipeline whose model is filled by one triplane prediction, on first use (as ``TttlrmPipeline``: see
+    :class:`tttlrm_ns.ns.pipeline.FeedForwardPipeline` and the module docstring)."""
+
     config: TriplanePipelineConfig
+    log_prefix = "tttlrm-triplane"
 
     def __init__(self, config: TriplanePipelineConfig, device: str, test_mode: Literal["test", "val", "inference"] = "val",
                  world_size: int = 1, local_rank: int = 0, grad_scaler=None):
@@ -190,26 +208,21 @@ class TriplanePipeline(VanillaPipeline):
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
         self.input_indices: list[int] = []
         self.prediction_seconds: Optional[float] = None
+        self._pending: Optional[_Prepared] = None
         if test_mode == "val":  # ns-train; eval / export / viewer load the planes from the nerfstudio checkpoint
-            self.predict()
+            self._pending = self.prepare_prediction()
+            self.input_indices = self._pending.indices
 
-    def _select_inputs(self) -> list[int]:
-        """Positions in the train split of the input views: the same selection as ``tttlrm``."""
-        from tttlrm_ns.ns.pipeline import select_input_views
-
-        return select_input_views(self.datamanager, self.config.views, self.config.use_precomputed_views,
-                                  log_prefix="tttlrm-triplane")
-
-    @torch.no_grad()
-    def predict(self) -> None:
+    def prepare_prediction(self) -> _Prepared:
+        """Everything before the weights are loaded: the weights file (its metadata only), the input views, their
+        cameras in the object frame (a scene capture is refused here) and their resized images."""
         from tttlrm_ns.data.object_frame import object_frame
-        from .model import load_triplane
         from tttlrm_ns.ns import inputs
 
         t0 = time.perf_counter()
         path = resolve_weights(self.config.model.checkpoint)
-        model = load_triplane(path)
-        idx = self._select_inputs()
+        tri, cfg, res, meta = _head_config(path)
+        idx = self.select_inputs()  # the same selection as tttlrm
         dm = self.datamanager
         cameras = dm.train_dataset.cameras  # type: ignore[union-attr]
         sizes = {(int(cameras.width[i]), int(cameras.height[i])) for i in idx}
@@ -217,27 +230,35 @@ class TriplanePipeline(VanillaPipeline):
             raise ValueError(f"the input views have different image sizes {sorted(sizes)} (WxH); resize them")
         width, height = sizes.pop()
         long_side = self.config.input_size
-        if long_side is None:
-            res = model.plane_resolution  # fallback when the file has no training resolution
-            trained = _head_config(path)[2].get("trained.resolution")
+        if long_side is None:  # the training resolution; the plane resolution when the file has none
+            trained = meta.get("trained.resolution")
             long_side = max(int(v) for v in trained.split("x")) if trained else res
-        plan = inputs.make_plan(width, height, model.cfg.patch_size, None, None, long_side, "crop")
+        plan = inputs.make_plan(width, height, cfg.patch_size, None, None, long_side, "crop")
         c2w, k = inputs.cameras_to_opencv(cameras.camera_to_worlds[idx], cameras.fx[idx], cameras.fy[idx],
                                           cameras.cx[idx], cameras.cy[idx])
-        tr = object_frame(c2w, model.tri.camera_distance, where="tttlrm-triplane input views: ")
-        k = plan.apply_to_intrinsics(k)
-        bg = self.model.background  # type: ignore[attr-defined]
+        tr = object_frame(c2w, tri.camera_distance, where="tttlrm-triplane input views: ")
         images = [dm.train_dataset.get_data(i, image_type="uint8")["image"] for i in idx]  # type: ignore[union-attr]
-        image_t = inputs.prepare_images(images, plan, bg.cpu())
+        image_t = inputs.prepare_images(images, plan, self._model.background.cpu())  # type: ignore[attr-defined]
+        CONSOLE.log(f"tttlrm-triplane: {len(idx)} input views prepared at {plan.out_h}x{plan.out_w} in "
+                    f"{time.perf_counter() - t0:.1f} s")
+        return _Prepared(idx, path, image_t, tr.apply(c2w).float(), plan.apply_to_intrinsics(k).float(), tr)
+
+    @torch.no_grad()
+    def make_prediction(self, pending: _Prepared) -> None:
+        """Load the weights, predict the planes and install planes + MLP + the world -> object similarity."""
+        from .model import load_triplane
+
+        t0 = time.perf_counter()
         dev = torch.device(self.device)
-        model = model.to(dev).eval()
+        model = load_triplane(pending.weights).to(dev).eval()
         t1 = time.perf_counter()
-        planes = model(image_t[None].to(dev), tr.apply(c2w).float()[None].to(dev), k.float()[None].to(dev)).planes
+        planes = model(pending.images[None].to(dev), pending.c2w[None].to(dev), pending.k[None].to(dev)).planes
         self.prediction_seconds = time.perf_counter() - t1
-        self.model.set_prediction(planes, model.field.state_dict(), tr.matrix(), tr.scale)  # type: ignore[attr-defined]
-        self.input_indices = idx
-        CONSOLE.log(f"tttlrm-triplane: planes {tuple(planes.shape)} predicted from {len(idx)} views at "
-                    f"{plan.out_h}x{plan.out_w} in {self.prediction_seconds:.2f} s (setup {t1 - t0:.1f} s)")
+        tr = pending.frame
+        self._model.set_prediction(planes, model.field.state_dict(), tr.matrix(), tr.scale)  # type: ignore[operator]
+        h, w = pending.images.shape[-2:]
+        CONSOLE.log(f"tttlrm-triplane: planes {tuple(planes.shape)} predicted from {len(pending.indices)} views at "
+                    f"{h}x{w} in {self.prediction_seconds:.2f} s (weights loaded in {t1 - t0:.1f} s)")
 
 
 @dataclass
@@ -253,44 +274,29 @@ class TriplaneTrainer(Trainer):
 
     def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
         super().setup(test_mode)
-        if self.config.max_num_iterations == 0:
-            # nerfstudio's console writer divides by the iteration count and reads the last step (none here).
-            from nerfstudio.utils import writer
-
-            writer.GLOBAL_BUFFER.setdefault("step", 0)
-            writer.GLOBAL_BUFFER["max_iter"] = max(1, writer.GLOBAL_BUFFER.get("max_iter", 1))
+        if self.config.max_num_iterations == 0:  # prediction only
+            allow_zero_iterations()
 
 
 def triplane_trainer_config() -> TriplaneTrainerConfig:
-    from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
     from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
     from nerfstudio.engine.optimizers import AdamOptimizerConfig
     from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 
     from tttlrm_ns.data.dataparser import OpencvCamerasDataParserConfig
 
-    return TriplaneTrainerConfig(
-        method_name="tttlrm-triplane",
-        steps_per_eval_image=1000,
-        steps_per_eval_batch=0,
-        steps_per_save=1000,
-        steps_per_eval_all_images=1000000,
-        mixed_precision=False,
-        machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
-        pipeline=TriplanePipelineConfig(
-            datamanager=VanillaDataManagerConfig(dataparser=OpencvCamerasDataParserConfig(),
-                                                 train_num_rays_per_batch=2048, eval_num_rays_per_batch=2048),
-            model=TriplaneNSModelConfig(),
-        ),
-        optimizers={
-            "triplane_planes": {"optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15),
-                                "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-3, max_steps=1000)},
-            "triplane_mlp": {"optimizer": AdamOptimizerConfig(lr=1e-3, eps=1e-15),
-                             "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=1000)},
-        },
-        viewer=ViewerConfig(num_rays_per_chunk=1 << 14),
-        vis="viewer",
+    pipeline = TriplanePipelineConfig(
+        datamanager=VanillaDataManagerConfig(dataparser=OpencvCamerasDataParserConfig(),
+                                             train_num_rays_per_batch=2048, eval_num_rays_per_batch=2048),
+        model=TriplaneNSModelConfig(),
     )
+    optimizers = {
+        "triplane_planes": {"optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15),
+                            "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-3, max_steps=1000)},
+        "triplane_mlp": {"optimizer": AdamOptimizerConfig(lr=1e-3, eps=1e-15),
+                         "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=1000)},
+    }
+    return method_trainer_config(TriplaneTrainerConfig, "tttlrm-triplane", pipeline, optimizers, 1 << 14)
 
 
 __all__ = ["BUNDLED_TRIPLANE", "TriplaneNSModel", "TriplaneNSModelConfig", "TriplanePipeline",
