@@ -12,7 +12,7 @@ PKG = Path(__file__).resolve().parents[1] / "tttlrm_ns"
 # (layer, unit); a unit is a module, a package, or a package's module named on its own. Keep in step with the
 # "Dependency order" section of docs/architecture.md.
 LAYERS = {
-    "tttlrm_ns": 0, "conventions": 0, "sh": 0, "checkpoint_io": 0,
+    "tttlrm_ns": 0, "conventions": 0, "sh": 0, "checkpoint_io": 0, "provenance": 0,
     "gaussians": 1, "geometry": 1,
     "render": 2, "model": 2, "data": 2, "synth": 2, "eval.metrics": 2, "eval.lpips_weights": 2, "eval.protocol": 2,
     "eval.holdout_scenes": 2,

@@ -22,11 +22,11 @@ import torch
 
 from tttlrm_ns import ASSETS
 from tttlrm_ns.data.normalize import compute_transform, scale_to_depth
-from tttlrm_ns.eval.stress import git_state
 from tttlrm_ns.geometry import analytic as A
 from tttlrm_ns.model import TttlrmModel
 from tttlrm_ns.model.checkpoint import load_model
 from tttlrm_ns.model.surgery import add_geometry
+from tttlrm_ns.provenance import git_state
 from tttlrm_ns.infer.predict import predict_gaussians
 
 

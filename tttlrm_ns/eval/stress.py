@@ -39,7 +39,6 @@ import dataclasses
 import json
 import math
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -58,6 +57,7 @@ from tttlrm_ns.eval.protocol import mean_colour_image, nearest_input_view
 from tttlrm_ns.gaussians import Gaussians
 from tttlrm_ns.geometry.depth_range import DepthRangeError
 from tttlrm_ns.infer import MvsInitConfig, ReconstructConfig
+from tttlrm_ns.provenance import git_state
 
 REPO = Path(__file__).resolve().parents[2]
 TARGET_GAIN_DB = 2.0
@@ -110,21 +110,6 @@ class StressConfig:
 
 # --------------------------------------------------------------------------------------------------------------
 # records: weights, git, hashes
-
-
-def git_state(repo: Path = REPO) -> Dict[str, Any]:
-    """{"commit", "dirty"} of the checkout (commit None outside a git checkout)."""
-    def git(*args: str) -> Optional[str]:
-        try:
-            return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
-        except (OSError, subprocess.CalledProcessError):
-            return None
-
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit.strip() if commit else None,
-            "dirty": None if status is None else bool(status.strip()),
-            "modified": None if status is None else [ln[3:] for ln in status.splitlines() if ln.strip()]}
 
 
 @dataclass
