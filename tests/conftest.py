@@ -43,6 +43,9 @@ def optional_components() -> dict[str, bool]:
         "OSMesa": ctypes.util.find_library("OSMesa") is not None,  # headless OpenGL (synth renderer)
         "CUDA": torch.cuda.is_available(),
         "LPIPS weights": _lpips_weights_present(),
+        # the pinned third-party splat tool that setup.sh installs with npm (the .ply interoperability test)
+        "splat-transform": shutil.which("node") is not None
+        and (REPO / ".tools" / "splat_transform" / "node_modules" / ".bin" / "splat-transform").is_file(),
     }
 
 
