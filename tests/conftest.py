@@ -37,7 +37,7 @@ def optional_components() -> dict[str, bool]:
 
     return {
         "colmap": shutil.which("colmap") is not None,  # ns-process-data images (tests/test_capture.py)
-        "ffmpeg": shutil.which("ffmpeg") is not None,
+        "ffmpeg": shutil.which("ffmpeg") is not None,  # ns-process-data video, ns-render videos (test_ns_method)
         "chromium": any(shutil.which(b) for b in ("chromium", "chromium-browser")),  # viewer screenshot
         "sweethome3d-furniture": Path("/usr/share/sweethome3d/furniture").is_dir(),  # CC0 furniture (synth)
         "OSMesa": ctypes.util.find_library("OSMesa") is not None,  # headless OpenGL (synth renderer)

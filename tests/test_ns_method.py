@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -423,3 +424,62 @@ def test_ns_render_dataset_views(rendered_test_views):
         assert np.abs(_image(rendered_test_views / "test" / "gt-rgb" / f"{f}.png") - gt).max() <= 1 / 255 + 1e-9, f
         assert _image(rendered_test_views / "test" / "rgb" / f"{f}.png").shape == gt.shape == (270, 480, 3)
 
+
+# --- ns-render interpolate: a video along the held-out cameras -------------------------------------------------------
+def _ffmpeg_or_skip() -> None:
+    missing = [t for t in ("ffmpeg", "ffprobe") if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"needs {' and '.join(missing)} to read the video (apt-get install ffmpeg, or scripts/setup.sh "
+                    "without TTTLRM_NO_COLMAP=1)")
+
+
+def _video(path: Path) -> tuple[np.ndarray, Fraction]:
+    """Decoded frames [F, H, W, 3] in [0, 1] and the stream's average frame rate (ffprobe / ffmpeg)."""
+    probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries",
+                            "stream=width,height,nb_read_frames,avg_frame_rate", "-of", "json", str(path)],
+                           capture_output=True, text=True, check=True)
+    s = json.loads(probe.stdout)["streams"][0]
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                         capture_output=True, check=True).stdout
+    frames = np.frombuffer(raw, np.uint8).reshape(-1, s["height"], s["width"], 3) / 255.0
+    assert len(frames) == int(s["nb_read_frames"]), (len(frames), s)
+    return frames, Fraction(s["avg_frame_rate"])
+
+
+def _render_interpolate(run: Path, out: Path, steps: int, frame_rate: int, downscale: int) -> Path:
+    _run([str(BIN / "ns-render"), "interpolate", "--load-config", str(run / "config.yml"), "--output-path", str(out),
+          "--interpolation-steps", str(steps), "--frame-rate", str(frame_rate), "--downscale-factor", str(downscale)],
+         cwd=out.parent)
+    return out
+
+
+def test_ns_render_interpolate_video(run0, rendered_test_views, tmp_path):
+    """`ns-render interpolate` renders our Gaussians along the path through the held-out cameras (README).
+
+    nerfstudio's path: ``--interpolation-steps`` frames from each held-out camera to the next, both ends included,
+    so ``steps * (cameras - 1)`` frames; its cameras carry no image size, so the frames are ``floor(2 cx) x
+    floor(2 cy)`` of the first held-out camera (479x270 here: cx = 239.52), then ``floor(size / downscale)``; the
+    video lasts ``steps * cameras / frame_rate`` seconds (a nerfstudio quirk: the frame rate it writes is
+    ``frame_rate * (cameras - 1) / cameras``)."""
+    _ffmpeg_or_skip()
+    cams = {Path(f["file_path"]).stem: f for f in json.loads((SCENE / "opencv_cameras.json").read_text())["frames"]}
+    full_w, full_h = int(2 * cams[HELD_OUT[0]]["cx"]), int(2 * cams[HELD_OUT[0]]["cy"])
+
+    # full size, 3 frames: the path starts and ends at the held-out cameras and shows what ns-render dataset shows
+    frames, _ = _video(_render_interpolate(run0, tmp_path / "full.mp4", steps=3, frame_rate=3, downscale=1))
+    assert frames.shape == (3, full_h, full_w, 3), frames.shape
+    ends = [_image(rendered_test_views / "test" / "rgb" / f"{f}.png")[:full_h, :full_w] for f in HELD_OUT]
+    err = [[float(np.abs(frames[i] - e).mean()) for e in ends] for i in (0, -1)]  # H.264 error vs the other view
+    assert err[0][0] < 0.02 and err[0][0] < err[0][1] / 3, f"first frame vs the held-out renders: {err[0]}"
+    assert err[1][1] < 0.02 and err[1][1] < err[1][0] / 3, f"last frame vs the held-out renders: {err[1]}"
+
+    # the README's kind of command: smaller frames, more of them
+    steps, rate, down = 5, 10, 4
+    frames, fps = _video(_render_interpolate(run0, tmp_path / "small.mp4", steps, rate, down))
+    n = len(HELD_OUT)
+    assert frames.shape == (steps * (n - 1), full_h // down, full_w // down, 3), frames.shape  # 5 frames of 119x67
+    assert fps == Fraction(rate * (n - 1), n), fps
+    for i, f in enumerate(frames):  # not blank: the splats, not one background colour
+        off = np.abs(f - np.median(f.reshape(-1, 3), 0)).max(-1) > 0.05
+        assert off.mean() > 0.1 and f.std() > 0.02, (i, float(off.mean()), float(f.std()))
+    assert np.abs(frames[0] - frames[-1]).mean() > 0.01  # the camera moves
