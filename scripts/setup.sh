@@ -62,5 +62,27 @@ if ! $VPY -c "import torch, torchvision, nerfstudio, gsplat, pyrender, tttlrm_ns
   fi
 fi
 
+# Optional: the third-party splat tool @playcanvas/splat-transform, at the exact versions of
+# tools/splat_transform/package-lock.json, into .tools/splat_transform (git-ignored; npm's cache in .tools/npm-cache,
+# nothing global), for the test that the exported .ply loads in another tool. Needs Node >= 18 and npm (about 5 s,
+# 50 MB download); TTTLRM_NO_NODE=1 skips it; without it that test skips with the reason.
+ST=.tools/splat_transform
+if [ "${TTTLRM_NO_NODE:-0}" = 1 ]; then
+  echo "[setup] TTTLRM_NO_NODE=1: skipping @playcanvas/splat-transform (optional)"
+elif ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "[setup] node / npm not found: skipping @playcanvas/splat-transform (optional, for the .ply interoperability test)"
+elif [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 18 ]; then
+  echo "[setup] node $(node --version) is older than 18: skipping @playcanvas/splat-transform (optional)"
+elif ! cmp -s tools/splat_transform/package-lock.json "$ST/installed-lock.json" \
+     || [ ! -x "$ST/node_modules/.bin/splat-transform" ]; then
+  echo "[setup] npm ci @playcanvas/splat-transform into $ST (optional, for the .ply interoperability test)"
+  mkdir -p "$ST" && cp tools/splat_transform/package.json tools/splat_transform/package-lock.json "$ST/" && rm -f "$ST/installed-lock.json"
+  if npm ci --prefix "$ST" --cache .tools/npm-cache --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null; then
+    cp tools/splat_transform/package-lock.json "$ST/installed-lock.json"
+  else
+    echo "[setup] warning: @playcanvas/splat-transform could not be installed; its test will skip" >&2
+  fi
+fi
+
 $VPY -m tttlrm_ns.eval.lpips_weights --quiet || { echo "[setup] LPIPS weights could not be installed" >&2; exit 1; }
 echo "[setup] done: $($VPY -c 'import torch, tttlrm_ns; print("torch", torch.__version__, "tttlrm_ns", tttlrm_ns.__version__)')"

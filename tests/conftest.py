@@ -37,12 +37,15 @@ def optional_components() -> dict[str, bool]:
 
     return {
         "colmap": shutil.which("colmap") is not None,  # ns-process-data images (tests/test_capture.py)
-        "ffmpeg": shutil.which("ffmpeg") is not None,
+        "ffmpeg": shutil.which("ffmpeg") is not None,  # ns-process-data video, ns-render videos (test_ns_method)
         "chromium": any(shutil.which(b) for b in ("chromium", "chromium-browser")),  # viewer screenshot
         "sweethome3d-furniture": Path("/usr/share/sweethome3d/furniture").is_dir(),  # CC0 furniture (synth)
         "OSMesa": ctypes.util.find_library("OSMesa") is not None,  # headless OpenGL (synth renderer)
         "CUDA": torch.cuda.is_available(),
         "LPIPS weights": _lpips_weights_present(),
+        # the pinned third-party splat tool that setup.sh installs with npm (the .ply interoperability test)
+        "splat-transform": shutil.which("node") is not None
+        and (REPO / ".tools" / "splat_transform" / "node_modules" / ".bin" / "splat-transform").is_file(),
     }
 
 
