@@ -5,7 +5,7 @@
 # (pipeline.model.refine.seconds) on the input views and records held-out PSNR against CPU time
 # (scripts/bench_refine.py run). Result: docs/refine_schedule/runs.jsonl; the table of final held-out PSNR per scene,
 # arm and budget: docs/refine_schedule/results.md (written at the end from every run in the JSONL).
-#   OMP_NUM_THREADS=1 bash experiments/refine_schedule.sh [OUT.jsonl] [SECONDS] [VIEWS]
+#   OMP_NUM_THREADS=1 [ARMS="0.5 0.75 1.0"] bash experiments/refine_schedule.sh [OUT.jsonl] [SECONDS] [VIEWS]
 set -euo pipefail
 out=${1:-docs/refine_schedule/runs.jsonl}
 seconds=${2:-60}
@@ -15,7 +15,7 @@ py=${PYTHON:-.venv/bin/python}
 scenes=(tttlrm_ns/assets/sample_scene data/stress_set/walkthrough/scene_00000 data/stress_set/orbit/scene_00000
         data/stress_set/forward/scene_00000 data/stress_set/closeup/scene_00000)
 for scene in "${scenes[@]}"; do
-  for at in 0.5 0.75 1.0; do
+  for at in ${ARMS:-0.5 0.75 1.0}; do
     label="$(basename "$(dirname "$scene")")-$(basename "$scene")-fra${at}-${seconds}s"
     if [ -f "$out" ] && grep -q "\"label\": \"$label\"" "$out"; then echo "skip $label"; continue; fi
     "$py" scripts/bench_refine.py run --method tttlrm --views input --data "$scene" --num-views "$views" \
